@@ -1,0 +1,71 @@
+/**
+ * The commands of the CLI: dispatch, usage errors (exit 2), help, version.
+ *
+ * @module
+ */
+
+import denoJson from "../../deno.json" with { type: "json" };
+import { log } from "../log.ts";
+import { listen } from "./listen.ts";
+import { formatHelp, parseListenOptions, UsageError } from "./options.ts";
+
+/** The version of this Sandflare. */
+export const VERSION: string = denoJson.version;
+
+const COMMANDS = ["listen"] as const;
+
+const USAGE = `Usage: sandflare COMMAND [OPTIONS]
+
+Commands:
+  listen [OPTIONS]   serve every site until SIGINT or SIGTERM
+
+Run "sandflare listen --help" for the options of listen.`;
+
+function print(text: string): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(text + "\n"));
+}
+
+/**
+ * Runs the CLI.
+ * @param args the command line after the program name
+ * @returns the exit code
+ */
+export async function runCli(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    if (command === undefined || command === "-h" || command === "--help") {
+      print(USAGE);
+      return command === undefined ? 2 : 0;
+    }
+    if (command === "-v" || command === "--version") {
+      print(`sandflare ${VERSION}`);
+      return 0;
+    }
+    switch (command) {
+      case "listen": {
+        const options = parseListenOptions(rest);
+        if (options.help) {
+          print(formatHelp());
+          return 0;
+        }
+        if (options.version) {
+          print(`sandflare ${VERSION}`);
+          return 0;
+        }
+        return await listen(options);
+      }
+      default:
+        throw new UsageError(
+          `Unknown command ${JSON.stringify(command)}; valid commands: ${
+            COMMANDS.join(", ")
+          }`,
+        );
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      log.error(null, err.message);
+      return 2;
+    }
+    throw err;
+  }
+}

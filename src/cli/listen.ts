@@ -1,0 +1,102 @@
+/**
+ * `sandflare listen`: load every site, serve until SIGINT/SIGTERM, drain.
+ *
+ * @module
+ */
+
+import { fileURLToPath } from "node:url";
+import { Gateway } from "../gateway/gateway.ts";
+import { log } from "../log.ts";
+import type { ListenOptions } from "./options.ts";
+
+/** How long in-flight requests may take to finish at shutdown. */
+const DRAIN_MS = 10_000;
+
+const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url));
+
+function bindAddress(host: string): string {
+  return host === "*" ? "0.0.0.0" : host;
+}
+
+/**
+ * Serves until a stop signal.
+ * @returns the exit code
+ */
+export async function listen(options: ListenOptions): Promise<number> {
+  const gateway = new Gateway({ listen: options, projectDir: PROJECT_DIR });
+  const problems = await gateway.loadSites();
+  const ready = [...gateway.runners.keys()];
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      hostname: bindAddress(options.host),
+      port: options.port,
+      onListen: ({ hostname, port }) => {
+        const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+        log.info(null, `Listening on http://${shown}:${port}`);
+      },
+    }, gateway.handler);
+  } catch (err) {
+    await gateway.stop(0);
+    log.error(
+      null,
+      `Cannot listen on ${options.host}:${options.port}: ${
+        (err as Error).message
+      }`,
+    );
+    return 1;
+  }
+  if (options.outPid !== null) {
+    await Deno.writeTextFile(options.outPid, `${Deno.pid}\n`);
+  }
+  log.info(
+    null,
+    `Ready: ${ready.length} site(s) serving (${ready.join(", ")})${
+      problems.length > 0
+        ? `, ${problems.length} not loaded (${
+          problems.map((p) => p.site).join(", ")
+        })`
+        : ""
+    }`,
+  );
+
+  const stopped = Promise.withResolvers<string>();
+  const onSignal = (signal: Deno.Signal) => () => stopped.resolve(signal);
+  const signals: [Deno.Signal, () => void][] = [
+    ["SIGINT", onSignal("SIGINT")],
+    ["SIGTERM", onSignal("SIGTERM")],
+  ];
+  for (const [signal, handler] of signals) {
+    Deno.addSignalListener(signal, handler);
+  }
+  const signal = await stopped.promise;
+
+  log.info(
+    null,
+    `${signal}: stopping; in-flight requests have ${
+      DRAIN_MS / 1000
+    } s to finish`,
+  );
+  // A second signal ends the process at once.
+  const force = () => {
+    log.error(null, "Second stop signal: exiting now");
+    Deno.exit(1);
+  };
+  for (const [sig, handler] of signals) {
+    Deno.removeSignalListener(sig, handler);
+    Deno.addSignalListener(sig, force);
+  }
+  const drained = await Promise.race([
+    server.shutdown().then(() => true),
+    new Promise<false>((r) => setTimeout(() => r(false), DRAIN_MS)),
+  ]);
+  if (!drained) {
+    log.warn(null, "Some requests did not finish in time and were cut off");
+  }
+  await gateway.stop(1000);
+  if (options.outPid !== null) {
+    await Deno.remove(options.outPid).catch(() => {});
+  }
+  log.info(null, "Stopped");
+  return 0;
+}

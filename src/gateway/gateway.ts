@@ -1,0 +1,599 @@
+/**
+ * The gateway: owns every socket and file, routes each request to the site
+ * that registered its page, runs it in that site's sandbox, and answers.
+ * It never runs site code.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import type { ListenOptions } from "../cli/options.ts";
+import { log } from "../log.ts";
+import type {
+  WireReply,
+  WireRequest,
+  WireRoutes,
+} from "../protocol/messages.ts";
+import { buildRouter, type Router, RouteTableError } from "../router/router.ts";
+import { checkHostClaims } from "../supervisor/claims.ts";
+import { SandboxProcess } from "../supervisor/sandbox_process.ts";
+import { LoadError, type SandboxReply } from "../supervisor/sandbox_process.ts";
+import { SiteRunner } from "../supervisor/site_runner.ts";
+import {
+  defineRootSite,
+  discoverSites,
+  ROOT_SITE,
+  type SiteDefinition,
+  SiteError,
+} from "../supervisor/sites.ts";
+import { accessLine } from "./access_log.ts";
+import { errorPage } from "./error_page.ts";
+import { lookupSiteFile } from "./files.ts";
+import { contentTypeFor, loadMimeTable, type MimeTable } from "./mime.ts";
+import { parseTarget, TargetError } from "./request_target.ts";
+
+/** What the gateway needs to run. */
+export interface GatewayOptions {
+  listen: ListenOptions;
+  /** The folder holding `autorun/` (the root site). */
+  projectDir: string;
+}
+
+/** A site that could not be loaded. */
+export interface SiteProblem {
+  site: string;
+  message: string;
+}
+
+/** Headers a site may not set: they describe the connection, which the gateway owns. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "content-length",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "server",
+  "date",
+]);
+
+const EMPTY = new Uint8Array(0);
+
+/** Upgraders by lower-cased `Upgrade` token (the seed's `hosts.upgrades`). */
+type Upgrader = (request: Request, ctx: RequestContext) => Promise<Answer>;
+
+interface RequestContext {
+  wire: WireRequest;
+  accept: string | null;
+}
+
+interface Answer {
+  response: Response;
+  site: string;
+  bytes: number;
+}
+
+/** The gateway of one server. */
+export class Gateway {
+  readonly options: GatewayOptions;
+  #runners = new Map<string, SiteRunner>();
+  #router: Router = buildRouter([]);
+  #mime: MimeTable = new Map();
+  #upgrades = new Map<string, Upgrader>();
+
+  constructor(options: GatewayOptions) {
+    this.options = options;
+    this.#upgrades.set(
+      "websocket",
+      (request, ctx) => this.#upgradeWebSocket(request, ctx),
+    );
+  }
+
+  /** The running sites. */
+  get runners(): ReadonlyMap<string, SiteRunner> {
+    return this.#runners;
+  }
+
+  /** Loads the root site and every site folder; returns those that failed. */
+  async loadSites(): Promise<SiteProblem[]> {
+    this.#mime = await loadMimeTable();
+    const problems: SiteProblem[] = [];
+    const defs: SiteDefinition[] = [];
+    try {
+      defs.push(await defineRootSite(this.options.projectDir));
+    } catch (err) {
+      problems.push({ site: ROOT_SITE, message: messageOf(err) });
+    }
+    const { sites, errors } = await discoverSites(this.options.listen.sitesDir);
+    defs.push(...sites);
+    for (const e of errors) problems.push({ site: e.site, message: e.message });
+    const results = await Promise.all(defs.map((def) => this.#startSite(def)));
+    for (const problem of results) if (problem !== null) problems.push(problem);
+    this.#rebuild();
+    for (const p of problems) {
+      log.error(p.site, `Site not loaded: ${p.message}`);
+    }
+    return problems;
+  }
+
+  async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
+    const runner: SiteRunner = new SiteRunner(def, {
+      threads: this.options.listen.threads,
+      requestTimeout: this.options.listen.requestTimeout,
+      spawn: (d): SandboxProcess => this.#spawn(d, runner),
+    });
+    try {
+      const { sandbox, routes } = await runner.load();
+      const problem = this.#checkRoutes(def, routes);
+      if (problem !== null) {
+        sandbox.kill("its routes were refused");
+        return { site: def.name, message: problem };
+      }
+      runner.adopt(sandbox, routes);
+      this.#runners.set(def.name, runner);
+      log.info(def.name, describeLoad(def, routes, sandbox.pid));
+      return null;
+    } catch (err) {
+      return { site: def.name, message: messageOf(err) };
+    }
+  }
+
+  #spawn(def: SiteDefinition, runner: SiteRunner): SandboxProcess {
+    const { read, write, net, env } = def.manifest.permissions;
+    const names = Array.isArray(env)
+      ? env
+      : env
+      ? Object.keys(Deno.env.toObject())
+      : [];
+    const passed: Record<string, string> = {};
+    for (const name of names) {
+      const value = Deno.env.get(name);
+      if (value !== undefined) passed[name] = value;
+    }
+    return new SandboxProcess({
+      site: def.name,
+      siteDir: def.dir,
+      scripts: def.scripts,
+      workers: runner.workers,
+      permissions: { read: [...def.baseRead, ...read], write, net, env },
+      memory: def.manifest.memory,
+      env: passed,
+    }, { onStderr: (line) => log.warn(def.name, line) });
+  }
+
+  /** Checks a site's registrations; a message when they are refused. */
+  #checkRoutes(def: SiteDefinition, routes: WireRoutes): string | null {
+    const claim = checkHostClaims(routes, def.manifest.hosts, {
+      root: def.root,
+      file: join(def.dir, "site.json"),
+    });
+    if (claim !== null) return claim;
+    try {
+      buildRouter([{
+        site: def.name,
+        root: def.root,
+        hosts: routes.hosts,
+        pages: routes.pages,
+      }]);
+    } catch (err) {
+      if (err instanceof RouteTableError) return err.message;
+      throw err;
+    }
+    return null;
+  }
+
+  #rebuild(): void {
+    const tables = [];
+    for (const runner of this.#runners.values()) {
+      if (runner.routes === null) continue;
+      tables.push({
+        site: runner.name,
+        root: runner.def.root,
+        hosts: runner.routes.hosts,
+        pages: runner.routes.pages,
+      });
+    }
+    this.#router = buildRouter(tables, { rootSite: ROOT_SITE });
+  }
+
+  /** Stops every site; in-flight requests get up to `graceMs`. */
+  async stop(graceMs: number): Promise<void> {
+    await Promise.all([...this.#runners.values()].map((r) => r.stop(graceMs)));
+  }
+
+  /** The request handler for `Deno.serve`. */
+  handler = async (
+    request: Request,
+    info: Deno.ServeHandlerInfo,
+  ): Promise<Response> => {
+    const time = new Date();
+    const started = performance.now();
+    let answer: Answer;
+    try {
+      answer = await this.#process(request, info, time.getTime());
+    } catch (err) {
+      const ref = crypto.randomUUID().slice(0, 8);
+      log.error(
+        null,
+        `[ref ${ref}] Request failed in the gateway: ${stackOf(err)}`,
+      );
+      answer = this.#defaultError(
+        500,
+        `Internal Server Error (ref ${ref})`,
+        null,
+        request.method,
+        ROOT_SITE,
+      );
+    }
+    const headers = answer.response.headers;
+    headers.set("server", "sandflare");
+    log.access(accessLine({
+      peer: (info.remoteAddr as Deno.NetAddr).hostname,
+      time,
+      method: request.method,
+      target: targetOf(request.url),
+      status: answer.response.status,
+      bytes: answer.bytes,
+      ms: performance.now() - started,
+      site: answer.site,
+    }));
+    return answer.response;
+  };
+
+  async #process(
+    request: Request,
+    info: Deno.ServeHandlerInfo,
+    startTime: number,
+  ): Promise<Answer> {
+    const method = request.method;
+    const accept = request.headers.get("accept");
+    let target;
+    try {
+      target = parseTarget(request.url);
+    } catch (err) {
+      if (err instanceof TargetError) {
+        return this.#defaultError(400, err.message, accept, method, ROOT_SITE);
+      }
+      throw err;
+    }
+    const hostHeader = request.headers.get("host") ?? "";
+    const wire: WireRequest = {
+      method,
+      path: target.path,
+      fullUrl: target.raw,
+      query: target.query,
+      headers: flattenHeaders(request.headers),
+      host: hostOnly(hostHeader),
+      peer: (info.remoteAddr as Deno.NetAddr).hostname,
+      startTime,
+      upgraded: false,
+    };
+    const ctx: RequestContext = { wire, accept };
+
+    const upgrade = upgradeToken(request.headers);
+    if (upgrade !== null) {
+      const upgrader = this.#upgrades.get(upgrade);
+      if (upgrader === undefined) {
+        return this.#error(
+          404,
+          `Upgrade not found: ${upgrade}`,
+          ROOT_SITE,
+          ctx,
+        );
+      }
+      return upgrader(request, ctx);
+    }
+
+    const route = this.#router.route(hostHeader, target.path, method);
+    if (route.kind === "error") {
+      const answer = await this.#error(
+        route.status,
+        route.message,
+        route.owner,
+        ctx,
+      );
+      if (route.allow !== undefined) {
+        answer.response.headers.set("allow", route.allow.join(", "));
+      }
+      return answer;
+    }
+    const runner = this.#runners.get(route.site);
+    if (runner === undefined) {
+      return this.#error(
+        404,
+        `No page at ${JSON.stringify(target.path)}`,
+        ROOT_SITE,
+        ctx,
+      );
+    }
+    const body = await readBody(request, this.options.listen.maxPostLength);
+    if (body === null) {
+      return this.#error(
+        413,
+        `The request body is larger than ${this.options.listen.maxPostLength} bytes`,
+        route.site,
+        ctx,
+      );
+    }
+    const outcome = await runner.dispatch(
+      route.pageId,
+      route.captures,
+      wire,
+      body,
+    );
+    if (outcome.kind === "failed") {
+      return this.#defaultError(
+        outcome.status,
+        outcome.message,
+        accept,
+        method,
+        runner.name,
+      );
+    }
+    return this.#fromReply(runner, outcome.reply, ctx);
+  }
+
+  #fromReply(
+    runner: SiteRunner,
+    { reply, body }: SandboxReply,
+    ctx: RequestContext,
+  ): Answer | Promise<Answer> {
+    switch (reply.kind) {
+      case "body": {
+        const headers = siteHeaders(reply.headers);
+        if (headers === null) {
+          log.error(
+            runner.name,
+            `A page set an invalid response header; answered 502 instead`,
+          );
+          return this.#defaultError(
+            502,
+            "The site sent an invalid response",
+            ctx.accept,
+            ctx.wire.method,
+            runner.name,
+          );
+        }
+        return this.#send(
+          reply.status,
+          headers,
+          body,
+          ctx.wire.method,
+          runner.name,
+        );
+      }
+      case "file":
+        return this.#sendSiteFile(runner, reply, ctx);
+      case "error":
+        return this.#defaultError(
+          reply.code,
+          reply.message,
+          ctx.accept,
+          ctx.wire.method,
+          runner.name,
+        );
+      default:
+        return reply satisfies never;
+    }
+  }
+
+  async #sendSiteFile(
+    runner: SiteRunner,
+    reply: Extract<WireReply, { kind: "file" }>,
+    ctx: RequestContext,
+  ): Promise<Answer> {
+    const found = await lookupSiteFile(runner.def.dir, reply.path);
+    if (found.kind === "refused") {
+      if (found.status === 403) {
+        log.warn(
+          runner.name,
+          `setFile(${JSON.stringify(reply.path)}) refused: ${found.message}`,
+        );
+      }
+      return this.#error(found.status, found.message, runner.name, ctx);
+    }
+    if (found.kind === "directory") {
+      return this.#error(
+        403,
+        "Directory listing is not enabled for this path",
+        runner.name,
+        ctx,
+      );
+    }
+    const headers = siteHeaders(reply.headers) ?? new Headers();
+    if (!headers.has("content-type")) {
+      headers.set("content-type", contentTypeFor(this.#mime, found.path));
+    }
+    headers.set("content-length", String(found.info.size));
+    if (found.info.mtime !== null) {
+      headers.set("last-modified", found.info.mtime.toUTCString());
+    }
+    if (ctx.wire.method === "HEAD") {
+      return {
+        response: new Response(null, { status: reply.status, headers }),
+        site: runner.name,
+        bytes: 0,
+      };
+    }
+    const file = await Deno.open(found.path, { read: true });
+    return {
+      response: new Response(file.readable, { status: reply.status, headers }),
+      site: runner.name,
+      bytes: found.info.size,
+    };
+  }
+
+  #send(
+    status: number,
+    headers: Headers,
+    body: Uint8Array,
+    method: string,
+    site: string,
+  ): Answer {
+    if (method === "HEAD" || status === 204 || status === 304) {
+      if (method === "HEAD") headers.set("content-length", String(body.length));
+      return {
+        response: new Response(null, { status, headers }),
+        site,
+        bytes: 0,
+      };
+    }
+    return {
+      response: new Response(body as BodyInit, { status, headers }),
+      site,
+      bytes: body.length,
+    };
+  }
+
+  /** An error page, through the owning site's `Error` hook when it has one. */
+  async #error(
+    code: number,
+    message: string,
+    owner: string,
+    ctx: RequestContext,
+  ): Promise<Answer> {
+    const runner = this.#runners.get(owner);
+    if (runner !== undefined && runner.routes?.hooks.includes("Error")) {
+      const rendered = await runner.renderError(code, message, ctx.wire);
+      if (rendered !== null) return this.#fromReply(runner, rendered, ctx);
+    }
+    return this.#defaultError(
+      code,
+      message,
+      ctx.accept,
+      ctx.wire.method,
+      owner,
+    );
+  }
+
+  #defaultError(
+    code: number,
+    message: string,
+    accept: string | null,
+    method: string,
+    site: string,
+  ): Answer {
+    const page = errorPage(code, message, accept);
+    const headers = new Headers({ "content-type": page.contentType });
+    return this.#send(
+      code,
+      headers,
+      new TextEncoder().encode(page.body),
+      method,
+      site,
+    );
+  }
+
+  #upgradeWebSocket(_request: Request, ctx: RequestContext): Promise<Answer> {
+    return this.#error(
+      404,
+      `No websocket is registered at ${JSON.stringify(ctx.wire.path)}`,
+      ROOT_SITE,
+      ctx,
+    );
+  }
+}
+
+function describeLoad(
+  def: SiteDefinition,
+  routes: WireRoutes,
+  pid: number,
+): string {
+  const hosts = routes.hosts.map((h) => h.pattern).join(", ") || "none";
+  return `Loaded ${def.scripts.length} script(s), ${routes.pages.length} page(s), hosts: ${hosts} (sandbox pid ${pid})`;
+}
+
+function messageOf(err: unknown): string {
+  if (err instanceof LoadError && err.location !== null) {
+    return `${err.location}: ${err.message}`;
+  }
+  if (err instanceof SiteError || err instanceof Error) return err.message;
+  return String(err);
+}
+
+function stackOf(err: unknown): string {
+  return err instanceof Error ? err.stack ?? err.message : String(err);
+}
+
+/** The `Upgrade` token when `Connection` asks for an upgrade, lower-cased. */
+function upgradeToken(headers: Headers): string | null {
+  const connection = headers.get("connection");
+  const upgrade = headers.get("upgrade");
+  if (connection === null || upgrade === null) return null;
+  const asks = connection.split(",").some((t) =>
+    t.trim().toLowerCase() === "upgrade"
+  );
+  if (!asks) return null;
+  return (upgrade.split(",")[0] ?? "").trim().toLowerCase();
+}
+
+function flattenHeaders(headers: Headers): string[] {
+  const flat: string[] = [];
+  headers.forEach((value, name) => flat.push(name, value));
+  return flat;
+}
+
+function hostOnly(hostHeader: string): string {
+  let host = hostHeader.trim().toLowerCase();
+  if (host.startsWith("[")) {
+    const end = host.indexOf("]");
+    host = end > 0 ? host.slice(0, end + 1) : host;
+  } else {
+    const colon = host.indexOf(":");
+    if (colon >= 0) host = host.slice(0, colon);
+  }
+  return host.endsWith(".") ? host.slice(0, -1) : host;
+}
+
+function targetOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  return start < 0 ? "/" : url.slice(start);
+}
+
+/** A site's response headers, without those the gateway owns; null if invalid. */
+function siteHeaders(flat: string[]): Headers | null {
+  const headers = new Headers();
+  try {
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const name = flat[i]!;
+      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+      headers.append(name, flat[i + 1]!);
+    }
+  } catch {
+    return null;
+  }
+  return headers;
+}
+
+/** Reads a body of at most `limit` bytes; null when it is larger. */
+async function readBody(
+  request: Request,
+  limit: number,
+): Promise<Uint8Array | null> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) return null;
+  if (request.body === null) return EMPTY;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    body.set(c, offset);
+    offset += c.length;
+  }
+  return body;
+}

@@ -1,0 +1,80 @@
+/**
+ * Turning a request target into the path a site sees: decoded, absolute,
+ * without `.` and `..` segments, and refused when it cannot be that.
+ *
+ * @module
+ */
+
+/** A parsed request target. */
+export interface Target {
+  /** Decoded path without dot segments. */
+  path: string;
+  /** The query without `?`. */
+  query: string;
+  /** The target as received (path and query). */
+  raw: string;
+}
+
+/** Why a target is refused: the message goes to the client with a 400. */
+export class TargetError extends Error {
+  override name = "TargetError";
+}
+
+/**
+ * Parses the path and query of a request URL.
+ *
+ * @param url the request URL (absolute, as `Request.url` gives it)
+ * @returns the target
+ * @throws {TargetError} on bad percent-encoding or a NUL byte
+ * @example
+ * ```ts
+ * parseTarget("http://a.test/x/%2e%2e/y%20z?q=1").path; // "/y z"
+ * ```
+ */
+export function parseTarget(url: string): Target {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  const raw = start < 0 ? "/" : url.slice(start);
+  const hash = raw.indexOf("#");
+  const noHash = hash < 0 ? raw : raw.slice(0, hash);
+  const q = noHash.indexOf("?");
+  const rawPath = q < 0 ? noHash : noHash.slice(0, q);
+  const query = q < 0 ? "" : noHash.slice(q + 1);
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(rawPath);
+  } catch {
+    throw new TargetError("The path has invalid percent-encoding");
+  }
+  if (decoded.includes("\0")) {
+    throw new TargetError("The path contains a NUL byte");
+  }
+  return { path: removeDotSegments(decoded), query, raw: noHash };
+}
+
+/**
+ * Resolves `.` and `..` segments and collapses repeated slashes.
+ *
+ * @example
+ * ```ts
+ * removeDotSegments("/a/../../b//c/."); // "/b/c/"
+ * ```
+ */
+export function removeDotSegments(path: string): string {
+  const out: string[] = [];
+  const segments = path.split("/");
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i]!;
+    const last = i === segments.length - 1;
+    if (s === "..") {
+      out.pop();
+      if (last) out.push("");
+    } else if (s === ".") {
+      if (last) out.push("");
+    } else if (s === "") {
+      if (last && i > 0) out.push("");
+    } else {
+      out.push(s);
+    }
+  }
+  return "/" + out.join("/");
+}

@@ -1,0 +1,65 @@
+/**
+ * The operator's log: one line per request on stdout (access log), one clear
+ * line per problem on stderr, each naming the site.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+
+/** Where log lines go; replaceable in tests. */
+export interface LogSink {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+function writeLine(file: typeof Deno.stdout, line: string): void {
+  const bytes = encoder.encode(line + "\n");
+  let offset = 0;
+  while (offset < bytes.length) {
+    offset += file.writeSync(bytes.subarray(offset));
+  }
+}
+
+const defaultSink: LogSink = {
+  out: (line) => writeLine(Deno.stdout, line),
+  err: (line) => writeLine(Deno.stderr, line),
+};
+
+let sink: LogSink = defaultSink;
+
+/** Replaces the sink (tests); returns the previous one. */
+export function setLogSink(next: LogSink): LogSink {
+  const previous = sink;
+  sink = next;
+  return previous;
+}
+
+function stamp(): string {
+  return new Date().toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+function line(level: string, site: string | null, message: string): string {
+  const where = site === null ? "" : ` [${site}]`;
+  return `${stamp()} ${level}${where} ${message}`;
+}
+
+/** The logger. */
+export const log = {
+  /** Something an operator may want to know. */
+  info(site: string | null, message: string): void {
+    sink.err(line("info", site, message));
+  },
+  /** Something is wrong but the server goes on. */
+  warn(site: string | null, message: string): void {
+    sink.err(line("warn", site, message));
+  },
+  /** Something failed. */
+  error(site: string | null, message: string): void {
+    sink.err(line("error", site, message));
+  },
+  /** One access-log line (already formatted). */
+  access(text: string): void {
+    sink.out(text);
+  },
+};

@@ -1,0 +1,240 @@
+/**
+ * The frame codec between the gateway and a sandbox process.
+ *
+ * A frame is `[u32 header length][u32 body length][header][body]`, big endian.
+ * The header is UTF-8 JSON (a message); the body is raw bytes (a request or
+ * response body), sent without re-encoding. Both sides treat the other's
+ * frames as untrusted: lengths are checked before anything is allocated.
+ *
+ * @module
+ */
+
+/** One decoded frame: the parsed JSON header and the body bytes. */
+export interface Frame {
+  header: unknown;
+  body: Uint8Array;
+}
+
+/** Limits a decoder enforces before allocating. */
+export interface FrameLimits {
+  /** Largest JSON header accepted. @default {1048576} */
+  maxHeaderBytes?: number;
+  /** Largest body accepted. @default {134217728} */
+  maxBodyBytes?: number;
+}
+
+/** A frame stream that cannot be decoded: the peer is broken or hostile. */
+export class FrameError extends Error {
+  override name = "FrameError";
+}
+
+const PREFIX_BYTES = 8;
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Encodes one frame.
+ *
+ * @param header a JSON-serialisable message
+ * @param body optional body bytes, copied in after the header
+ * @returns the frame's bytes
+ * @example
+ * ```ts
+ * const bytes = encodeFrame({ t: "shutdown" });
+ * ```
+ */
+export function encodeFrame(
+  header: unknown,
+  body: Uint8Array = EMPTY,
+): Uint8Array {
+  const json = encoder.encode(JSON.stringify(header));
+  const out = new Uint8Array(PREFIX_BYTES + json.length + body.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, json.length);
+  view.setUint32(4, body.length);
+  out.set(json, PREFIX_BYTES);
+  out.set(body, PREFIX_BYTES + json.length);
+  return out;
+}
+
+/**
+ * Incremental decoder: feed it chunks as they arrive, take whole frames out.
+ *
+ * @example
+ * ```ts
+ * const d = new FrameDecoder();
+ * for (const frame of d.push(encodeFrame({ t: "x" }))) console.log(frame.header);
+ * d.end(); // throws FrameError if a frame was cut short
+ * ```
+ */
+export class FrameDecoder {
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  #maxHeader: number;
+  #maxBody: number;
+
+  constructor(limits: FrameLimits = {}) {
+    this.#maxHeader = limits.maxHeaderBytes ?? 1024 * 1024;
+    this.#maxBody = limits.maxBodyBytes ?? 128 * 1024 * 1024;
+  }
+
+  /** Bytes received but not yet part of a whole frame. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /**
+   * Adds a chunk and returns every frame it completes, in order.
+   * @throws {FrameError} on a length over the limits or a header that is not JSON
+   */
+  push(chunk: Uint8Array): Frame[] {
+    if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+    }
+    const frames: Frame[] = [];
+    while (this.#buffered >= PREFIX_BYTES) {
+      const prefix = this.#peek(PREFIX_BYTES);
+      const view = new DataView(prefix.buffer, prefix.byteOffset, PREFIX_BYTES);
+      const headerLength = view.getUint32(0);
+      const bodyLength = view.getUint32(4);
+      if (headerLength > this.#maxHeader) {
+        throw new FrameError(
+          `Frame header of ${headerLength} bytes exceeds the limit of ${this.#maxHeader}`,
+        );
+      }
+      if (bodyLength > this.#maxBody) {
+        throw new FrameError(
+          `Frame body of ${bodyLength} bytes exceeds the limit of ${this.#maxBody}`,
+        );
+      }
+      const total = PREFIX_BYTES + headerLength + bodyLength;
+      if (this.#buffered < total) break;
+      const bytes = this.#take(total);
+      frames.push({
+        header: parseHeader(
+          bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength),
+        ),
+        body: bytes.subarray(PREFIX_BYTES + headerLength),
+      });
+    }
+    return frames;
+  }
+
+  /**
+   * Marks the end of the stream.
+   * @throws {FrameError} if a partial frame is left over
+   */
+  end(): void {
+    if (this.#buffered > 0) {
+      throw new FrameError(
+        `Stream ended inside a frame (${this.#buffered} bytes left over)`,
+      );
+    }
+  }
+
+  /** The first `n` buffered bytes, joining chunks only when needed. */
+  #peek(n: number): Uint8Array {
+    const first = this.#chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    this.#join();
+    return this.#chunks[0]!.subarray(0, n);
+  }
+
+  /** Removes and returns the first `n` buffered bytes. */
+  #take(n: number): Uint8Array {
+    let first = this.#chunks[0]!;
+    if (first.length < n) {
+      this.#join();
+      first = this.#chunks[0]!;
+    }
+    const out = first.subarray(0, n);
+    if (first.length === n) this.#chunks.shift();
+    else this.#chunks[0] = first.subarray(n);
+    this.#buffered -= n;
+    return out;
+  }
+
+  #join(): void {
+    const all = new Uint8Array(this.#buffered);
+    let offset = 0;
+    for (const chunk of this.#chunks) {
+      all.set(chunk, offset);
+      offset += chunk.length;
+    }
+    this.#chunks = [all];
+  }
+}
+
+function parseHeader(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(decoder.decode(bytes));
+  } catch (err) {
+    throw new FrameError(
+      `Frame header is not UTF-8 JSON: ${(err as Error).message}`,
+    );
+  }
+}
+
+/**
+ * Collects frames written in the same tick into one write.
+ *
+ * @example
+ * ```ts ignore
+ * const out = new FrameWriter((bytes) => Deno.stdout.write(bytes));
+ * out.send({ t: "shutdown" });
+ * ```
+ */
+export class FrameWriter {
+  #pending: Uint8Array[] = [];
+  #size = 0;
+  #scheduled = false;
+  #chain: Promise<void> = Promise.resolve();
+  #write: (bytes: Uint8Array) => Promise<unknown>;
+  #onError: (err: unknown) => void;
+
+  constructor(
+    write: (bytes: Uint8Array) => Promise<unknown>,
+    onError: (err: unknown) => void = () => {},
+  ) {
+    this.#write = write;
+    this.#onError = onError;
+  }
+
+  /** Queues one frame; it is written at the end of the current tick. */
+  send(header: unknown, body?: Uint8Array): void {
+    const frame = encodeFrame(header, body);
+    this.#pending.push(frame);
+    this.#size += frame.length;
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    queueMicrotask(() => this.#flush());
+  }
+
+  /** Resolves once everything queued so far has been written. */
+  drained(): Promise<void> {
+    return this.#chain;
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const frames = this.#pending;
+    const size = this.#size;
+    this.#pending = [];
+    this.#size = 0;
+    let bytes: Uint8Array;
+    if (frames.length === 1) bytes = frames[0]!;
+    else {
+      bytes = new Uint8Array(size);
+      let offset = 0;
+      for (const f of frames) {
+        bytes.set(f, offset);
+        offset += f.length;
+      }
+    }
+    this.#chain = this.#chain
+      .then(() => this.#write(bytes))
+      .then(() => {}, this.#onError);
+  }
+}

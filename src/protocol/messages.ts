@@ -1,0 +1,299 @@
+/**
+ * Every message between the gateway and a sandbox process, as discriminated
+ * unions, with the guards that narrow what arrives as `unknown`.
+ *
+ * The sandbox runs untrusted site code, so everything the gateway receives is
+ * checked field by field; anything malformed is a protocol violation and the
+ * sandbox is replaced.
+ *
+ * @module
+ */
+
+/** A host a site registered. */
+export interface WireHost {
+  pattern: string;
+  noFallback: boolean;
+}
+
+/** A page a site registered; `path` for exact pages, `regex` for patterns. */
+export interface WirePage {
+  id: number;
+  host: string;
+  method: string;
+  path?: string;
+  regex?: { source: string; flags: string };
+}
+
+/** What a generation of a site registered, reported once it has loaded. */
+export interface WireRoutes {
+  hosts: WireHost[];
+  pages: WirePage[];
+  /** Hook names with at least one callback, e.g. `Error`. */
+  hooks: string[];
+}
+
+/** A request as the site sees it; the body travels as the frame body. */
+export interface WireRequest {
+  method: string;
+  /** Decoded, absolute, without `.`/`..` segments. */
+  path: string;
+  /** The request target as received. */
+  fullUrl: string;
+  /** The raw query string, without `?`. */
+  query: string;
+  /** Flat `[name, value, name, value, …]`, names lower-case. */
+  headers: string[];
+  host: string;
+  peer: string;
+  startTime: number;
+  upgraded: boolean;
+}
+
+/** Deno permissions for a site's workers; paths are absolute. */
+export interface WirePermissions {
+  read: string[];
+  write: string[];
+  net: string[];
+  env: boolean | string[];
+}
+
+/** Gateway → sandbox. */
+export type ToSandbox =
+  | {
+    t: "init";
+    site: string;
+    siteDir: string;
+    /** file: URLs of the autorun scripts, in the order they run. */
+    scripts: string[];
+    workers: number;
+    permissions: WirePermissions;
+  }
+  | {
+    t: "request";
+    id: number;
+    page: number;
+    captures: string[];
+    req: WireRequest;
+  }
+  | { t: "error"; id: number; code: number; message: string; req: WireRequest }
+  | { t: "heartbeat"; id: number }
+  | { t: "shutdown" };
+
+/** How a site answered a request; a `body` reply's bytes are the frame body. */
+export type WireReply =
+  | { kind: "body"; status: number; headers: string[] }
+  | {
+    kind: "file";
+    status: number;
+    headers: string[];
+    path: string;
+    listDirectory: boolean;
+  }
+  | { kind: "error"; code: number; message: string };
+
+/** Sandbox → gateway. */
+export type FromSandbox =
+  | { t: "loaded"; routes: WireRoutes }
+  | { t: "loadFailed"; message: string; location: string | null }
+  | { t: "reply"; id: number; reply: WireReply }
+  | { t: "heartbeat"; id: number; ok: boolean };
+
+/** A message that does not have the shape its type says. */
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+}
+
+type Json = Record<string, unknown>;
+
+function isRecord(value: unknown): value is Json {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isStringArray(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((v) => typeof v === "string");
+}
+
+function isId(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function isStatus(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 100 &&
+    (value as number) <= 599;
+}
+
+function isHeaderList(value: unknown): value is string[] {
+  return isStringArray(value) && value.length % 2 === 0;
+}
+
+function isWireHost(value: unknown): value is WireHost {
+  return isRecord(value) && typeof value.pattern === "string" &&
+    typeof value.noFallback === "boolean";
+}
+
+function isWirePage(value: unknown): value is WirePage {
+  if (!isRecord(value)) return false;
+  if (!isId(value.id) || typeof value.host !== "string") return false;
+  if (typeof value.method !== "string") return false;
+  const { path, regex } = value;
+  if (path !== undefined) {
+    return typeof path === "string" && regex === undefined;
+  }
+  return isRecord(regex) && typeof regex.source === "string" &&
+    typeof regex.flags === "string";
+}
+
+function isWireRoutes(value: unknown): value is WireRoutes {
+  return isRecord(value) && Array.isArray(value.hosts) &&
+    value.hosts.every(isWireHost) && Array.isArray(value.pages) &&
+    value.pages.every(isWirePage) && isStringArray(value.hooks);
+}
+
+function isWireReply(value: unknown): value is WireReply {
+  if (!isRecord(value)) return false;
+  switch (value.kind) {
+    case "body":
+      return isStatus(value.status) && isHeaderList(value.headers);
+    case "file":
+      return isStatus(value.status) && isHeaderList(value.headers) &&
+        typeof value.path === "string" &&
+        typeof value.listDirectory === "boolean";
+    case "error":
+      return isStatus(value.code) && typeof value.message === "string";
+    default:
+      return false;
+  }
+}
+
+/**
+ * Narrows a frame header from a sandbox.
+ *
+ * @param value the decoded JSON header
+ * @returns the message, typed
+ * @throws {ProtocolError} when it is not a valid sandbox message
+ * @example
+ * ```ts
+ * const msg = parseFromSandbox({ t: "heartbeat", id: 1, ok: true });
+ * ```
+ */
+export function parseFromSandbox(value: unknown): FromSandbox {
+  if (isRecord(value)) {
+    switch (value.t) {
+      case "loaded":
+        if (isWireRoutes(value.routes)) {
+          return { t: "loaded", routes: value.routes };
+        }
+        break;
+      case "loadFailed":
+        if (
+          typeof value.message === "string" &&
+          (value.location === null || typeof value.location === "string")
+        ) {
+          return {
+            t: "loadFailed",
+            message: value.message,
+            location: value.location,
+          };
+        }
+        break;
+      case "reply":
+        if (isId(value.id) && isWireReply(value.reply)) {
+          return { t: "reply", id: value.id, reply: value.reply };
+        }
+        break;
+      case "heartbeat":
+        if (isId(value.id) && typeof value.ok === "boolean") {
+          return { t: "heartbeat", id: value.id, ok: value.ok };
+        }
+        break;
+    }
+  }
+  throw new ProtocolError(`Malformed message from sandbox: ${describe(value)}`);
+}
+
+function isWireRequest(value: unknown): value is WireRequest {
+  return isRecord(value) && typeof value.method === "string" &&
+    typeof value.path === "string" && typeof value.fullUrl === "string" &&
+    typeof value.query === "string" && isHeaderList(value.headers) &&
+    typeof value.host === "string" && typeof value.peer === "string" &&
+    typeof value.startTime === "number" && typeof value.upgraded === "boolean";
+}
+
+function isWirePermissions(value: unknown): value is WirePermissions {
+  return isRecord(value) && isStringArray(value.read) &&
+    isStringArray(value.write) && isStringArray(value.net) &&
+    (typeof value.env === "boolean" || isStringArray(value.env));
+}
+
+/**
+ * Narrows a frame header from the gateway.
+ *
+ * @param value the decoded JSON header
+ * @returns the message, typed
+ * @throws {ProtocolError} when it is not a valid gateway message
+ * @example
+ * ```ts
+ * const msg = parseToSandbox({ t: "shutdown" });
+ * ```
+ */
+export function parseToSandbox(value: unknown): ToSandbox {
+  if (isRecord(value)) {
+    switch (value.t) {
+      case "init":
+        if (
+          typeof value.site === "string" && typeof value.siteDir === "string" &&
+          isStringArray(value.scripts) && isId(value.workers) &&
+          isWirePermissions(value.permissions)
+        ) {
+          return {
+            t: "init",
+            site: value.site,
+            siteDir: value.siteDir,
+            scripts: value.scripts,
+            workers: value.workers,
+            permissions: value.permissions,
+          };
+        }
+        break;
+      case "request":
+        if (
+          isId(value.id) && isId(value.page) && isStringArray(value.captures) &&
+          isWireRequest(value.req)
+        ) {
+          return {
+            t: "request",
+            id: value.id,
+            page: value.page,
+            captures: value.captures,
+            req: value.req,
+          };
+        }
+        break;
+      case "error":
+        if (
+          isId(value.id) && isStatus(value.code) &&
+          typeof value.message === "string" && isWireRequest(value.req)
+        ) {
+          return {
+            t: "error",
+            id: value.id,
+            code: value.code,
+            message: value.message,
+            req: value.req,
+          };
+        }
+        break;
+      case "heartbeat":
+        if (isId(value.id)) return { t: "heartbeat", id: value.id };
+        break;
+      case "shutdown":
+        return { t: "shutdown" };
+    }
+  }
+  throw new ProtocolError(`Malformed message from gateway: ${describe(value)}`);
+}
+
+function describe(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}

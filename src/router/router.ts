@@ -1,0 +1,597 @@
+/**
+ * The merged routing table of every site: built once per change from the
+ * registrations each site's sandbox reports, then queried per request to pick
+ * the host (SPEC §4 step 2) and the page (step 3), or the 404/405/409 to send.
+ *
+ * @module
+ */
+
+import { compileHostPattern, normalizeHost } from "./host_pattern.ts";
+
+/** The host pattern of `hosts.any`, the host shared by every site. */
+export const ANY_HOST = "*";
+
+/** A page as reported by a site's sandbox. */
+export interface PageSpec {
+  /** Page id within the site. */
+  id: number;
+  /** Host pattern the page was added to; {@linkcode ANY_HOST} = `hosts.any`. */
+  host: string;
+  /** Upper-case method, e.g. `"GET"`. */
+  method: string;
+  /** Exact path (give either `path` or `regex`). */
+  path?: string;
+  /** Pattern matched against the whole path (give either `path` or `regex`). */
+  regex?: { source: string; flags: string };
+}
+
+/** A host a site registered with `hosts.get(pattern, { noFallback })`. */
+export interface HostSpec {
+  pattern: string;
+  noFallback: boolean;
+}
+
+/** Everything one site registered. */
+export interface SiteRoutes {
+  site: string;
+  /** Whether this is the built-in root site. */
+  root: boolean;
+  hosts: HostSpec[];
+  pages: PageSpec[];
+}
+
+/** Thrown by {@linkcode buildRouter} for bad input; names the site. */
+export class RouteTableError extends Error {
+  override name: string = "RouteTableError";
+}
+
+/** What {@linkcode Router.route} decided for a request. */
+export type RouteResult =
+  | {
+    kind: "page";
+    site: string;
+    pageId: number;
+    captures: string[];
+    hostPattern: string;
+  }
+  | {
+    kind: "error";
+    status: 404 | 405 | 409;
+    message: string;
+    owner: string;
+    allow?: string[];
+  };
+
+/** A built routing table. */
+export interface Router {
+  /**
+   * Routes a request. Never throws.
+   *
+   * @param hostHeader The `Host` header as received (`""` when missing).
+   * @param path The decoded request path.
+   * @param method The request method.
+   */
+  route(hostHeader: string, path: string, method: string): RouteResult;
+}
+
+/** Options of {@linkcode buildRouter}. */
+export interface RouterOptions {
+  /**
+   * Site that owns errors without a site (host conflicts, `hosts.any`).
+   * @default {the site with `root: true`, else "root"}
+   */
+  rootSite?: string;
+}
+
+/** Host-resolution cache entries kept before the cache is cleared. */
+const HOST_CACHE_LIMIT = 10_000;
+/** Longest path or method quoted in full in an error message. */
+const MAX_QUOTED_LENGTH = 200;
+const ALLOWED_FLAGS = new Set(["i", "m", "s", "u"]);
+/** Characters that end a regex source's literal prefix. */
+const SPECIAL_CHARS = new Set([..."^$.|?*+()[]{}"]);
+const QUANTIFIERS = new Set([..."?*+{"]);
+/** An escaped character that stands for itself (ASCII punctuation). */
+const IDENTITY_ESCAPE_REGEXP = /^[!-/:-@[-`{-~]$/;
+const METHOD_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+interface PageEntry {
+  site: string;
+  pageId: number;
+  method: string;
+  /** How error messages name the page: `GET "/x" (site a)`. */
+  label: string;
+}
+
+interface PatternEntry extends PageEntry {
+  regex: RegExp;
+  /** Literal text every matching path starts with, checked before `regex`. */
+  prefix: string;
+}
+
+/** The pages of one host from one priority tier. */
+interface Tier {
+  /** path → method → pages (more than one only across sites on hosts.any). */
+  exact: Map<string, Map<string, PageEntry[]>>;
+  /** method → patterns, in site then registration order. */
+  patterns: Map<string, PatternEntry[]>;
+  allPatterns: PatternEntry[];
+}
+
+interface Host {
+  pattern: string;
+  /** `null` for hosts.any. */
+  site: string | null;
+  noFallback: boolean;
+  matches: (host: string) => boolean;
+  /** Tried in order; on hosts.any the root site's pages come last. */
+  tiers: Tier[];
+}
+
+type HostChoice = { host: Host } | { conflict: string };
+
+type Lookup =
+  | { kind: "page"; page: PageEntry; captures: string[] }
+  | { kind: "conflict"; pages: PageEntry[] }
+  | { kind: "method"; allow: Set<string> }
+  | { kind: "none" };
+
+/**
+ * Builds the routing table of all sites. Everything is validated and
+ * compiled here; route patterns run on V8's linear-time engine (`l` flag,
+ * enabled by `--v8-flags=--enable-experimental-regexp-engine`).
+ *
+ * @param sites Every loaded site's registrations.
+ * @param options See {@linkcode RouterOptions}.
+ * @returns An immutable {@linkcode Router}.
+ * @throws {RouteTableError} For an invalid host pattern, page, regex or
+ * method, or a site registering the same path and method twice on one host.
+ *
+ * @example Exact pages, 404 and 405
+ * ```ts
+ * import { buildRouter } from "./router.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const router = buildRouter([{
+ *   site: "blog",
+ *   root: false,
+ *   hosts: [{ pattern: "blog.test", noFallback: true }],
+ *   pages: [{ id: 0, host: "blog.test", method: "GET", path: "/" }],
+ * }]);
+ * assert.equal(router.route("Blog.test:8080", "/", "GET").kind, "page");
+ * assert.equal(router.route("blog.test", "/", "HEAD").kind, "page");
+ * const error = router.route("blog.test", "/", "POST");
+ * assert.ok(error.kind === "error" && error.status === 405);
+ * assert.deepEqual(error.allow, ["GET", "HEAD"]);
+ * ```
+ */
+export function buildRouter(
+  sites: SiteRoutes[],
+  options: RouterOptions = {},
+): Router {
+  const rootSite = options.rootSite ??
+    sites.find((site) => site.root)?.site ?? "root";
+  const { hosts, any } = buildHosts(sites);
+  const cache = new Map<string, HostChoice | null>();
+
+  function chooseHost(name: string): HostChoice | null {
+    const cached = cache.get(name);
+    if (cached !== undefined) return cached;
+    const choice = resolveHost(hosts, name);
+    if (cache.size >= HOST_CACHE_LIMIT) cache.clear();
+    cache.set(name, choice);
+    return choice;
+  }
+
+  function route(hostHeader: string, rawPath: string, rawMethod: string) {
+    // Coerce so that no input, however wrong its type, can make route() throw.
+    const name = normalizeHost(String(hostHeader));
+    const path = String(rawPath);
+    const method = String(rawMethod);
+    const choice = chooseHost(name);
+    if (choice !== null && "conflict" in choice) {
+      return error(409, choice.conflict, rootSite);
+    }
+    const named = choice?.host;
+    if (named !== undefined) {
+      const result = lookup(named, path, method);
+      if (result.kind !== "none") return answer(named, result, path, method);
+      if (named.noFallback) return notFound(path, named.site ?? rootSite);
+    }
+    const result = lookup(any, path, method);
+    if (result.kind !== "none") return answer(any, result, path, method);
+    return notFound(path, named?.site ?? rootSite);
+  }
+
+  function answer(host: Host, result: Lookup, path: string, method: string) {
+    const owner = host.site ?? rootSite;
+    switch (result.kind) {
+      case "page":
+        return page(host, result.page, result.captures);
+      case "conflict":
+        return error(409, pageConflictMessage(result.pages, path), owner);
+      case "method":
+        return methodNotAllowed(result.allow, path, method, owner);
+      case "none":
+        return notFound(path, owner);
+      default:
+        return assertNever(result);
+    }
+  }
+
+  return { route };
+}
+
+function buildHosts(sites: SiteRoutes[]): { hosts: Host[]; any: Host } {
+  const any = newHost(ANY_HOST, null, false, () => true);
+  const anyTiers = { site: newTier(), root: newTier() };
+  const hosts: Host[] = [];
+  const seenSites = new Set<string>();
+  for (const site of sites) {
+    if (typeof site.site !== "string" || site.site === "") {
+      throw new RouteTableError("A site has no name");
+    }
+    if (seenSites.has(site.site)) {
+      throw new RouteTableError(`Site "${site.site}" is listed twice`);
+    }
+    seenSites.add(site.site);
+    const siteHosts = collectSiteHosts(site);
+    hosts.push(...siteHosts.values());
+    addPages(site, siteHosts, site.root ? anyTiers.root : anyTiers.site);
+  }
+  any.tiers = [anyTiers.site, anyTiers.root].filter((tier) =>
+    tier.exact.size > 0 || tier.allPatterns.length > 0
+  );
+  return { hosts, any };
+}
+
+/** The hosts of one site, keyed by canonical pattern. */
+function collectSiteHosts(site: SiteRoutes): Map<string, Host> {
+  const hosts = new Map<string, Host>();
+  const declare = (pattern: string, noFallback: boolean) => {
+    const key = hostKey(pattern);
+    if (key === ANY_HOST) return;
+    const known = hosts.get(key);
+    if (known !== undefined) {
+      known.noFallback ||= noFallback;
+      return;
+    }
+    let matches: (host: string) => boolean;
+    try {
+      matches = compileHostPattern(pattern);
+    } catch {
+      throw new RouteTableError(
+        `Site "${site.site}" registers invalid host pattern "${pattern}"`,
+      );
+    }
+    hosts.set(key, newHost(pattern, site.site, noFallback, matches));
+  };
+  for (const spec of site.hosts) declare(spec.pattern, spec.noFallback);
+  for (const page of site.pages) declare(page.host, false);
+  return hosts;
+}
+
+function addPages(
+  site: SiteRoutes,
+  siteHosts: Map<string, Host>,
+  anyTier: Tier,
+): void {
+  const ids = new Set<number>();
+  for (const spec of site.pages) {
+    const method = checkPage(site.site, spec);
+    if (ids.has(spec.id)) {
+      throw new RouteTableError(
+        `Site "${site.site}" has two pages with id ${spec.id}`,
+      );
+    }
+    ids.add(spec.id);
+    const key = hostKey(spec.host);
+    const host = key === ANY_HOST ? undefined : siteHosts.get(key);
+    const tier = host === undefined ? anyTier : host.tiers[0] ?? newTier();
+    if (host !== undefined) host.tiers = [tier];
+    if (spec.regex !== undefined) {
+      addPattern(tier, site.site, spec, method, spec.regex);
+    } else {
+      addExact(tier, site.site, spec, method, spec.path ?? "");
+    }
+  }
+}
+
+/** Validates a page and returns its method, upper-cased. */
+function checkPage(site: string, spec: PageSpec): string {
+  const what = `Page ${spec.id} of site "${site}"`;
+  if (!Number.isInteger(spec.id)) {
+    throw new RouteTableError(`A page of site "${site}" has id "${spec.id}"`);
+  }
+  if (typeof spec.method !== "string" || !METHOD_REGEXP.test(spec.method)) {
+    throw new RouteTableError(`${what} has invalid method "${spec.method}"`);
+  }
+  if (typeof spec.host !== "string") {
+    throw new RouteTableError(`${what} has no host`);
+  }
+  const hasPath = spec.path !== undefined;
+  if (hasPath === (spec.regex !== undefined)) {
+    throw new RouteTableError(`${what} needs exactly one of path and regex`);
+  }
+  if (
+    hasPath && (typeof spec.path !== "string" || !spec.path.startsWith("/"))
+  ) {
+    throw new RouteTableError(`${what} has path "${spec.path}"`);
+  }
+  return spec.method.toUpperCase();
+}
+
+function addExact(
+  tier: Tier,
+  site: string,
+  spec: PageSpec,
+  method: string,
+  path: string,
+): void {
+  let methods = tier.exact.get(path);
+  if (methods === undefined) {
+    methods = new Map();
+    tier.exact.set(path, methods);
+  }
+  const pages = methods.get(method) ?? [];
+  if (pages.some((page) => page.site === site)) {
+    throw new RouteTableError(
+      `Site "${site}" registers ${method} "${path}" twice on host "${spec.host}"`,
+    );
+  }
+  const label = `${method} "${path}" (site ${site})`;
+  pages.push({ site, pageId: spec.id, method, label });
+  methods.set(method, pages);
+}
+
+function addPattern(
+  tier: Tier,
+  site: string,
+  spec: PageSpec,
+  method: string,
+  regex: { source: string; flags: string },
+): void {
+  const shown = `/${regex.source}/${regex.flags}`;
+  const entry: PatternEntry = {
+    site,
+    pageId: spec.id,
+    method,
+    label: `${method} ${shown} (site ${site})`,
+    regex: compileRoutePattern(site, regex, shown),
+    prefix: literalPrefix(regex.source, regex.flags),
+  };
+  tier.allPatterns.push(entry);
+  const list = tier.patterns.get(method) ?? [];
+  list.push(entry);
+  tier.patterns.set(method, list);
+}
+
+/**
+ * Compiles `^(?:source)$` on the linear-time engine, after checking that the
+ * source is a regular expression on its own (so it cannot break out of the
+ * group) and that its flags are among i, m, s, u.
+ */
+function compileRoutePattern(
+  site: string,
+  regex: { source: string; flags: string },
+  shown: string,
+): RegExp {
+  const fail = (reason: string) =>
+    new RouteTableError(`Site "${site}" has route pattern ${shown}: ${reason}`);
+  const { source, flags } = regex;
+  if (typeof source !== "string" || typeof flags !== "string") {
+    throw fail("source and flags must be strings");
+  }
+  for (const flag of flags) {
+    if (!ALLOWED_FLAGS.has(flag)) {
+      throw fail(`flag "${flag}" is not allowed (only i, m, s and u are)`);
+    }
+  }
+  try {
+    new RegExp(source, flags);
+  } catch (err) {
+    throw fail((err as Error).message);
+  }
+  try {
+    return new RegExp(`^(?:${source})$`, flags + "l");
+  } catch (err) {
+    const message = (err as Error).message;
+    if (message.startsWith("Invalid flags")) {
+      throw fail(
+        "the linear-time regex engine is off; run Deno with " +
+          "--v8-flags=--enable-experimental-regexp-engine",
+      );
+    }
+    throw fail(message);
+  }
+}
+
+function resolveHost(hosts: Host[], name: string): HostChoice | null {
+  const matching = hosts.filter((host) => host.matches(name));
+  const [first] = matching;
+  if (first === undefined) return null;
+  if (matching.length === 1) return { host: first };
+  const claims = matching
+    .map((host) => `"${host.pattern}" (site ${host.site})`)
+    .join(", ");
+  return {
+    conflict: `Host "${quotable(name)}" is claimed by more than one host: ` +
+      claims,
+  };
+}
+
+function lookup(host: Host, path: string, method: string): Lookup {
+  let allow: Set<string> | undefined;
+  for (const tier of host.tiers) {
+    const found = lookupTier(tier, path, method);
+    if (found !== null) return found;
+    allow = allowedMethods(tier, path, allow ?? new Set());
+  }
+  if (allow === undefined || allow.size === 0) return { kind: "none" };
+  return { kind: "method", allow };
+}
+
+/** The page(s) for the method, trying HEAD then GET; `null` when none. */
+function lookupTier(tier: Tier, path: string, method: string): Lookup | null {
+  const methods = tier.exact.get(path);
+  const found = lookupMethod(tier, methods, path, method);
+  if (found !== null || method !== "HEAD") return found;
+  return lookupMethod(tier, methods, path, "GET");
+}
+
+function lookupMethod(
+  tier: Tier,
+  methods: Map<string, PageEntry[]> | undefined,
+  path: string,
+  method: string,
+): Lookup | null {
+  const exact = methods?.get(method);
+  if (exact !== undefined) return choose(exact, []);
+  const patterns = tier.patterns.get(method);
+  if (patterns === undefined) return null;
+  const pages: PageEntry[] = [];
+  let captures: string[] = [];
+  for (const pattern of patterns) {
+    const match = matchWhole(pattern, path);
+    if (match === null) continue;
+    pages.push(pattern);
+    captures = match.slice(1).map((capture) => capture ?? "");
+  }
+  return pages.length === 0 ? null : choose(pages, captures);
+}
+
+function choose(pages: PageEntry[], captures: string[]): Lookup {
+  const [page] = pages;
+  if (page !== undefined && pages.length === 1) {
+    return { kind: "page", page, captures };
+  }
+  return { kind: "conflict", pages };
+}
+
+function allowedMethods(
+  tier: Tier,
+  path: string,
+  allow: Set<string>,
+): Set<string> {
+  for (const method of tier.exact.get(path)?.keys() ?? []) allow.add(method);
+  for (const pattern of tier.allPatterns) {
+    if (allow.has(pattern.method)) continue;
+    if (matchWhole(pattern, path) !== null) allow.add(pattern.method);
+  }
+  return allow;
+}
+
+/**
+ * Matches the whole path. The `m` flag lets `^`/`$` match at line breaks,
+ * so the match must also span the path.
+ */
+function matchWhole(
+  pattern: PatternEntry,
+  path: string,
+): RegExpExecArray | null {
+  if (!path.startsWith(pattern.prefix)) return null;
+  const match = pattern.regex.exec(path);
+  if (match === null) return null;
+  return match.index === 0 && match[0].length === path.length ? match : null;
+}
+
+/**
+ * The literal text at the start of a (valid) regex source, e.g. `/user/` for
+ * `^/user/(\d+)`; `""` when unsure. The linear engine is slow enough that
+ * skipping patterns by prefix pays off.
+ */
+function literalPrefix(source: string, flags: string): string {
+  if (flags.includes("i") || source.includes("|")) return "";
+  let prefix = "";
+  let index = source.startsWith("^") ? 1 : 0;
+  while (index < source.length) {
+    const char = source[index] ?? "";
+    let literal: string;
+    let next: number;
+    if (char === "\\") {
+      const escaped = source[index + 1] ?? "";
+      if (!IDENTITY_ESCAPE_REGEXP.test(escaped)) break;
+      literal = escaped;
+      next = index + 2;
+    } else if (SPECIAL_CHARS.has(char)) {
+      break;
+    } else {
+      literal = char;
+      next = index + 1;
+    }
+    if (QUANTIFIERS.has(source[next] ?? "")) break;
+    prefix += literal;
+    index = next;
+  }
+  return prefix;
+}
+
+function newTier(): Tier {
+  return { exact: new Map(), patterns: new Map(), allPatterns: [] };
+}
+
+function newHost(
+  pattern: string,
+  site: string | null,
+  noFallback: boolean,
+  matches: (host: string) => boolean,
+): Host {
+  return { pattern, site, noFallback, matches, tiers: [] };
+}
+
+/** Identity of a pattern: case and spaces around commas do not count. */
+function hostKey(pattern: string): string {
+  return pattern.split(",").map((item) => item.trim().toLowerCase()).join(",");
+}
+
+function page(host: Host, entry: PageEntry, captures: string[]): RouteResult {
+  return {
+    kind: "page",
+    site: entry.site,
+    pageId: entry.pageId,
+    captures,
+    hostPattern: host.pattern,
+  };
+}
+
+function error(status: 404 | 409, message: string, owner: string): RouteResult {
+  return { kind: "error", status, message, owner };
+}
+
+function notFound(path: string, owner: string): RouteResult {
+  return error(404, `No page at "${quotable(path)}"`, owner);
+}
+
+function methodNotAllowed(
+  methods: Set<string>,
+  path: string,
+  method: string,
+  owner: string,
+): RouteResult {
+  if (methods.has("GET")) methods.add("HEAD");
+  return {
+    kind: "error",
+    status: 405,
+    message: `Method "${quotable(method)}" is not allowed on "${
+      quotable(path)
+    }"`,
+    owner,
+    allow: [...methods].sort(),
+  };
+}
+
+function pageConflictMessage(pages: PageEntry[], path: string): string {
+  const names = pages.map((page) => page.label).join(", ");
+  return `Path "${quotable(path)}" is claimed by more than one page: ${names}`;
+}
+
+/** Shortens a request-supplied value for an error message. */
+function quotable(value: string): string {
+  return value.length <= MAX_QUOTED_LENGTH
+    ? value
+    : `${value.slice(0, MAX_QUOTED_LENGTH)}…`;
+}
+
+function assertNever(value: never): never {
+  throw new TypeError(`Unexpected lookup result ${JSON.stringify(value)}`);
+}

@@ -1,0 +1,267 @@
+/**
+ * The script API of Sandflare: what a site's autorun scripts import from
+ * `"sandflare"`.
+ *
+ * @example
+ * ```ts ignore
+ * import { hook, hosts } from "sandflare";
+ *
+ * hosts.any.add("/hello", (_req, res) => res.append("hello world"));
+ * hosts.any.addPattern("/user/(\\d+)", (req, res, id) => res.json({ id }));
+ * hook.add("Error", "plain", (err, _req, res) => {
+ *   res.append(`Oops: ${err.code}`);
+ *   return true;
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import { assertLoading, registry } from "./_registry.ts";
+import type { PageRequest } from "./request.ts";
+import { HaltSignal, type PageResponse } from "./response.ts";
+
+export type { PageRequest } from "./request.ts";
+export type {
+  CookieOptions,
+  PageResponse,
+  SetFileOptions,
+} from "./response.ts";
+
+/** What a page callback may return: nothing, text to append, or a Response. */
+export type PageResult = void | undefined | string | Response;
+
+/** A page callback; captures of a pattern page follow `req` and `res`. */
+export type PageCallback = (
+  req: PageRequest,
+  res: PageResponse,
+  ...captures: string[]
+) => PageResult | Promise<PageResult>;
+
+/** Options of `hosts.get`. */
+export interface HostOptions {
+  /** Do not fall back to `hosts.any` when no page of this host matches. */
+  noFallback?: boolean;
+}
+
+/** A host pattern's page table. */
+export interface Host {
+  /** The host pattern, e.g. `*.example.test`; `*` for `hosts.any`. */
+  readonly pattern: string;
+  /** Adds a page for an exact path. @default method "GET" */
+  add(path: string, callback: PageCallback, method?: string): void;
+  /**
+   * Adds a page for a regular expression matched against the whole path;
+   * its capture groups are passed to the callback after `req` and `res`.
+   */
+  addPattern(
+    pattern: RegExp | string,
+    callback: PageCallback,
+    method?: string,
+  ): void;
+}
+
+/** Error details passed to the `Error` hook. */
+export interface HttpErrorInfo {
+  code: number;
+  message: string;
+}
+
+/** The built-in hooks and their arguments. */
+export interface HookSignatures {
+  Loaded: [];
+  ReloadScripts: [];
+  Request: [req: PageRequest, res: PageResponse];
+  Error: [err: HttpErrorInfo, req: PageRequest, res: PageResponse];
+  ListDirectory: [req: PageRequest, res: PageResponse, path: string];
+}
+
+/** Any hook callback. */
+export type HookFunction = (...args: never[]) => unknown;
+
+type HookArgs<N extends string> = N extends keyof HookSignatures
+  ? HookSignatures[N]
+  : unknown[];
+
+const METHOD_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const ALLOWED_FLAGS_REGEXP = /^[ms]*$/;
+
+function checkMethod(call: string, method: string): string {
+  if (typeof method !== "string" || !METHOD_REGEXP.test(method)) {
+    throw new TypeError(
+      `${call}: ${JSON.stringify(method)} is not an HTTP method`,
+    );
+  }
+  return method.toUpperCase();
+}
+
+function checkCallback(call: string, callback: unknown): PageCallback {
+  if (typeof callback !== "function") {
+    throw new TypeError(`${call}: the callback must be a function`);
+  }
+  return callback as PageCallback;
+}
+
+function hostCall(pattern: string, name: string, arg: unknown): string {
+  const target = pattern === "*"
+    ? "hosts.any"
+    : `hosts.get(${JSON.stringify(pattern)})`;
+  return `${target}.${name}(${JSON.stringify(String(arg))})`;
+}
+
+function createHost(pattern: string): Host {
+  return {
+    pattern,
+    add(path, callback, method = "GET") {
+      const call = hostCall(pattern, "add", path);
+      assertLoading(call);
+      if (typeof path !== "string" || !path.startsWith("/")) {
+        throw new TypeError(`${call}: the path must start with "/"`);
+      }
+      const m = checkMethod(call, method);
+      registry.pages.push({
+        spec: { id: registry.pages.length, host: pattern, method: m, path },
+        callback: checkCallback(call, callback),
+        label: `${m} ${path}`,
+      });
+    },
+    addPattern(source, callback, method = "GET") {
+      const call = hostCall(pattern, "addPattern", source);
+      assertLoading(call);
+      const regex = source instanceof RegExp
+        ? { source: source.source, flags: source.flags }
+        : { source: String(source), flags: "" };
+      if (!ALLOWED_FLAGS_REGEXP.test(regex.flags)) {
+        throw new TypeError(
+          `${call}: flags "${regex.flags}" are not allowed; use only m or s (route patterns run on a linear-time engine, which cannot do i or u; write [Aa] for case)`,
+        );
+      }
+      try {
+        new RegExp(regex.source, regex.flags);
+      } catch (err) {
+        throw new SyntaxError(`${call}: ${(err as Error).message}`);
+      }
+      const m = checkMethod(call, method);
+      registry.pages.push({
+        spec: { id: registry.pages.length, host: pattern, method: m, regex },
+        callback: checkCallback(call, callback),
+        label: `${m} /${regex.source}/${regex.flags}`,
+      });
+    },
+  };
+}
+
+const hostObjects = new Map<string, Host>();
+
+function getHost(pattern: string, options: HostOptions = {}): Host {
+  if (typeof pattern !== "string" || pattern.trim() === "") {
+    throw new TypeError(
+      'hosts.get() takes a host pattern such as "example.test"',
+    );
+  }
+  const key = pattern.split(",").map((p) => p.trim().toLowerCase()).join(",");
+  const call = `hosts.get(${JSON.stringify(pattern)})`;
+  let host = hostObjects.get(key);
+  if (host === undefined) {
+    assertLoading(call);
+    host = createHost(key);
+    hostObjects.set(key, host);
+    registry.hosts.set(key, { pattern: key, noFallback: false });
+  }
+  if (options.noFallback) {
+    assertLoading(call);
+    registry.hosts.set(key, { pattern: key, noFallback: true });
+  }
+  return host;
+}
+
+/** The hosts of this site. */
+export const hosts: {
+  /** The wildcard host, shared by every site allowed `"*"`. */
+  readonly any: Host;
+  /** Returns (creating once) the host for a pattern. */
+  get(pattern: string, options?: HostOptions): Host;
+} = {
+  get any(): Host {
+    return getHost("*");
+  },
+  get: getHost,
+};
+
+/** The hooks of this site. */
+export const hook: {
+  /** Adds (or replaces) callback `id` of hook `name`; lower priority runs first. */
+  add<N extends string>(
+    name: N,
+    id: string,
+    fn: (...args: HookArgs<N>) => unknown,
+    priority?: number,
+  ): void;
+  /** Removes callback `id` of hook `name`. */
+  remove(name: string, id: string): void;
+  /**
+   * Calls every callback of `name` in order; the first that returns anything
+   * but `undefined` stops the chain, and its value is returned.
+   */
+  call<N extends string>(name: N, ...args: HookArgs<N>): Promise<unknown>;
+  /** Like `call`, but a throwing callback is logged and answered with a 500. */
+  safeCall<N extends string>(name: N, ...args: HookArgs<N>): Promise<unknown>;
+} = {
+  add(name, id, fn, priority = 0) {
+    if (typeof fn !== "function") {
+      throw new TypeError(
+        `hook.add(${JSON.stringify(name)}, ${
+          JSON.stringify(id)
+        }): fn must be a function`,
+      );
+    }
+    let entries = registry.hooks.get(name);
+    if (entries === undefined) {
+      entries = new Map();
+      registry.hooks.set(name, entries);
+    }
+    entries.set(id, {
+      fn: fn as HookFunction,
+      priority: Number(priority) || 0,
+      order: registry.hookOrder++,
+    });
+  },
+  remove(name, id) {
+    registry.hooks.get(name)?.delete(id);
+  },
+  call(name, ...args) {
+    return callHook(name, args, false);
+  },
+  safeCall(name, ...args) {
+    return callHook(name, args, true);
+  },
+};
+
+async function callHook(
+  name: string,
+  args: unknown[],
+  safe: boolean,
+): Promise<unknown> {
+  const entries = registry.hooks.get(name);
+  if (entries === undefined || entries.size === 0) return undefined;
+  const ordered = [...entries.entries()].sort(([, a], [, b]) =>
+    a.priority - b.priority || a.order - b.order
+  );
+  for (const [id, entry] of ordered) {
+    let result: unknown;
+    try {
+      result = await (entry.fn as (...a: unknown[]) => unknown)(...args);
+    } catch (err) {
+      if (!safe) throw err;
+      // deno-lint-ignore no-console -- the site's log is its stderr
+      console.error(`Hook "${name}" callback "${id}" failed: ${stackOf(err)}`);
+      throw new HaltSignal(500, "");
+    }
+    if (result !== undefined) return result;
+  }
+  return undefined;
+}
+
+function stackOf(err: unknown): string {
+  return err instanceof Error ? err.stack ?? err.message : String(err);
+}

@@ -1,0 +1,262 @@
+/**
+ * The sandbox process of one site: reads frames from the gateway on stdin,
+ * keeps the site's worker pool, writes frames back on stdout.
+ *
+ * @module
+ */
+
+// deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
+
+import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
+import {
+  type FromSandbox,
+  parseToSandbox,
+  type ToSandbox,
+  type WirePermissions,
+  type WireRoutes,
+} from "../protocol/messages.ts";
+import {
+  type FromWorker,
+  parseFromWorker,
+  type ToWorker,
+} from "./pool_messages.ts";
+
+/** How long a worker may take to answer a ping before it counts as stuck. */
+const PING_TIMEOUT_MS = 1000;
+
+interface PoolWorker {
+  worker: Worker;
+  inflight: number;
+  index: number;
+}
+
+type InitMessage = Extract<ToSandbox, { t: "init" }>;
+
+/**
+ * Runs the sandbox until the gateway closes stdin or says `shutdown`.
+ * @returns the exit code
+ */
+export async function runSandbox(): Promise<number> {
+  const out = new FrameWriter((bytes) => writeAll(bytes), () => Deno.exit(70));
+  const decoder = new FrameDecoder({ maxBodyBytes: 1024 * 1024 * 1024 });
+  const reader = Deno.stdin.readable.getReader();
+  let pool: Pool | null = null;
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      for (const frame of decoder.push(value)) {
+        const msg = parseToSandbox(frame.header);
+        if (msg.t === "init") {
+          if (pool !== null) throw new Error("Sandbox received a second init");
+          pool = new Pool(msg, out);
+          void pool.start();
+        } else if (msg.t === "shutdown") {
+          pool?.stop();
+          await out.drained();
+          return 0;
+        } else if (pool === null) {
+          throw new Error(`Sandbox received "${msg.t}" before init`);
+        } else {
+          pool.handle(msg, frame.body);
+        }
+      }
+    }
+  } catch (err) {
+    console.error(`Sandbox protocol failure: ${(err as Error).message}`);
+    return 70;
+  }
+  // The gateway went away: nobody is left to answer.
+  pool?.stop();
+  return 0;
+}
+
+async function writeAll(bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    offset += await Deno.stdout.write(bytes.subarray(offset));
+  }
+}
+
+class Pool {
+  #init: InitMessage;
+  #out: FrameWriter;
+  #workers: PoolWorker[] = [];
+  #pings = new Map<number, () => void>();
+  #pingId = 0;
+
+  constructor(init: InitMessage, out: FrameWriter) {
+    this.#init = init;
+    this.#out = out;
+  }
+
+  #send(message: FromSandbox, body?: Uint8Array): void {
+    this.#out.send(message, body);
+  }
+
+  async start(): Promise<void> {
+    const { site, siteDir, scripts, workers, permissions } = this.#init;
+    let reports: FromWorker[];
+    try {
+      for (let i = 0; i < Math.max(1, workers); i++) {
+        this.#workers.push(this.#spawn(i, permissions));
+      }
+      reports = await Promise.all(
+        this.#workers.map((w) =>
+          this.#load(w, { t: "load", site, siteDir, scripts })
+        ),
+      );
+    } catch (err) {
+      this.#send({
+        t: "loadFailed",
+        message: (err as Error).message,
+        location: null,
+      });
+      return;
+    }
+    const failed = reports.find((r) => r.t === "loadFailed");
+    if (failed !== undefined) {
+      this.#send(failed as FromSandbox);
+      return;
+    }
+    const tables = reports.map((r) =>
+      JSON.stringify((r as { routes: WireRoutes }).routes)
+    );
+    if (tables.some((t) => t !== tables[0])) {
+      this.#send({
+        t: "loadFailed",
+        message:
+          "The site's workers registered different pages; registration must not depend on timing or randomness",
+        location: null,
+      });
+      return;
+    }
+    this.#send(reports[0] as FromSandbox);
+  }
+
+  #spawn(index: number, permissions: WirePermissions): PoolWorker {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url), {
+      type: "module",
+      name: `${this.#init.site}#${index + 1}`,
+      deno: {
+        permissions: {
+          read: permissions.read,
+          write: permissions.write.length > 0 ? permissions.write : false,
+          net: permissions.net.length > 0 ? permissions.net : false,
+          env: permissions.env,
+          run: false,
+          ffi: false,
+          sys: false,
+          import: false,
+        },
+      },
+    });
+    const entry: PoolWorker = { worker, inflight: 0, index };
+    worker.addEventListener("error", (event) => {
+      event.preventDefault();
+      console.error(`Worker ${index + 1} failed: ${event.message}`);
+    });
+    worker.addEventListener(
+      "message",
+      (event) => this.#onWorkerMessage(entry, event.data),
+    );
+    return entry;
+  }
+
+  #loading = new Map<PoolWorker, (msg: FromWorker) => void>();
+
+  #load(w: PoolWorker, msg: ToWorker): Promise<FromWorker> {
+    return new Promise((resolve) => {
+      this.#loading.set(w, resolve);
+      w.worker.postMessage(msg);
+    });
+  }
+
+  #onWorkerMessage(w: PoolWorker, data: unknown): void {
+    const msg = parseFromWorker(data);
+    if (msg === null) return;
+    switch (msg.t) {
+      case "loaded":
+      case "loadFailed": {
+        const resolve = this.#loading.get(w);
+        this.#loading.delete(w);
+        resolve?.(msg);
+        break;
+      }
+      case "reply":
+        w.inflight = Math.max(0, w.inflight - 1);
+        this.#send({ t: "reply", id: msg.id, reply: msg.reply }, msg.body);
+        break;
+      case "pong":
+        this.#pings.get(msg.id)?.();
+        break;
+      default:
+        msg satisfies never;
+    }
+  }
+
+  handle(
+    msg: Exclude<ToSandbox, { t: "init" } | { t: "shutdown" }>,
+    body: Uint8Array,
+  ): void {
+    switch (msg.t) {
+      case "request": {
+        const w = this.#pick();
+        w.inflight++;
+        // A copy that owns its buffer, so it can be transferred.
+        const own =
+          body.byteOffset === 0 && body.byteLength === body.buffer.byteLength
+            ? body
+            : body.slice();
+        w.worker.postMessage({ ...msg, body: own } satisfies ToWorker, [
+          own.buffer as ArrayBuffer,
+        ]);
+        break;
+      }
+      case "error": {
+        const w = this.#pick();
+        w.inflight++;
+        w.worker.postMessage(msg satisfies ToWorker);
+        break;
+      }
+      case "heartbeat":
+        void this.#heartbeat(msg.id);
+        break;
+      default:
+        msg satisfies never;
+    }
+  }
+
+  #pick(): PoolWorker {
+    let best = this.#workers[0]!;
+    for (const w of this.#workers) if (w.inflight < best.inflight) best = w;
+    return best;
+  }
+
+  async #heartbeat(id: number): Promise<void> {
+    const answers = this.#workers.map((w) => this.#ping(w));
+    const ok = (await Promise.all(answers)).every(Boolean);
+    this.#send({ t: "heartbeat", id, ok });
+  }
+
+  #ping(w: PoolWorker): Promise<boolean> {
+    const id = ++this.#pingId;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#pings.delete(id);
+        resolve(false);
+      }, PING_TIMEOUT_MS);
+      this.#pings.set(id, () => {
+        clearTimeout(timer);
+        this.#pings.delete(id);
+        resolve(true);
+      });
+      w.worker.postMessage({ t: "ping", id } satisfies ToWorker);
+    });
+  }
+
+  stop(): void {
+    for (const w of this.#workers) w.worker.terminate();
+    this.#workers = [];
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The entry of a site worker: loads the site's autorun scripts, reports what
+ * they registered, then runs page callbacks and hooks for the host.
+ *
+ * It runs with exactly the site's Deno permissions.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+// deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
+
+import { registry, routesOf } from "./_registry.ts";
+import { hook } from "./api.ts";
+import type { FromWorker, ToWorker } from "./pool_messages.ts";
+import { PageRequest } from "./request.ts";
+import { HaltSignal, PageResponse } from "./response.ts";
+import type { WireReply } from "../protocol/messages.ts";
+
+// Captured before any site code runs, which may replace them.
+const post = self.postMessage.bind(self);
+const logError = console.error.bind(console);
+
+// stdout carries the frames of the sandbox process: send site output to stderr.
+console.log =
+  console.info =
+  console.debug =
+  console.trace =
+    logError;
+
+self.addEventListener("error", (event) => {
+  event.preventDefault();
+  logError(`Uncaught error: ${stackOf(event.error ?? event.message)}`);
+});
+self.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  logError(`Unhandled promise rejection: ${stackOf(event.reason)}`);
+});
+
+let siteDir = "";
+
+function send(message: FromWorker, transfer: Transferable[] = []): void {
+  post(message, transfer);
+}
+
+function stackOf(err: unknown): string {
+  return err instanceof Error ? err.stack ?? err.message : String(err);
+}
+
+/** `autorun/ar_x.ts:3:5` from the first stack location inside the site. */
+function locate(err: unknown): string | null {
+  const text = err instanceof Error
+    ? `${err.message}\n${err.stack ?? ""}`
+    : String(err);
+  const prefix =
+    new URL(`file://${siteDir.endsWith("/") ? siteDir : siteDir + "/"}`).href;
+  const LOCATION_REGEXP = /file:\/\/[^\s)'"]+?:\d+(?::\d+)?/g;
+  for (const match of text.matchAll(LOCATION_REGEXP)) {
+    if (match[0].startsWith(prefix)) {
+      return decodeURI(match[0].slice(prefix.length));
+    }
+  }
+  return null;
+}
+
+async function load(scripts: string[]): Promise<void> {
+  try {
+    for (const url of scripts) await import(url);
+    await hook.call("Loaded");
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    send({
+      t: "loadFailed",
+      message: firstLine(message),
+      location: locate(err),
+    });
+    return;
+  }
+  registry.sealed = true;
+  send({ t: "loaded", routes: routesOf(registry) });
+}
+
+function firstLine(text: string): string {
+  const line = text.split("\n", 1)[0] ?? "";
+  return line.length > 500 ? `${line.slice(0, 500)}…` : line;
+}
+
+function reply(id: number, res: PageResponse): void {
+  let wire: { reply: WireReply; body: Uint8Array };
+  try {
+    wire = res.toWire();
+  } catch (err) {
+    failed(id, `The response could not be sent: ${stackOf(err)}`);
+    return;
+  }
+  send({ t: "reply", id, ...wire }, [wire.body.buffer as ArrayBuffer]);
+}
+
+function failed(id: number, why: string): void {
+  const ref = crypto.randomUUID().slice(0, 8);
+  logError(`[ref ${ref}] ${why}`);
+  send({
+    t: "reply",
+    id,
+    reply: {
+      kind: "error",
+      code: 500,
+      message: `Internal Server Error (ref ${ref})`,
+    },
+    body: new Uint8Array(0),
+  });
+}
+
+async function applyResult(result: unknown, res: PageResponse): Promise<void> {
+  if (typeof result === "string") res.append(result);
+  else if (result instanceof Response) {
+    res.clear();
+    res.status = result.status;
+    result.headers.forEach((value, name) => res.setHeader(name, value));
+    res.append(new Uint8Array(await result.arrayBuffer()));
+  }
+}
+
+async function runPage(
+  msg: Extract<ToWorker, { t: "request" }>,
+): Promise<void> {
+  const req = new PageRequest(msg.req, msg.body);
+  const res = new PageResponse();
+  const page = registry.pages[msg.page];
+  try {
+    if (page === undefined) throw new Error(`No page with id ${msg.page}`);
+    const hooked = await hook.call("Request", req, res);
+    if (hooked !== undefined) await applyResult(hooked, res);
+    else await applyResult(await page.callback(req, res, ...msg.captures), res);
+  } catch (err) {
+    if (err instanceof HaltSignal) {
+      await runError(msg.id, err.code, err.message, req);
+    } else {
+      const label = page?.label ?? `page ${msg.page}`;
+      const ref = crypto.randomUUID().slice(0, 8);
+      logError(
+        `[ref ${ref}] ${label} (${req.method} ${req.fullUrl}) failed: ${
+          stackOf(err)
+        }`,
+      );
+      await runError(msg.id, 500, `Internal Server Error (ref ${ref})`, req);
+    }
+    return;
+  }
+  reply(msg.id, res);
+}
+
+/** Renders an error through the site's `Error` hook, else asks for the default page. */
+async function runError(
+  id: number,
+  code: number,
+  message: string,
+  req: PageRequest,
+): Promise<void> {
+  const res = new PageResponse();
+  res.status = code;
+  try {
+    const result = await hook.call("Error", { code, message }, req, res);
+    if (result !== undefined || res.hasContent) {
+      await applyResult(result, res);
+      reply(id, res);
+      return;
+    }
+  } catch (err) {
+    logError(`Error hook failed while rendering ${code}: ${stackOf(err)}`);
+  }
+  send({
+    t: "reply",
+    id,
+    reply: { kind: "error", code, message },
+    body: new Uint8Array(0),
+  });
+}
+
+self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
+  const msg = event.data;
+  switch (msg.t) {
+    case "load":
+      siteDir = msg.siteDir;
+      void load(msg.scripts);
+      break;
+    case "request":
+      void runPage(msg);
+      break;
+    case "error":
+      void runError(
+        msg.id,
+        msg.code,
+        msg.message,
+        new PageRequest(msg.req, new Uint8Array(0)),
+      );
+      break;
+    case "ping":
+      send({ t: "pong", id: msg.id });
+      break;
+    default:
+      msg satisfies never;
+  }
+});

@@ -1,0 +1,537 @@
+/**
+ * A site's manifest, `sites/NAME/site.json` (SPEC §2): the host patterns it
+ * may register, the Deno permissions its workers get, and its pool size,
+ * time limit and memory limit.
+ *
+ * Parsing is strict: an unknown field, a permission a site cannot have or a
+ * path that leaves the site folder fails the site's load with a message that
+ * names the file and the field. Symbolic links that lead out of the site
+ * folder are the loader's concern, since this module does no I/O.
+ *
+ * @module
+ */
+import { isIP } from "node:net";
+import { isAbsolute, relative, resolve, sep, win32 } from "node:path";
+
+/** The Deno permissions of a site's workers, beyond reading its folder. */
+export interface SitePermissions {
+  /** Absolute paths the site may read, inside its folder. */
+  read: string[];
+  /** Absolute paths the site may write, inside its folder. */
+  write: string[];
+  /** Hosts the site may connect to: `host`, `host:port`, `[::1]:80`. */
+  net: string[];
+  /** Environment variables the site may read: all, none or these. */
+  env: boolean | string[];
+}
+
+/** A parsed and validated `site.json`. */
+export interface SiteManifest {
+  /** Host patterns the site may register, lower case. */
+  hosts: string[];
+  /** What the site's workers may do. */
+  permissions: SitePermissions;
+  /** Size of the worker pool, or `null` for `--threads`. */
+  workers: number | null;
+  /** Seconds a page callback may run, or `null` for `--request-timeout`. */
+  requestTimeout: number | null;
+  /** Heap limit of the site's sandbox process, in MiB. */
+  memory: number;
+}
+
+/**
+ * A `site.json` that cannot be used. The message names the file, the field
+ * and what is valid.
+ *
+ * @example Catch a manifest error
+ * ```ts
+ * import { ManifestError, parseManifest } from "./manifest.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.throws(
+ *   () => parseManifest('{"workers": 0}', { file: "site.json", siteDir: "/s" }),
+ *   ManifestError,
+ * );
+ * ```
+ */
+export class ManifestError extends Error {
+  override name = "ManifestError";
+}
+
+/** Where the manifest comes from. */
+export interface ParseManifestOptions {
+  /** The manifest's path as shown in messages, such as `sites/blog/site.json`. */
+  file: string;
+  /** The site folder that relative paths are resolved against. */
+  siteDir: string;
+}
+
+/** Heap limit of a site's sandbox process when `site.json` sets none, in MiB. */
+export const DEFAULT_MEMORY_MIB = 256;
+
+const FIELDS = [
+  "hosts",
+  "permissions",
+  "workers",
+  "requestTimeout",
+  "memory",
+] as const;
+const PERMISSIONS = ["read", "write", "net", "env"] as const;
+const FORBIDDEN_PERMISSIONS = ["run", "ffi", "sys", "import", "hrtime", "all"];
+
+const LIMITS = {
+  workers: { min: 1, max: 64 },
+  requestTimeout: { max: 3600 },
+  memory: { min: 16, max: 65536 },
+} as const;
+
+const HOST_LABEL_REGEXP = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
+const ENV_NAME_REGEXP = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const HOST_PATTERN_HELP = 'must be a host pattern: "*", "example.test", ' +
+  '"*.example.test", "~.example.test" or "+.example.test"';
+const NET_HELP = "must be a host name or IP address with an optional port, " +
+  'such as "api.example.com:443", "10.0.0.1" or "[::1]:80"';
+
+/**
+ * Parses and validates the text of a `site.json`.
+ *
+ * @param text The file's text, or `null` when the site has no `site.json`:
+ * then it may register no host and gets no permission beyond reading its
+ * folder (which the caller always adds).
+ * @param options The file name for messages and the site folder.
+ * @returns The manifest, with read and write paths made absolute.
+ * @throws {ManifestError} When the text is not valid JSON or a field is
+ * unknown or invalid.
+ *
+ * @example Parse a manifest
+ * ```ts
+ * import { parseManifest } from "./manifest.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const manifest = parseManifest(
+ *   '{"hosts": ["Blog.Test"], "permissions": {"read": ["data"]}, "workers": 2}',
+ *   { file: "sites/blog/site.json", siteDir: "/srv/sites/blog" },
+ * );
+ * assert.deepEqual(manifest.hosts, ["blog.test"]);
+ * assert.deepEqual(manifest.permissions.read, ["/srv/sites/blog/data"]);
+ * assert.equal(manifest.workers, 2);
+ * assert.equal(manifest.memory, 256);
+ * ```
+ */
+export function parseManifest(
+  text: string | null,
+  options: ParseManifestOptions,
+): SiteManifest {
+  const { file } = options;
+  if (text === null) return defaultManifest();
+  const data = parseJson(text, file);
+  if (!isObject(data)) {
+    throw new ManifestError(
+      `${file}: expected a JSON object with the fields ${list(FIELDS)}, got ${
+        show(data)
+      }`,
+    );
+  }
+  checkKeys(data, file);
+  return {
+    hosts: parseHosts(data.hosts, file),
+    permissions: parsePermissions(data.permissions, options),
+    workers: parseWorkers(data.workers, file),
+    requestTimeout: parseRequestTimeout(data.requestTimeout, file),
+    memory: parseMemory(data.memory, file),
+  };
+}
+
+function defaultManifest(): SiteManifest {
+  return {
+    hosts: [],
+    permissions: { read: [], write: [], net: [], env: false },
+    workers: null,
+    requestTimeout: null,
+    memory: DEFAULT_MEMORY_MIB,
+  };
+}
+
+function parseJson(text: string, file: string): unknown {
+  const source = text.replace(/^\uFEFF/, "");
+  try {
+    return JSON.parse(source);
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    throw new ManifestError(
+      `${file}: invalid JSON${describeSyntaxError(err.message, source)}`,
+      { cause: err },
+    );
+  }
+}
+
+/** Turns V8's JSON error into " at line L, column C: what is wrong". */
+function describeSyntaxError(message: string, source: string): string {
+  const located =
+    /^(.*) in JSON at position (\d+)(?: \(line (\d+) column (\d+)\))?$/s
+      .exec(message);
+  if (located !== null) {
+    const [, reason = "", position = "0", line, column] = located;
+    const where = line !== undefined && column !== undefined
+      ? { line, column }
+      : lineAndColumn(source, Number(position));
+    return ` at line ${where.line}, column ${where.column}: ${
+      lowerFirst(reason)
+    }`;
+  }
+  if (/end of JSON input/i.test(message)) {
+    const end = lineAndColumn(source, source.length);
+    return ` at line ${end.line}, column ${end.column}: unexpected end of file`;
+  }
+  const reason = /^(Unexpected token '.*?'),/s.exec(message)?.[1] ?? message;
+  return `: ${lowerFirst(reason)}`;
+}
+
+function lineAndColumn(
+  source: string,
+  position: number,
+): { line: number; column: number } {
+  const before = source.slice(0, position).split("\n");
+  return { line: before.length, column: (before.at(-1)?.length ?? 0) + 1 };
+}
+
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
+}
+
+function checkKeys(data: Record<string, unknown>, file: string): void {
+  for (const key of Object.keys(data)) {
+    if ((FIELDS as readonly string[]).includes(key)) continue;
+    throw new ManifestError(
+      `${file}: unknown field ${JSON.stringify(key)}; valid fields are ${
+        list(FIELDS)
+      }${suggest(key, FIELDS)}`,
+    );
+  }
+}
+
+function parseHosts(value: unknown, file: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    throw fieldError(
+      file,
+      "hosts",
+      'must be an array of host patterns such as ["example.test", "*.example.test"]',
+      value,
+    );
+  }
+  const patterns = value.map((entry, index) =>
+    parseHostPattern(entry, file, `hosts[${index}]`)
+  );
+  return [...new Set(patterns)];
+}
+
+function parseHostPattern(entry: unknown, file: string, field: string): string {
+  if (typeof entry !== "string") {
+    throw fieldError(file, field, HOST_PATTERN_HELP, entry);
+  }
+  if (entry.includes(",")) {
+    throw fieldError(
+      file,
+      field,
+      "must be one host pattern; put each pattern of a comma list in its own entry",
+      entry,
+    );
+  }
+  const pattern = entry.toLowerCase().replace(/(?<=[a-z0-9])\.$/, "");
+  if (pattern === "*") return pattern;
+  const prefixed = /^[*~+]\./.test(pattern);
+  const name = prefixed ? pattern.slice(2) : pattern;
+  if (isHostName(name) || (!prefixed && isIP(name) === 4)) return pattern;
+  const hint = entry.includes(":")
+    ? " (patterns match every port, so leave the port out)"
+    : "";
+  throw fieldError(file, field, HOST_PATTERN_HELP + hint, entry);
+}
+
+/** Whether `text` is an RFC 1123 host name whose last label is not numeric. */
+function isHostName(text: string): boolean {
+  const labels = text.split(".");
+  return text.length > 0 && text.length <= 253 &&
+    labels.every((label) => HOST_LABEL_REGEXP.test(label)) &&
+    !/^\d+$/.test(labels.at(-1) ?? "");
+}
+
+function parsePermissions(
+  value: unknown,
+  options: ParseManifestOptions,
+): SitePermissions {
+  const { file } = options;
+  if (value === undefined) return defaultManifest().permissions;
+  if (!isObject(value)) {
+    throw fieldError(
+      file,
+      "permissions",
+      'must be an object such as {"read": ["data"], "net": ["api.example.com:443"]}',
+      value,
+    );
+  }
+  for (const key of Object.keys(value)) checkPermissionName(key, file);
+  return {
+    read: parsePaths(value.read, "read", options),
+    write: parsePaths(value.write, "write", options),
+    net: parseNet(value.net, file),
+    env: parseEnv(value.env, file),
+  };
+}
+
+function checkPermissionName(key: string, file: string): void {
+  if ((PERMISSIONS as readonly string[]).includes(key)) return;
+  if (FORBIDDEN_PERMISSIONS.includes(key)) {
+    throw new ManifestError(
+      `${file}: "permissions.${key}" cannot be granted to a site; sites may ` +
+        `only ask for ${list(PERMISSIONS)}`,
+    );
+  }
+  throw new ManifestError(
+    `${file}: unknown permission ${
+      JSON.stringify(key)
+    } in "permissions"; valid permissions are ${list(PERMISSIONS)}${
+      suggest(key, PERMISSIONS)
+    }`,
+  );
+}
+
+function parsePaths(
+  value: unknown,
+  name: "read" | "write",
+  options: ParseManifestOptions,
+): string[] {
+  const { file } = options;
+  const field = `permissions.${name}`;
+  if (value === undefined || value === false) return [];
+  if (!Array.isArray(value)) {
+    const whole = value === true
+      ? "; a site cannot be given the whole file system"
+      : "";
+    throw fieldError(
+      file,
+      field,
+      `must be an array of paths inside the site folder, such as ["data"]${whole}`,
+      value,
+    );
+  }
+  const root = resolve(options.siteDir);
+  const paths = value.map((entry, index) =>
+    resolveSitePath(entry, root, file, `${field}[${index}]`)
+  );
+  return [...new Set(paths)];
+}
+
+function resolveSitePath(
+  entry: unknown,
+  root: string,
+  file: string,
+  field: string,
+): string {
+  if (typeof entry !== "string" || entry === "" || entry.includes("\0")) {
+    throw fieldError(
+      file,
+      field,
+      'must be a path relative to the site folder, such as "data"',
+      entry,
+    );
+  }
+  if (isAbsolute(entry) || win32.isAbsolute(entry)) {
+    throw fieldError(
+      file,
+      field,
+      "must be a path relative to the site folder, not an absolute path",
+      entry,
+    );
+  }
+  const path = resolve(root, entry);
+  const inside = relative(root, path);
+  if (inside === ".." || inside.startsWith(`..${sep}`) || isAbsolute(inside)) {
+    throw fieldError(
+      file,
+      field,
+      "must be a path inside the site folder; it may not leave it with ..",
+      entry,
+    );
+  }
+  return path;
+}
+
+function parseNet(value: unknown, file: string): string[] {
+  const field = "permissions.net";
+  if (value === undefined || value === false) return [];
+  if (!Array.isArray(value)) {
+    const whole = value === true
+      ? "; a site cannot be given the whole network"
+      : "";
+    throw fieldError(
+      file,
+      field,
+      `must be an array of hosts such as ["api.example.com:443"]${whole}`,
+      value,
+    );
+  }
+  const hosts = value.map((entry, index) => {
+    const host = typeof entry === "string" ? normalizeNetHost(entry) : null;
+    if (host === null) {
+      throw fieldError(file, `${field}[${index}]`, NET_HELP, entry);
+    }
+    return host;
+  });
+  return [...new Set(hosts)];
+}
+
+/** `host`, `host:port`, IPv4, `[IPv6]` or `[IPv6]:port`, or null. */
+function normalizeNetHost(entry: string): string | null {
+  if (isIP(entry) === 6) return `[${entry.toLowerCase()}]`;
+  const bracketed = /^\[([^\]]*)\](?::([^:]*))?$/.exec(entry);
+  const [, host = "", port] = bracketed ?? /^([^:]*)(?::(.*))?$/.exec(entry) ??
+    [];
+  const valid = bracketed !== null
+    ? isIP(host) === 6
+    : isIP(host) === 4 || isHostName(host);
+  if (!valid || (port !== undefined && !isPort(port))) return null;
+  const name = bracketed !== null ? `[${host}]` : host;
+  return `${name.toLowerCase()}${port === undefined ? "" : `:${Number(port)}`}`;
+}
+
+function isPort(text: string): boolean {
+  return /^\d{1,5}$/.test(text) && Number(text) >= 1 &&
+    Number(text) <= 65535;
+}
+
+function parseEnv(value: unknown, file: string): boolean | string[] {
+  if (value === undefined) return false;
+  if (typeof value === "boolean") return value;
+  if (!Array.isArray(value)) {
+    throw fieldError(
+      file,
+      "permissions.env",
+      'must be true, false or an array of variable names such as ["API_KEY"]',
+      value,
+    );
+  }
+  const names = value.map((entry, index) => {
+    if (typeof entry === "string" && ENV_NAME_REGEXP.test(entry)) return entry;
+    throw fieldError(
+      file,
+      `permissions.env[${index}]`,
+      'must be an environment variable name such as "API_KEY"',
+      entry,
+    );
+  });
+  return names.length === 0 ? false : [...new Set(names)];
+}
+
+function parseWorkers(value: unknown, file: string): number | null {
+  if (value === undefined || value === null) return null;
+  const { min, max } = LIMITS.workers;
+  if (!isIntegerIn(value, min, max)) {
+    throw fieldError(
+      file,
+      "workers",
+      `must be an integer from ${min} to ${max}`,
+      value,
+    );
+  }
+  return value;
+}
+
+function parseRequestTimeout(value: unknown, file: string): number | null {
+  if (value === undefined || value === null) return null;
+  const { max } = LIMITS.requestTimeout;
+  if (typeof value !== "number" || !(value > 0 && value <= max)) {
+    throw fieldError(
+      file,
+      "requestTimeout",
+      `must be a number of seconds greater than 0 and at most ${max}`,
+      value,
+    );
+  }
+  return value;
+}
+
+function parseMemory(value: unknown, file: string): number {
+  if (value === undefined || value === null) return DEFAULT_MEMORY_MIB;
+  const { min, max } = LIMITS.memory;
+  if (!isIntegerIn(value, min, max)) {
+    throw fieldError(
+      file,
+      "memory",
+      `must be an integer number of MiB from ${min} to ${max}`,
+      value,
+    );
+  }
+  return value;
+}
+
+function isIntegerIn(
+  value: unknown,
+  min: number,
+  max: number,
+): value is number {
+  return typeof value === "number" && Number.isInteger(value) &&
+    value >= min && value <= max;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function fieldError(
+  file: string,
+  field: string,
+  must: string,
+  value: unknown,
+): ManifestError {
+  return new ManifestError(`${file}: "${field}" ${must}, got ${show(value)}`);
+}
+
+/** A JSON value as written, shortened to one readable line. */
+function show(value: unknown): string {
+  const text = typeof value === "number" && !Number.isFinite(value)
+    ? String(value)
+    : JSON.stringify(value) ?? String(value);
+  if (text.length <= 60) return text;
+  return typeof value === "string"
+    ? JSON.stringify(`${value.slice(0, 50)}…`)
+    : `${text.slice(0, 59)}…`;
+}
+
+/** `"a", "b" and "c"` */
+function list(names: readonly string[]): string {
+  const quoted = names.map((name) => JSON.stringify(name));
+  return quoted.length < 2
+    ? quoted.join("")
+    : `${quoted.slice(0, -1).join(", ")} and ${quoted.at(-1)}`;
+}
+
+/** ` (did you mean "x"?)` for a near miss among `valid`, else "". */
+function suggest(name: string, valid: readonly string[]): string {
+  const lower = name.toLowerCase();
+  const match = valid.find((candidate) => candidate.toLowerCase() === lower) ??
+    valid.find((candidate) => distance(lower, candidate.toLowerCase()) <= 2);
+  return match === undefined ? "" : ` (did you mean ${JSON.stringify(match)}?)`;
+}
+
+/** Levenshtein distance between two short strings. */
+function distance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = (previous[j - 1] ?? 0) +
+        (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(
+        Math.min(
+          (previous[j] ?? 0) + 1,
+          (current[j - 1] ?? 0) + 1,
+          substitution,
+        ),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
+}

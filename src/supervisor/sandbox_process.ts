@@ -1,0 +1,384 @@
+/**
+ * One sandbox process as the gateway sees it: spawn it with the site's
+ * permissions, speak frames to it, settle every pending request when it
+ * goes away.
+ *
+ * @module
+ */
+
+import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
+import {
+  type FromSandbox,
+  parseFromSandbox,
+  type ToSandbox,
+  type WirePermissions,
+  type WireReply,
+  type WireRequest,
+  type WireRoutes,
+} from "../protocol/messages.ts";
+
+/** Everything needed to start a sandbox for one generation of a site. */
+export interface SandboxSpec {
+  site: string;
+  /** Real path of the site folder. */
+  siteDir: string;
+  /** file: URLs of the autorun scripts in run order. */
+  scripts: string[];
+  workers: number;
+  /** The workers' permissions; `read` includes the site's own folder. */
+  permissions: WirePermissions;
+  /** Heap limit of the whole process in MiB. */
+  memory: number;
+  /** Extra variables for the process (only those the site may read). */
+  env: Record<string, string>;
+}
+
+/** A reply to a request, with its body. */
+export interface SandboxReply {
+  reply: WireReply;
+  body: Uint8Array;
+}
+
+/** Why a sandbox stopped answering. */
+export class SandboxGoneError extends Error {
+  override name = "SandboxGoneError";
+  /** "crash": died by itself; "killed": stopped by the gateway (timeout, reload). */
+  readonly kind: "crash" | "killed";
+  constructor(kind: "crash" | "killed", message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+/** A site's scripts failed to load. */
+export class LoadError extends Error {
+  override name = "LoadError";
+  /** `autorun/ar_x.ts:3:5` when known. */
+  readonly location: string | null;
+  constructor(message: string, location: string | null) {
+    super(message);
+    this.location = location;
+  }
+}
+
+const PROJECT_ROOT = new URL("../../", import.meta.url);
+const MAIN = new URL("main.ts", PROJECT_ROOT);
+const LOAD_TIMEOUT_MS = 30_000;
+
+interface Pending {
+  resolve: (value: SandboxReply) => void;
+  reject: (err: Error) => void;
+}
+
+/** Builds the `deno run` arguments of a sandbox process. */
+export function sandboxArgs(spec: SandboxSpec): string[] {
+  const runtime = [
+    new URL("src/sandbox/", PROJECT_ROOT),
+    new URL("src/protocol/", PROJECT_ROOT),
+  ].map((u) => decodeURIComponent(u.pathname));
+  const read = [...spec.permissions.read, ...runtime];
+  const perIsolate = Math.max(
+    16,
+    Math.floor(spec.memory / Math.max(1, spec.workers)),
+  );
+  const args = [
+    "run",
+    "--no-prompt",
+    "--cached-only",
+    "--no-lock",
+    `--config=${
+      decodeURIComponent(new URL("deno.json", PROJECT_ROOT).pathname)
+    }`,
+    `--v8-flags=--max-old-space-size=${perIsolate}`,
+    `--allow-read=${read.join(",")}`,
+  ];
+  if (spec.permissions.write.length > 0) {
+    args.push(`--allow-write=${spec.permissions.write.join(",")}`);
+  }
+  if (spec.permissions.net.length > 0) {
+    args.push(`--allow-net=${spec.permissions.net.join(",")}`);
+  }
+  if (spec.permissions.env === true) args.push("--allow-env");
+  else if (
+    Array.isArray(spec.permissions.env) && spec.permissions.env.length > 0
+  ) {
+    args.push(`--allow-env=${spec.permissions.env.join(",")}`);
+  }
+  args.push(decodeURIComponent(MAIN.pathname), "__sandbox");
+  return args;
+}
+
+/** A running sandbox process. */
+export class SandboxProcess {
+  readonly spec: SandboxSpec;
+  /** Resolves with the site's routes once loaded; rejects with LoadError. */
+  readonly loaded: Promise<WireRoutes>;
+  /** Resolves when the process has exited, with a description of why. */
+  readonly exited: Promise<string>;
+  #child: Deno.ChildProcess;
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #out: FrameWriter;
+  #outOfMemory = false;
+  #pending = new Map<number, Pending>();
+  #heartbeats = new Map<number, (ok: boolean) => void>();
+  #nextId = 1;
+  #gone: SandboxGoneError | null = null;
+  #killReason: string | null = null;
+  #onLoaded!: (routes: WireRoutes) => void;
+  #onLoadFailed!: (err: Error) => void;
+  #stderrLine: (line: string) => void;
+
+  constructor(
+    spec: SandboxSpec,
+    options: { onStderr: (line: string) => void },
+  ) {
+    this.spec = spec;
+    this.#stderrLine = options.onStderr;
+    this.loaded = new Promise((resolve, reject) => {
+      this.#onLoaded = resolve;
+      this.#onLoadFailed = reject;
+    });
+    this.loaded.catch(() => {}); // observed by whoever awaits it
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: sandboxArgs(spec),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      clearEnv: true,
+      env: { ...inheritedEnv(), ...spec.env, NO_COLOR: "1" },
+    }).spawn();
+    const writer = this.#child.stdin.getWriter();
+    this.#stdin = writer;
+    this.#out = new FrameWriter(
+      (bytes) => writer.write(bytes),
+      () => this.kill("its input pipe broke"),
+    );
+    this.#send({
+      t: "init",
+      site: spec.site,
+      siteDir: spec.siteDir,
+      scripts: spec.scripts,
+      workers: spec.workers,
+      permissions: spec.permissions,
+    });
+    const loadTimer = setTimeout(
+      () => this.kill(`it did not load within ${LOAD_TIMEOUT_MS / 1000} s`),
+      LOAD_TIMEOUT_MS,
+    );
+    this.loaded.then(
+      () => clearTimeout(loadTimer),
+      () => clearTimeout(loadTimer),
+    );
+    void this.#readStderr();
+    this.exited = this.#readFrames().then(() => this.#reap());
+  }
+
+  /** Requests in flight. */
+  get inflight(): number {
+    return this.#pending.size;
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** False once the process is gone or being killed. */
+  get alive(): boolean {
+    return this.#gone === null && this.#killReason === null;
+  }
+
+  #send(message: ToSandbox, body?: Uint8Array): void {
+    this.#out.send(message, body);
+  }
+
+  /** Runs page `page` of the site for a request. */
+  request(
+    page: number,
+    captures: string[],
+    req: WireRequest,
+    body: Uint8Array,
+  ): { id: number; reply: Promise<SandboxReply> } {
+    const id = this.#nextId++;
+    const reply = this.#expect(id);
+    this.#send({ t: "request", id, page, captures, req }, body);
+    return { id, reply };
+  }
+
+  /** Renders an error through the site's `Error` hook. */
+  renderError(
+    code: number,
+    message: string,
+    req: WireRequest,
+  ): Promise<SandboxReply> {
+    const id = this.#nextId++;
+    const reply = this.#expect(id);
+    this.#send({ t: "error", id, code, message, req });
+    return reply;
+  }
+
+  /** Forgets a request the gateway already answered (e.g. timed out). */
+  forget(id: number): void {
+    this.#pending.delete(id);
+  }
+
+  #expect(id: number): Promise<SandboxReply> {
+    if (this.#gone !== null) return Promise.reject(this.#gone);
+    return new Promise((resolve, reject) =>
+      this.#pending.set(id, { resolve, reject })
+    );
+  }
+
+  /**
+   * Asks whether every worker still answers; false when one is stuck or the
+   * process does not answer within `timeoutMs`.
+   */
+  heartbeat(timeoutMs: number): Promise<boolean> {
+    if (!this.alive) return Promise.resolve(false);
+    const id = this.#nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#heartbeats.delete(id);
+        resolve(false);
+      }, timeoutMs);
+      this.#heartbeats.set(id, (ok) => {
+        clearTimeout(timer);
+        this.#heartbeats.delete(id);
+        resolve(ok);
+      });
+      this.#send({ t: "heartbeat", id });
+    });
+  }
+
+  /** Kills the process; pending requests fail with kind "killed". */
+  kill(reason: string): void {
+    if (this.#gone !== null || this.#killReason !== null) return;
+    this.#killReason = reason;
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already exited: #reap reports it.
+    }
+  }
+
+  /** Asks the sandbox to stop after its pending requests; kills it after `graceMs`. */
+  async stop(graceMs: number): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    while (
+      this.#pending.size > 0 && Date.now() < deadline && this.#gone === null
+    ) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    if (this.#gone === null) {
+      this.#killReason ??= "it was stopped";
+      this.#send({ t: "shutdown" });
+      const timer = setTimeout(
+        () => this.kill("it did not stop in time"),
+        2000,
+      );
+      await this.exited;
+      clearTimeout(timer);
+    }
+  }
+
+  async #readFrames(): Promise<void> {
+    const decoder = new FrameDecoder({ maxBodyBytes: 512 * 1024 * 1024 });
+    try {
+      for await (const chunk of this.#child.stdout) {
+        for (const frame of decoder.push(chunk)) {
+          this.#dispatch(parseFromSandbox(frame.header), frame.body);
+        }
+      }
+      decoder.end();
+    } catch (err) {
+      this.kill(`it broke the protocol: ${(err as Error).message}`);
+    }
+  }
+
+  #dispatch(msg: FromSandbox, body: Uint8Array): void {
+    switch (msg.t) {
+      case "loaded":
+        this.#onLoaded(msg.routes);
+        break;
+      case "loadFailed":
+        this.#onLoadFailed(new LoadError(msg.message, msg.location));
+        break;
+      case "reply": {
+        const pending = this.#pending.get(msg.id);
+        this.#pending.delete(msg.id);
+        pending?.resolve({ reply: msg.reply, body });
+        break;
+      }
+      case "heartbeat":
+        this.#heartbeats.get(msg.id)?.(msg.ok);
+        break;
+      default:
+        msg satisfies never;
+    }
+  }
+
+  async #readStderr(): Promise<void> {
+    const lines = this.#child.stderr.pipeThrough(new TextDecoderStream());
+    let buffer = "";
+    try {
+      for await (const text of lines) {
+        buffer += text;
+        let nl: number;
+        while ((nl = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, nl);
+          if (line.includes("out of memory")) this.#outOfMemory = true;
+          this.#stderrLine(line);
+          buffer = buffer.slice(nl + 1);
+        }
+        if (buffer.length > 16384) {
+          this.#stderrLine(buffer);
+          buffer = "";
+        }
+      }
+    } catch {
+      // The pipe closed with the process.
+    }
+    if (buffer.length > 0) this.#stderrLine(buffer);
+  }
+
+  async #reap(): Promise<string> {
+    const status = await this.#child.status;
+    const how = status.signal !== null
+      ? `killed by ${status.signal}`
+      : `exited with code ${status.code}`;
+    const reason = this.#killReason !== null
+      ? `it was killed because ${this.#killReason}`
+      : status.code === 0
+      ? "it exited"
+      : `it ${how}${this.#outOfMemory ? " after running out of memory" : ""}`;
+    const kind = this.#killReason !== null ? "killed" : "crash";
+    this.#gone = new SandboxGoneError(
+      kind,
+      `Sandbox of site "${this.spec.site}" stopped: ${reason}`,
+    );
+    this.#onLoadFailed(
+      new LoadError(
+        `The sandbox stopped before the site loaded: ${reason}`,
+        null,
+      ),
+    );
+    for (const p of this.#pending.values()) p.reject(this.#gone);
+    this.#pending.clear();
+    for (const resolve of this.#heartbeats.values()) resolve(false);
+    this.#heartbeats.clear();
+    await this.#stdin.close().catch(() => {});
+    return reason;
+  }
+}
+
+/** What a sandbox inherits from the gateway's environment: where Deno's cache is. */
+function inheritedEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (
+    const name of ["HOME", "DENO_DIR", "XDG_CACHE_HOME", "PATH", "TZ", "LANG"]
+  ) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}

@@ -1,0 +1,306 @@
+/**
+ * Keeps one site served: starts its sandbox, hands it requests, answers for
+ * it when it is slow or gone, and replaces it with backoff when it dies.
+ *
+ * @module
+ */
+
+import { log } from "../log.ts";
+import type { WireRequest, WireRoutes } from "../protocol/messages.ts";
+import {
+  LoadError,
+  SandboxGoneError,
+  type SandboxProcess,
+  type SandboxReply,
+} from "./sandbox_process.ts";
+import type { SiteDefinition } from "./sites.ts";
+
+/** What became of a request handed to a site. */
+export type Outcome =
+  | { kind: "reply"; reply: SandboxReply }
+  | { kind: "failed"; status: 502 | 503; message: string };
+
+/** Counters shown on /stats. */
+export interface SiteCounters {
+  requests: number;
+  errors: number;
+  restarts: number;
+  reloads: number;
+}
+
+/** Options of a runner. */
+export interface SiteRunnerOptions {
+  /** Workers when site.json does not say. */
+  threads: number;
+  /** Seconds a callback may run when site.json does not say. */
+  requestTimeout: number;
+  /** Starts a sandbox process for a site (a seam for tests). */
+  spawn: (def: SiteDefinition) => SandboxProcess;
+  /** How long a stuck-check waits for the sandbox to answer. @default {1500} */
+  heartbeatMs?: number;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+const FIRST_BACKOFF_MS = 100;
+const STABLE_MS = 30_000;
+
+interface Waiter {
+  resolve: (sandbox: SandboxProcess | null) => void;
+}
+
+/** One site's supervisor. */
+export class SiteRunner {
+  readonly def: SiteDefinition;
+  readonly counters: SiteCounters = {
+    requests: 0,
+    errors: 0,
+    restarts: 0,
+    reloads: 0,
+  };
+  /** The routes of the generation being served. */
+  routes: WireRoutes | null = null;
+  /** The last reason the sandbox stopped, for /stats and `sites`. */
+  lastProblem: string | null = null;
+  #options: SiteRunnerOptions;
+  #sandbox: SandboxProcess | null = null;
+  #waiters: Waiter[] = [];
+  #crashes = 0;
+  #stopping = false;
+  #checking = false;
+  #restartTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(def: SiteDefinition, options: SiteRunnerOptions) {
+    this.def = def;
+    this.#options = options;
+  }
+
+  /** The site's name. */
+  get name(): string {
+    return this.def.name;
+  }
+
+  /** Seconds a request to this site may take. */
+  get timeoutSeconds(): number {
+    return this.def.manifest.requestTimeout ?? this.#options.requestTimeout;
+  }
+
+  /** Workers in this site's pool. */
+  get workers(): number {
+    return this.def.manifest.workers ?? this.#options.threads;
+  }
+
+  /** True while a sandbox is loaded and answering. */
+  get ready(): boolean {
+    return this.#sandbox !== null && this.#sandbox.alive;
+  }
+
+  /**
+   * Loads the site in a new sandbox and returns what it registered, without
+   * serving it yet; the caller checks the routes, then calls `adopt`.
+   * @throws {LoadError} when the scripts fail to load
+   */
+  async load(): Promise<{ sandbox: SandboxProcess; routes: WireRoutes }> {
+    const sandbox = this.#options.spawn(this.def);
+    try {
+      const routes = await sandbox.loaded;
+      return { sandbox, routes };
+    } catch (err) {
+      sandbox.kill("it failed to load");
+      throw err;
+    }
+  }
+
+  /** Serves `sandbox` from now on; the previous one finishes and stops. */
+  adopt(sandbox: SandboxProcess, routes: WireRoutes): void {
+    const previous = this.#sandbox;
+    this.#sandbox = sandbox;
+    this.routes = routes;
+    const startedAt = Date.now();
+    void sandbox.exited.then((reason) =>
+      this.#onExit(sandbox, reason, startedAt)
+    );
+    for (const w of this.#waiters.splice(0)) w.resolve(sandbox);
+    if (previous !== null) void previous.stop(10_000);
+  }
+
+  #onExit(sandbox: SandboxProcess, reason: string, startedAt: number): void {
+    if (sandbox !== this.#sandbox || this.#stopping) return;
+    this.#sandbox = null;
+    this.lastProblem = reason;
+    if (Date.now() - startedAt >= STABLE_MS) this.#crashes = 0;
+    const delay = this.#crashes === 0
+      ? 0
+      : Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.#crashes - 1));
+    this.#crashes++;
+    log.error(
+      this.name,
+      `Sandbox stopped: ${reason}; restarting ${
+        delay === 0 ? "now" : `in ${delay} ms`
+      }`,
+    );
+    this.#scheduleRestart(delay);
+  }
+
+  #scheduleRestart(delay: number): void {
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = null;
+      void this.#restart();
+    }, delay);
+  }
+
+  async #restart(): Promise<void> {
+    if (this.#stopping) return;
+    this.counters.restarts++;
+    try {
+      const { sandbox, routes } = await this.load();
+      if (this.#stopping) {
+        sandbox.kill("the server is stopping");
+        return;
+      }
+      this.adopt(sandbox, routes);
+      log.info(this.name, `Sandbox restarted (pid ${sandbox.pid})`);
+    } catch (err) {
+      const why = err instanceof LoadError ? err.message : String(err);
+      const delay = Math.min(
+        MAX_BACKOFF_MS,
+        FIRST_BACKOFF_MS * 2 ** this.#crashes,
+      );
+      this.#crashes++;
+      this.lastProblem = why;
+      log.error(
+        this.name,
+        `Restart failed: ${why}; trying again in ${delay} ms`,
+      );
+      this.#scheduleRestart(delay);
+    }
+  }
+
+  /** The serving sandbox, waiting for a replacement until `deadline`. */
+  #current(deadline: number): Promise<SandboxProcess | null> {
+    if (this.#sandbox !== null && this.#sandbox.alive) {
+      return Promise.resolve(this.#sandbox);
+    }
+    if (this.#stopping) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const waiter: Waiter = { resolve };
+      this.#waiters.push(waiter);
+      setTimeout(() => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) {
+          this.#waiters.splice(i, 1);
+          resolve(null);
+        }
+      }, Math.max(0, deadline - Date.now()));
+    });
+  }
+
+  /** Runs a page; never rejects. */
+  async dispatch(
+    page: number,
+    captures: string[],
+    req: WireRequest,
+    body: Uint8Array,
+  ): Promise<Outcome> {
+    this.counters.requests++;
+    const deadline = req.startTime + this.timeoutSeconds * 1000;
+    const sandbox = await this.#current(deadline);
+    if (sandbox === null) {
+      return this.#failed(
+        503,
+        `Site "${this.name}" is not available right now`,
+      );
+    }
+    const { id, reply } = sandbox.request(page, captures, req, body);
+    return this.#settle(sandbox, reply, deadline, () => sandbox.forget(id));
+  }
+
+  /** Renders an error page through the site's `Error` hook; null when it cannot. */
+  async renderError(
+    code: number,
+    message: string,
+    req: WireRequest,
+  ): Promise<SandboxReply | null> {
+    const sandbox = this.#sandbox;
+    if (sandbox === null || !sandbox.alive) return null;
+    const deadline = Date.now() + Math.min(this.timeoutSeconds, 5) * 1000;
+    const outcome = await this.#settle(
+      sandbox,
+      sandbox.renderError(code, message, req),
+      deadline,
+      () => {},
+    );
+    return outcome.kind === "reply" ? outcome.reply : null;
+  }
+
+  async #settle(
+    sandbox: SandboxProcess,
+    reply: Promise<SandboxReply>,
+    deadline: number,
+    forget: () => void,
+  ): Promise<Outcome> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(
+        () => resolve("timeout"),
+        Math.max(0, deadline - Date.now()),
+      );
+    });
+    try {
+      const result = await Promise.race([reply, timeout]);
+      if (result === "timeout") {
+        forget();
+        void this.#checkStuck(sandbox);
+        return this.#failed(
+          503,
+          `The page did not answer within ${this.timeoutSeconds} s`,
+        );
+      }
+      return { kind: "reply", reply: result };
+    } catch (err) {
+      if (err instanceof SandboxGoneError) {
+        return this.#failed(
+          err.kind === "crash" ? 502 : 503,
+          err.kind === "crash"
+            ? `Site "${this.name}" failed while answering`
+            : `Site "${this.name}" was restarted while answering`,
+        );
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #failed(status: 502 | 503, message: string): Outcome {
+    this.counters.errors++;
+    return { kind: "failed", status, message };
+  }
+
+  /** After a timeout: a sandbox whose workers do not answer is replaced. */
+  async #checkStuck(sandbox: SandboxProcess): Promise<void> {
+    if (this.#checking || !sandbox.alive) return;
+    this.#checking = true;
+    try {
+      const ok = await sandbox.heartbeat(this.#options.heartbeatMs ?? 1500);
+      if (!ok && sandbox.alive) {
+        log.error(
+          this.name,
+          `A worker is stuck (no answer after the ${this.timeoutSeconds} s request timeout); replacing the sandbox`,
+        );
+        sandbox.kill("a worker was stuck in synchronous code");
+      }
+    } finally {
+      this.#checking = false;
+    }
+  }
+
+  /** Stops the site: in-flight requests get up to `graceMs`. */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    if (this.#restartTimer !== null) clearTimeout(this.#restartTimer);
+    for (const w of this.#waiters.splice(0)) w.resolve(null);
+    const sandbox = this.#sandbox;
+    this.#sandbox = null;
+    await sandbox?.stop(graceMs);
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Finding the sites to run: the root site (`autorun/`) and every folder of
+ * `--sites-dir`, each checked before any of its code runs.
+ *
+ * @module
+ */
+
+import { join, relative, resolve, sep } from "node:path";
+import { ManifestError, parseManifest, type SiteManifest } from "./manifest.ts";
+
+/** A site ready to be started. */
+export interface SiteDefinition {
+  name: string;
+  /** Real path of the site folder; `setFile` and permissions are relative to it. */
+  dir: string;
+  /** The built-in root site (may register any host). */
+  root: boolean;
+  manifest: SiteManifest;
+  /** Folders the site's workers may always read (its own folder for a site). */
+  baseRead: string[];
+  /** file: URLs of `autorun/ar_*.ts`, in file-name order. */
+  scripts: string[];
+}
+
+/** A site that cannot be started, and why. */
+export class SiteError extends Error {
+  override name = "SiteError";
+  readonly site: string;
+  constructor(site: string, message: string) {
+    super(message);
+    this.site = site;
+  }
+}
+
+/** The built-in root site's name in logs and on /stats. */
+export const ROOT_SITE = "root";
+const NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const SCRIPT_REGEXP = /^ar_.*\.ts$/;
+const MAX_CHECKED_ENTRIES = 20_000;
+
+/** True when `path` is `dir` or inside it (both absolute, normalized). */
+export function isInside(dir: string, path: string): boolean {
+  const rel = relative(dir, path);
+  return rel === "" ||
+    (!rel.startsWith("..") && !rel.startsWith(sep) && rel !== "..");
+}
+
+/** The autorun scripts of a folder as file: URLs, in file-name order. */
+export async function listScripts(autorunDir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(autorunDir)) {
+      if (SCRIPT_REGEXP.test(entry.name) && !entry.isDirectory) {
+        names.push(entry.name);
+      }
+    }
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+  names.sort();
+  return names.map((n) => new URL(`file://${join(autorunDir, n)}`).href);
+}
+
+/**
+ * Fails when a symlink under `dir` leads outside `boundary`.
+ * @throws {SiteError}
+ */
+export async function checkSymlinks(
+  site: string,
+  dir: string,
+  boundary: string,
+): Promise<void> {
+  let seen = 0;
+  const walk = async (folder: string): Promise<void> => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(folder));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
+    for (const entry of entries) {
+      if (++seen > MAX_CHECKED_ENTRIES) {
+        throw new SiteError(
+          site,
+          `More than ${MAX_CHECKED_ENTRIES} files to check for symlinks in ${dir}; keep a site's folder smaller`,
+        );
+      }
+      const path = join(folder, entry.name);
+      if (entry.isSymlink) {
+        const target = await realTarget(path);
+        if (!isInside(boundary, target)) {
+          throw new SiteError(
+            site,
+            `Symlink ${
+              relative(boundary, path)
+            } leads out of the site folder (to ${target}); remove it or copy the file in`,
+          );
+        }
+      } else if (entry.isDirectory) {
+        await walk(path);
+      }
+    }
+  };
+  await walk(dir);
+}
+
+async function realTarget(link: string): Promise<string> {
+  try {
+    return await Deno.realPath(link);
+  } catch {
+    // Dangling: judge by where it points.
+    return resolve(join(link, ".."), await Deno.readLink(link));
+  }
+}
+
+async function readManifest(file: string, dir: string): Promise<SiteManifest> {
+  let text: string | null;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    text = null;
+  }
+  return parseManifest(text, { file, siteDir: dir });
+}
+
+/**
+ * Loads one site folder's definition.
+ * @throws {SiteError} naming the site, the file and what is wrong
+ */
+export async function defineSite(
+  name: string,
+  folder: string,
+): Promise<SiteDefinition> {
+  if (!NAME_REGEXP.test(name)) {
+    throw new SiteError(
+      name,
+      `Site folder name ${
+        JSON.stringify(name)
+      } is not valid: use letters, digits, ".", "_" or "-" (at most 64)`,
+    );
+  }
+  if (name === ROOT_SITE) {
+    throw new SiteError(
+      name,
+      `Site folder "${ROOT_SITE}" clashes with the built-in root site; rename it`,
+    );
+  }
+  const dir = await Deno.realPath(folder);
+  await checkSymlinks(name, dir, dir);
+  let manifest: SiteManifest;
+  try {
+    manifest = await readManifest(join(dir, "site.json"), dir);
+  } catch (err) {
+    if (err instanceof ManifestError) throw new SiteError(name, err.message);
+    throw err;
+  }
+  const scripts = await listScripts(join(dir, "autorun"));
+  return { name, dir, root: false, manifest, baseRead: [dir], scripts };
+}
+
+/** The root site: `autorun/` and `static/` of the project. */
+export async function defineRootSite(
+  projectDir: string,
+): Promise<SiteDefinition> {
+  const dir = await Deno.realPath(projectDir);
+  const autorun = join(dir, "autorun");
+  await checkSymlinks(ROOT_SITE, autorun, dir);
+  const manifest = parseManifest(null, {
+    file: join(dir, "site.json"),
+    siteDir: dir,
+  });
+  return {
+    name: ROOT_SITE,
+    dir,
+    root: true,
+    manifest,
+    baseRead: [autorun, join(dir, "static")],
+    scripts: await listScripts(autorun),
+  };
+}
+
+/**
+ * Every site folder of `sitesDir` (folders and links to folders), with the
+ * problems of those that cannot be defined.
+ */
+export async function discoverSites(
+  sitesDir: string,
+): Promise<{ sites: SiteDefinition[]; errors: SiteError[] }> {
+  const sites: SiteDefinition[] = [];
+  const errors: SiteError[] = [];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(sitesDir));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return { sites, errors };
+    throw err;
+  }
+  entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  for (const entry of entries) {
+    if (entry.name.startsWith(".")) continue;
+    const folder = join(sitesDir, entry.name);
+    try {
+      const info = await Deno.stat(folder);
+      if (!info.isDirectory) continue;
+      sites.push(await defineSite(entry.name, folder));
+    } catch (err) {
+      errors.push(
+        err instanceof SiteError
+          ? err
+          : new SiteError(entry.name, (err as Error).message),
+      );
+    }
+  }
+  return { sites, errors };
+}
