@@ -1,0 +1,324 @@
+/**
+ * Test helpers: write fixture sites to a temporary folder, start the real
+ * server on a free port of 127.0.0.1, talk raw HTTP to it, stop it.
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The project folder (holds main.ts and deno.json). */
+export const PROJECT_DIR: string = fileURLToPath(
+  new URL("../../", import.meta.url),
+);
+
+/** Files of fixture sites: site name → relative path → content. */
+export type SiteFiles = Record<string, Record<string, string>>;
+
+/**
+ * Writes fixture sites into a new temporary sites folder.
+ * @returns the sites folder
+ */
+export async function writeSites(sites: SiteFiles): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "sandflare-test-" });
+  for (const [site, files] of Object.entries(sites)) {
+    for (const [path, content] of Object.entries(files)) {
+      const file = join(dir, site, path);
+      await Deno.mkdir(dirname(file), { recursive: true });
+      await Deno.writeTextFile(file, content);
+    }
+  }
+  return dir;
+}
+
+/** Options of {@linkcode startServer}. */
+export interface StartOptions {
+  sitesDir: string;
+  /** More `listen` options. */
+  args?: string[];
+  env?: Record<string, string>;
+  /** How long to wait for "Ready". @default {20000} */
+  timeoutMs?: number;
+}
+
+/** A running server. */
+export class TestServer {
+  readonly port: number;
+  readonly child: Deno.ChildProcess;
+  readonly out: string[];
+  readonly err: string[];
+  readonly #done: Promise<Deno.CommandStatus>;
+  readonly #readers: Promise<void>;
+
+  constructor(
+    port: number,
+    child: Deno.ChildProcess,
+    out: string[],
+    err: string[],
+    readers: Promise<void>,
+  ) {
+    this.port = port;
+    this.child = child;
+    this.out = out;
+    this.err = err;
+    this.#done = child.status;
+    this.#readers = readers;
+  }
+
+  /** `http://127.0.0.1:PORT` */
+  get origin(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Everything logged so far, stdout then stderr. */
+  logs(): string {
+    return [...this.out, ...this.err].join("\n");
+  }
+
+  /** Waits until a log line matches `pattern`; returns that line. */
+  async waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const line = [...this.out, ...this.err].find((l) => pattern.test(l));
+      if (line !== undefined) return line;
+      await delay(25);
+    }
+    throw new Error(
+      `No log line matched ${pattern} within ${timeoutMs} ms. Logs:\n${this.logs()}`,
+    );
+  }
+
+  /** Sends a signal and waits for the exit; returns the exit status. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+    const status = await this.#done;
+    await this.#readers;
+    return status;
+  }
+
+  /** Waits for the process to exit by itself. */
+  async exited(): Promise<Deno.CommandStatus> {
+    const status = await this.#done;
+    await this.#readers;
+    return status;
+  }
+
+  /** A GET (or other) request with fetch; the body is read. */
+  async fetch(
+    path: string,
+    init: RequestInit = {},
+  ): Promise<{ status: number; headers: Headers; text: string }> {
+    const res = await fetch(`${this.origin}${path}`, init);
+    return { status: res.status, headers: res.headers, text: await res.text() };
+  }
+
+  /** One raw HTTP/1.1 exchange on a new connection (see {@linkcode rawHttp}). */
+  raw(request: string, options: RawOptions = {}): Promise<RawResponse> {
+    return rawHttp(this.port, request, options);
+  }
+}
+
+async function collect(
+  stream: ReadableStream<Uint8Array>,
+  lines: string[],
+): Promise<void> {
+  let buffer = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    buffer += text;
+    let nl: number;
+    while ((nl = buffer.indexOf("\n")) >= 0) {
+      lines.push(buffer.slice(0, nl));
+      buffer = buffer.slice(nl + 1);
+    }
+  }
+  if (buffer !== "") lines.push(buffer);
+}
+
+/** The command that runs `main.ts` as `deno task cli` does. */
+export function cliCommand(
+  args: string[],
+  env: Record<string, string> = {},
+): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-run",
+      "--allow-env",
+      "--allow-sys",
+      "--v8-flags=--enable-experimental-regexp-engine",
+      join(PROJECT_DIR, "main.ts"),
+      ...args,
+    ],
+    cwd: PROJECT_DIR,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+/**
+ * Starts `main.ts listen` on a free port of 127.0.0.1 and waits until it
+ * says it is ready. The caller must `stop()` it.
+ */
+export async function startServer(options: StartOptions): Promise<TestServer> {
+  const child = cliCommand([
+    "listen",
+    "--port=0",
+    "--host=127.0.0.1",
+    `--sites-dir=${options.sitesDir}`,
+    ...(options.args ?? []),
+  ], options.env).spawn();
+  const out: string[] = [];
+  const err: string[] = [];
+  const readers = Promise.all([
+    collect(child.stdout, out),
+    collect(child.stderr, err),
+  ])
+    .then(() => {});
+  const deadline = Date.now() + (options.timeoutMs ?? 20_000);
+  let port = 0;
+  while (Date.now() < deadline) {
+    const listening = err.find((l) =>
+      / Listening on http:\/\/[^ ]+:(\d+)/.test(l)
+    );
+    if (listening !== undefined && port === 0) {
+      port = Number(/:(\d+)$/.exec(listening)![1]);
+    }
+    if (port !== 0 && err.some((l) => / Ready: /.test(l))) {
+      return new TestServer(port, child, out, err, readers);
+    }
+    const exited = await Promise.race([
+      child.status,
+      delay(25).then(() => null),
+    ]);
+    if (exited !== null) {
+      await readers;
+      throw new Error(
+        `Server exited with ${exited.code} before it was ready:\n${
+          [...out, ...err].join("\n")
+        }`,
+      );
+    }
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  await readers;
+  throw new Error(`Server not ready in time:\n${[...out, ...err].join("\n")}`);
+}
+
+/** Waits `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Options of {@linkcode rawHttp}. */
+export interface RawOptions {
+  /** Give up after this long. @default {10000} */
+  timeoutMs?: number;
+}
+
+/** A raw HTTP response as parsed from the wire. */
+export interface RawResponse {
+  status: number;
+  /** Lower-case names; repeated headers joined with ", ". */
+  headers: Record<string, string>;
+  body: string;
+  /** Everything received. */
+  raw: string;
+}
+
+/**
+ * Sends `request` as is (use `\r\n`) on a new connection and reads until the
+ * server closes it or one whole response has arrived.
+ */
+export async function rawHttp(
+  port: number,
+  request: string,
+  options: RawOptions = {},
+): Promise<RawResponse> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timeout = setTimeout(() => conn.close(), options.timeoutMs ?? 10_000);
+  const chunks: Uint8Array[] = [];
+  const head = request.startsWith("HEAD ");
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const buf = new Uint8Array(65536);
+    while (true) {
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch {
+        break;
+      }
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+      const parsed = parseResponse(concat(chunks), head);
+      if (parsed !== null && parsed.complete) break;
+    }
+  } finally {
+    clearTimeout(timeout);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the timeout.
+    }
+  }
+  const all = concat(chunks);
+  const parsed = parseResponse(all, head);
+  if (parsed === null) {
+    return {
+      status: 0,
+      headers: {},
+      body: "",
+      raw: new TextDecoder().decode(all),
+    };
+  }
+  return parsed.response;
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+function parseResponse(
+  bytes: Uint8Array,
+  head: boolean,
+): { response: RawResponse; complete: boolean } | null {
+  const text = new TextDecoder().decode(bytes);
+  const end = text.indexOf("\r\n\r\n");
+  if (end < 0) return null;
+  const [statusLine = "", ...lines] = text.slice(0, end).split("\r\n");
+  const status = Number(statusLine.split(" ")[1]);
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(":");
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    headers[name] = headers[name] === undefined
+      ? value
+      : `${headers[name]}, ${value}`;
+  }
+  const body = text.slice(end + 4);
+  const length = headers["content-length"];
+  const complete = head || status === 304 || status === 204
+    ? true
+    : length !== undefined
+    ? new TextEncoder().encode(body).length >= Number(length)
+    : headers["transfer-encoding"] === "chunked" && body.endsWith("0\r\n\r\n");
+  return { response: { status, headers, body, raw: text }, complete };
+}
