@@ -60,6 +60,13 @@ export async function listen(options: ListenOptions): Promise<number> {
     }`,
   );
 
+  if (options.reload) gateway.watch();
+  const onHangup = () => {
+    log.info(null, "SIGHUP: reloading every site");
+    void gateway.reloadAll();
+  };
+  Deno.addSignalListener("SIGHUP", onHangup);
+
   const stopped = Promise.withResolvers<string>();
   const onSignal = (signal: Deno.Signal) => () => stopped.resolve(signal);
   const signals: [Deno.Signal, () => void][] = [
@@ -82,6 +89,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     log.error(null, "Second stop signal: exiting now");
     Deno.exit(1);
   };
+  Deno.removeSignalListener("SIGHUP", onHangup);
   for (const [sig, handler] of signals) {
     Deno.removeSignalListener(sig, handler);
     Deno.addSignalListener(sig, force);

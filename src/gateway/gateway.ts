@@ -6,7 +6,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { join, relative, sep as SEP } from "node:path";
 import type { ListenOptions } from "../cli/options.ts";
 import { log } from "../log.ts";
 import type {
@@ -21,11 +21,15 @@ import { LoadError, type SandboxReply } from "../supervisor/sandbox_process.ts";
 import { SiteRunner } from "../supervisor/site_runner.ts";
 import {
   defineRootSite,
+  defineSite,
   discoverSites,
+  isInside,
   ROOT_SITE,
   type SiteDefinition,
   SiteError,
+  siteFolderNames,
 } from "../supervisor/sites.ts";
+import { type Watch, watchFolder } from "../supervisor/watcher.ts";
 import { accessLine } from "./access_log.ts";
 import { errorPage } from "./error_page.ts";
 import { lookupSiteFile } from "./files.ts";
@@ -82,6 +86,13 @@ export class Gateway {
   #router: Router = buildRouter([]);
   #mime: MimeTable = new Map();
   #upgrades = new Map<string, Upgrader>();
+  #watches = new Map<string, Watch>();
+  #sitesWatch: Watch | null = null;
+  #stopping = false;
+
+  get #watching(): boolean {
+    return this.#sitesWatch !== null;
+  }
 
   constructor(options: GatewayOptions) {
     this.options = options;
@@ -107,6 +118,9 @@ export class Gateway {
       problems.push({ site: ROOT_SITE, message: messageOf(err) });
     }
     const { sites, errors } = await discoverSites(this.options.listen.sitesDir);
+    this.#folderNames = new Set(
+      await siteFolderNames(this.options.listen.sitesDir),
+    );
     defs.push(...sites);
     for (const e of errors) problems.push({ site: e.site, message: e.message });
     const results = await Promise.all(defs.map((def) => this.#startSite(def)));
@@ -131,6 +145,10 @@ export class Gateway {
         sandbox.kill("its routes were refused");
         return { site: def.name, message: problem };
       }
+      if (this.#stopping) {
+        sandbox.kill("the server is stopping");
+        return null;
+      }
       runner.adopt(sandbox, routes);
       this.#runners.set(def.name, runner);
       log.info(def.name, describeLoad(def, routes, sandbox.pid));
@@ -138,6 +156,130 @@ export class Gateway {
     } catch (err) {
       return { site: def.name, message: messageOf(err) };
     }
+  }
+
+  #define(name: string): Promise<SiteDefinition> {
+    return name === ROOT_SITE
+      ? defineRootSite(this.options.projectDir)
+      : defineSite(name, join(this.options.listen.sitesDir, name));
+  }
+
+  /**
+   * Loads a new generation of one site (or starts a site that was not
+   * running); the old generation serves until the new one has loaded.
+   */
+  async reloadSite(name: string): Promise<void> {
+    if (this.#stopping) return;
+    let def: SiteDefinition;
+    try {
+      def = await this.#define(name);
+    } catch (err) {
+      const running = this.#runners.has(name);
+      log.error(
+        name,
+        running
+          ? `Reload failed, the previous version keeps serving: ${
+            messageOf(err)
+          }`
+          : `Site not loaded: ${messageOf(err)}`,
+      );
+      return;
+    }
+    const runner = this.#runners.get(name);
+    if (runner === undefined) {
+      const problem = await this.#startSite(def);
+      if (problem !== null) {
+        log.error(name, `Site not loaded: ${problem.message}`);
+      } else this.#rebuild();
+      return;
+    }
+    await runner.reload(
+      def,
+      (d, routes) => this.#checkRoutes(d, routes),
+      () => this.#rebuild(),
+    );
+  }
+
+  /** Reloads every site and picks up sites added or removed (SIGHUP). */
+  async reloadAll(): Promise<void> {
+    await this.rescan();
+    await Promise.all([...this.#runners.keys()].map((n) => this.reloadSite(n)));
+  }
+
+  /** Starts watching every site folder, the root site and the sites folder. */
+  watch(): void {
+    const autorun = join(this.options.projectDir, "autorun");
+    this.#watches.set(
+      ROOT_SITE,
+      watchFolder(autorun, {
+        site: ROOT_SITE,
+        ignore: (path) => !isCodeFile(path),
+        onChange: () => void this.reloadSite(ROOT_SITE),
+      }),
+    );
+    this.#sitesWatch = watchFolder(this.options.listen.sitesDir, {
+      site: null,
+      recursive: false,
+      onChange: () => void this.rescan(),
+    });
+    for (const name of this.#folderNames) this.#watchSite(name);
+  }
+
+  /** Site folder names seen by the last scan. */
+  #folderNames = new Set<string>();
+
+  #watchSite(name: string): void {
+    const folder = join(this.options.listen.sitesDir, name);
+    let dir: string;
+    try {
+      dir = Deno.realPathSync(folder);
+    } catch {
+      return;
+    }
+    this.#watches.get(name)?.close();
+    this.#watches.set(
+      name,
+      watchFolder(dir, {
+        site: name,
+        ignore: (path) => !this.#countsForReload(name, dir, path),
+        onChange: () => void this.reloadSite(name),
+      }),
+    );
+  }
+
+  /** Code and site.json count; static files and the site's writable folders do not. */
+  #countsForReload(name: string, dir: string, path: string): boolean {
+    const rel = relative(dir, path);
+    if (rel === "" || rel.startsWith("..")) return false;
+    if (rel === "static" || rel.startsWith(`static${SEP}`)) return false;
+    const writable = this.#runners.get(name)?.def.manifest.permissions.write ??
+      [];
+    if (writable.some((w) => isInside(w, path))) return false;
+    return rel === "site.json" || isCodeFile(path);
+  }
+
+  /** Starts sites whose folders appeared and stops those whose folders went. */
+  async rescan(): Promise<void> {
+    if (this.#stopping) return;
+    const names = new Set(await siteFolderNames(this.options.listen.sitesDir));
+    const added = [...names].filter((n) => !this.#folderNames.has(n));
+    const removed = [...this.#folderNames].filter((n) => !names.has(n));
+    this.#folderNames = names;
+    for (const name of removed) {
+      this.#watches.get(name)?.close();
+      this.#watches.delete(name);
+      const runner = this.#runners.get(name);
+      if (runner === undefined) continue;
+      this.#runners.delete(name);
+      this.#rebuild();
+      log.info(name, "Site folder removed: the site is stopped");
+      await runner.stop(10_000);
+    }
+    await Promise.all(added.map(async (name) => {
+      if (this.#watching) this.#watchSite(name);
+      log.info(name, "Site folder added");
+      await this.reloadSite(name);
+    }));
   }
 
   #spawn(def: SiteDefinition, runner: SiteRunner): SandboxProcess {
@@ -156,7 +298,7 @@ export class Gateway {
       site: def.name,
       siteDir: def.dir,
       scripts: def.scripts,
-      workers: runner.workers,
+      workers: runner.workersOf(def),
       permissions: { read: [...def.baseRead, ...read], write, net, env },
       memory: def.manifest.memory,
       env: passed,
@@ -198,8 +340,12 @@ export class Gateway {
     this.#router = buildRouter(tables, { rootSite: ROOT_SITE });
   }
 
-  /** Stops every site; in-flight requests get up to `graceMs`. */
+  /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
   async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    this.#sitesWatch?.close();
+    for (const w of this.#watches.values()) w.close();
+    this.#watches.clear();
     await Promise.all([...this.#runners.values()].map((r) => r.stop(graceMs)));
   }
 
@@ -308,21 +454,30 @@ export class Gateway {
         ctx,
       );
     }
-    const body = await readBody(request, this.options.listen.maxPostLength);
-    if (body === null) {
-      return this.#error(
-        413,
-        `The request body is larger than ${this.options.listen.maxPostLength} bytes`,
-        route.site,
-        ctx,
+    // Page ids belong to the generation routed against: keep it until dispatched.
+    const generation = runner.generation;
+    generation?.hold();
+    let outcome;
+    try {
+      const body = await readBody(request, this.options.listen.maxPostLength);
+      if (body === null) {
+        return this.#error(
+          413,
+          `The request body is larger than ${this.options.listen.maxPostLength} bytes`,
+          route.site,
+          ctx,
+        );
+      }
+      outcome = await runner.dispatch(
+        route.pageId,
+        route.captures,
+        wire,
+        body,
+        generation,
       );
+    } finally {
+      generation?.release();
     }
-    const outcome = await runner.dispatch(
-      route.pageId,
-      route.captures,
-      wire,
-      body,
-    );
     if (outcome.kind === "failed") {
       return this.#defaultError(
         outcome.status,
@@ -494,6 +649,12 @@ export class Gateway {
       ctx,
     );
   }
+}
+
+const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
+
+function isCodeFile(path: string): boolean {
+  return CODE_FILE_REGEXP.test(path);
 }
 
 function describeLoad(

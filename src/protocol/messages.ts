@@ -77,6 +77,10 @@ export type ToSandbox =
   }
   | { t: "error"; id: number; code: number; message: string; req: WireRequest }
   | { t: "heartbeat"; id: number }
+  /** A new generation is about to load: run the `ReloadScripts` hook. */
+  | { t: "reloading" }
+  /** This generation now serves the site: start its scheduler tasks. */
+  | { t: "activate" }
   | { t: "shutdown" };
 
 /** How a site answered a request; a `body` reply's bytes are the frame body. */
@@ -286,6 +290,10 @@ export function parseToSandbox(value: unknown): ToSandbox {
       case "heartbeat":
         if (isId(value.id)) return { t: "heartbeat", id: value.id };
         break;
+      case "reloading":
+        return { t: "reloading" };
+      case "activate":
+        return { t: "activate" };
       case "shutdown":
         return { t: "shutdown" };
     }

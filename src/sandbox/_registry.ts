@@ -24,9 +24,16 @@ export interface HookEntry {
   order: number;
 }
 
+/** A scheduler task. */
+export interface TaskEntry {
+  name: string;
+  fn: () => unknown;
+}
+
 /** The per-worker registration state. */
 export interface Registry {
   sealed: boolean;
+  tasks: TaskEntry[];
   hosts: Map<string, WireHost>;
   pages: PageEntry[];
   hooks: Map<string, Map<string, HookEntry>>;
@@ -36,6 +43,7 @@ export interface Registry {
 /** The registry of this worker. */
 export const registry: Registry = {
   sealed: false,
+  tasks: [],
   hosts: new Map(),
   pages: [],
   hooks: new Map(),

@@ -262,6 +262,92 @@ async function callHook(
   return undefined;
 }
 
+/** A task that runs longer than this between two sleeps is warned about. */
+const BLOCK_WARN_MS = 500;
+
+/** The task whose synchronous segment is running, when known. */
+let currentTask: string | null = null;
+
+function checkBlock(name: string, started: number): void {
+  const ms = performance.now() - started;
+  if (ms > BLOCK_WARN_MS) {
+    // deno-lint-ignore no-console -- the site's log is its stderr
+    console.error(
+      `Task "${name}" blocked its worker for ${
+        Math.round(ms)
+      } ms; await scheduler.sleep() more often or move the work out of the task`,
+    );
+  }
+}
+
+/** The site's scheduler. */
+export const scheduler: {
+  /**
+   * Adds a task. A site's tasks run once per site, in one worker of the
+   * current generation, and stop with it (a reload starts them again).
+   */
+  newTask(name: string, fn: () => unknown): void;
+  /** Inside a task: waits `seconds` without blocking the site. */
+  sleep(seconds: number): Promise<void>;
+} = {
+  newTask(name, fn) {
+    const call = `scheduler.newTask(${JSON.stringify(name)})`;
+    assertLoading(call);
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError(`${call}: the task needs a name`);
+    }
+    if (typeof fn !== "function") {
+      throw new TypeError(`${call}: the task must be a function`);
+    }
+    if (registry.tasks.some((t) => t.name === name)) {
+      throw new Error(`${call}: a task of that name already exists`);
+    }
+    registry.tasks.push({ name, fn });
+  },
+  sleep(seconds) {
+    const ms = Math.max(0, Number(seconds) * 1000 || 0);
+    // Known when sleep() is called in the same synchronous run as the task's
+    // start or its last resume, which is how tasks are written.
+    const owner = currentTask;
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        if (owner === null) return resolve();
+        currentTask = owner;
+        const started = performance.now();
+        resolve();
+        // Runs after the task's continuation has run up to its next await.
+        queueMicrotask(() => {
+          currentTask = null;
+          checkBlock(owner, started);
+        });
+      }, ms)
+    );
+  },
+};
+
+/**
+ * Starts every registered task in this worker (called once, in the one
+ * worker the sandbox picked). A throwing task is logged with its name.
+ */
+export function startTasks(): void {
+  for (const task of registry.tasks) {
+    currentTask = task.name;
+    const started = performance.now();
+    let run: Promise<unknown>;
+    try {
+      run = Promise.resolve(task.fn());
+    } catch (err) {
+      run = Promise.reject(err);
+    }
+    currentTask = null;
+    checkBlock(task.name, started);
+    run.catch((err) => {
+      // deno-lint-ignore no-console -- the site's log is its stderr
+      console.error(`Task "${task.name}" failed: ${stackOf(err)}`);
+    });
+  }
+}
+
 function stackOf(err: unknown): string {
   return err instanceof Error ? err.stack ?? err.message : String(err);
 }

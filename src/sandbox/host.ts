@@ -222,6 +222,19 @@ class Pool {
       case "heartbeat":
         void this.#heartbeat(msg.id);
         break;
+      case "activate":
+        // A site's tasks run once per site: in the first worker only.
+        this.#workers[0]?.worker.postMessage(
+          { t: "startTasks" } satisfies ToWorker,
+        );
+        break;
+      case "reloading":
+        for (const w of this.#workers) {
+          w.worker.postMessage(
+            { t: "hook", name: "ReloadScripts" } satisfies ToWorker,
+          );
+        }
+        break;
       default:
         msg satisfies never;
     }

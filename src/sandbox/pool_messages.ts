@@ -23,7 +23,11 @@ export type ToWorker =
     body: Uint8Array;
   }
   | { t: "error"; id: number; code: number; message: string; req: WireRequest }
-  | { t: "ping"; id: number };
+  | { t: "ping"; id: number }
+  /** Run a hook in this worker (e.g. `ReloadScripts`). */
+  | { t: "hook"; name: string }
+  /** This worker runs the site's scheduler tasks. */
+  | { t: "startTasks" };
 
 /** Worker → host. */
 export type FromWorker =

@@ -11,7 +11,7 @@
 // deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
 import { registry, routesOf } from "./_registry.ts";
-import { hook } from "./api.ts";
+import { hook, startTasks } from "./api.ts";
 import type { FromWorker, ToWorker } from "./pool_messages.ts";
 import { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
@@ -197,6 +197,14 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
       break;
     case "ping":
       send({ t: "pong", id: msg.id });
+      break;
+    case "hook":
+      hook.call(msg.name).catch((err) =>
+        logError(`Hook "${msg.name}" failed: ${stackOf(err)}`)
+      );
+      break;
+    case "startTasks":
+      startTasks();
       break;
     default:
       msg satisfies never;

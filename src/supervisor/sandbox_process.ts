@@ -122,6 +122,7 @@ export class SandboxProcess {
   #pending = new Map<number, Pending>();
   #heartbeats = new Map<number, (ok: boolean) => void>();
   #nextId = 1;
+  #holds = 0;
   #gone: SandboxGoneError | null = null;
   #killReason: string | null = null;
   #onLoaded!: (routes: WireRoutes) => void;
@@ -173,9 +174,32 @@ export class SandboxProcess {
     this.exited = this.#readFrames().then(() => this.#reap());
   }
 
-  /** Requests in flight. */
+  /** Requests in flight, and requests routed here that are on their way. */
   get inflight(): number {
-    return this.#pending.size;
+    return this.#pending.size + this.#holds;
+  }
+
+  /**
+   * Keeps this generation from stopping while a request routed to it is
+   * still reading its body; pair with `release`.
+   */
+  hold(): void {
+    this.#holds++;
+  }
+
+  /** Undoes one `hold`. */
+  release(): void {
+    this.#holds = Math.max(0, this.#holds - 1);
+  }
+
+  /** This generation now serves the site: start its scheduler tasks. */
+  activate(): void {
+    this.#send({ t: "activate" });
+  }
+
+  /** Runs the site's `ReloadScripts` hook (a new generation is loading). */
+  notifyReloading(): void {
+    if (this.alive) this.#send({ t: "reloading" });
   }
 
   /** The process id. */
@@ -265,7 +289,7 @@ export class SandboxProcess {
   async stop(graceMs: number): Promise<void> {
     const deadline = Date.now() + graceMs;
     while (
-      this.#pending.size > 0 && Date.now() < deadline && this.#gone === null
+      this.inflight > 0 && Date.now() < deadline && this.#gone === null
     ) {
       await new Promise((r) => setTimeout(r, 20));
     }

@@ -50,7 +50,8 @@ interface Waiter {
 
 /** One site's supervisor. */
 export class SiteRunner {
-  readonly def: SiteDefinition;
+  /** The definition of the generation being served. */
+  def: SiteDefinition;
   readonly counters: SiteCounters = {
     requests: 0,
     errors: 0,
@@ -68,6 +69,8 @@ export class SiteRunner {
   #stopping = false;
   #checking = false;
   #restartTimer: ReturnType<typeof setTimeout> | null = null;
+  #reloading: Promise<boolean> | null = null;
+  #reloadNext: SiteDefinition | null = null;
 
   constructor(def: SiteDefinition, options: SiteRunnerOptions) {
     this.def = def;
@@ -84,9 +87,14 @@ export class SiteRunner {
     return this.def.manifest.requestTimeout ?? this.#options.requestTimeout;
   }
 
-  /** Workers in this site's pool. */
-  get workers(): number {
-    return this.def.manifest.workers ?? this.#options.threads;
+  /** Workers in the pool of a generation of this site. */
+  workersOf(def: SiteDefinition): number {
+    return def.manifest.workers ?? this.#options.threads;
+  }
+
+  /** The generation serving now, if any (requests are routed against it). */
+  get generation(): SandboxProcess | null {
+    return this.#sandbox !== null && this.#sandbox.alive ? this.#sandbox : null;
   }
 
   /** True while a sandbox is loaded and answering. */
@@ -99,8 +107,10 @@ export class SiteRunner {
    * serving it yet; the caller checks the routes, then calls `adopt`.
    * @throws {LoadError} when the scripts fail to load
    */
-  async load(): Promise<{ sandbox: SandboxProcess; routes: WireRoutes }> {
-    const sandbox = this.#options.spawn(this.def);
+  async load(
+    def: SiteDefinition = this.def,
+  ): Promise<{ sandbox: SandboxProcess; routes: WireRoutes }> {
+    const sandbox = this.#options.spawn(def);
     try {
       const routes = await sandbox.loaded;
       return { sandbox, routes };
@@ -119,8 +129,85 @@ export class SiteRunner {
     void sandbox.exited.then((reason) =>
       this.#onExit(sandbox, reason, startedAt)
     );
+    sandbox.activate();
     for (const w of this.#waiters.splice(0)) w.resolve(sandbox);
     if (previous !== null) void previous.stop(10_000);
+  }
+
+  /**
+   * Loads a new generation from `def`; only when it has loaded and `check`
+   * accepts its routes does it take over (`onSwap` runs in the same tick).
+   * A failed load leaves the current generation serving. Reloads asked for
+   * while one runs are coalesced into one more.
+   * @returns whether the last reload took over
+   */
+  reload(
+    def: SiteDefinition,
+    check: (def: SiteDefinition, routes: WireRoutes) => string | null,
+    onSwap: () => void,
+  ): Promise<boolean> {
+    if (this.#reloading !== null) {
+      this.#reloadNext = def;
+      return this.#reloading;
+    }
+    this.#reloading = (async () => {
+      let next: SiteDefinition | null = def;
+      let ok = false;
+      while (next !== null && !this.#stopping) {
+        this.#reloadNext = null;
+        ok = await this.#reloadOnce(next, check, onSwap);
+        next = this.#reloadNext;
+      }
+      this.#reloading = null;
+      return ok;
+    })();
+    return this.#reloading;
+  }
+
+  async #reloadOnce(
+    def: SiteDefinition,
+    check: (def: SiteDefinition, routes: WireRoutes) => string | null,
+    onSwap: () => void,
+  ): Promise<boolean> {
+    const started = performance.now();
+    this.#sandbox?.notifyReloading();
+    let loaded: { sandbox: SandboxProcess; routes: WireRoutes };
+    try {
+      loaded = await this.load(def);
+    } catch (err) {
+      const where = err instanceof LoadError && err.location !== null
+        ? `${err.location}: `
+        : "";
+      log.error(
+        this.name,
+        `Reload failed, the previous version keeps serving: ${where}${
+          (err as Error).message
+        }`,
+      );
+      return false;
+    }
+    const problem = check(def, loaded.routes);
+    if (problem !== null || this.#stopping) {
+      loaded.sandbox.kill("its routes were refused");
+      if (problem !== null) {
+        log.error(
+          this.name,
+          `Reload refused, the previous version keeps serving: ${problem}`,
+        );
+      }
+      return false;
+    }
+    this.def = def;
+    this.adopt(loaded.sandbox, loaded.routes);
+    onSwap();
+    this.counters.reloads++;
+    log.info(
+      this.name,
+      `Reloaded in ${
+        Math.round(performance.now() - started)
+      } ms (sandbox pid ${loaded.sandbox.pid})`,
+    );
+    return true;
   }
 
   #onExit(sandbox: SandboxProcess, reason: string, startedAt: number): void {
@@ -200,10 +287,15 @@ export class SiteRunner {
     captures: string[],
     req: WireRequest,
     body: Uint8Array,
+    generation: SandboxProcess | null,
   ): Promise<Outcome> {
     this.counters.requests++;
     const deadline = req.startTime + this.timeoutSeconds * 1000;
-    const sandbox = await this.#current(deadline);
+    // The generation the request was routed against, while it still runs:
+    // page ids belong to it.
+    const sandbox = generation !== null && generation.alive
+      ? generation
+      : await this.#current(deadline);
     if (sandbox === null) {
       return this.#failed(
         503,

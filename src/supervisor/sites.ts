@@ -216,3 +216,23 @@ export async function discoverSites(
   }
   return { sites, errors };
 }
+
+/** Names of the site folders in `sitesDir` (folders and links to folders). */
+export async function siteFolderNames(sitesDir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(sitesDir)) {
+      if (entry.name.startsWith(".")) continue;
+      try {
+        if ((await Deno.stat(join(sitesDir, entry.name))).isDirectory) {
+          names.push(entry.name);
+        }
+      } catch {
+        // A dangling link: not a site.
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return names.sort();
+}
