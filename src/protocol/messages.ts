@@ -305,3 +305,54 @@ function describe(value: unknown): string {
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }
+
+// Inside a sandbox: between the sandbox host and its workers (postMessage).
+// The worker runs site code, so the host narrows what it receives.
+
+/** Host → worker. */
+export type ToWorker =
+  | { t: "load"; site: string; siteDir: string; scripts: string[] }
+  | {
+    t: "request";
+    id: number;
+    page: number;
+    captures: string[];
+    req: WireRequest;
+    body: Uint8Array;
+  }
+  | { t: "error"; id: number; code: number; message: string; req: WireRequest }
+  | { t: "ping"; id: number }
+  /** Run a hook in this worker (e.g. `ReloadScripts`). */
+  | { t: "hook"; name: string }
+  /** This worker runs the site's scheduler tasks. */
+  | { t: "startTasks" };
+
+/** Worker → host. */
+export type FromWorker =
+  | { t: "loaded"; routes: WireRoutes }
+  | { t: "loadFailed"; message: string; location: string | null }
+  | { t: "reply"; id: number; reply: WireReply; body: Uint8Array }
+  | { t: "pong"; id: number };
+
+/**
+ * Narrows a message from a worker; returns null for anything else (site code
+ * can call `postMessage` itself).
+ */
+export function parseFromWorker(value: unknown): FromWorker | null {
+  if (typeof value !== "object" || value === null) return null;
+  const msg = value as Record<string, unknown>;
+  switch (msg.t) {
+    case "loaded":
+    case "loadFailed":
+      return msg as FromWorker; // re-checked by the gateway's parseFromSandbox
+    case "reply":
+      if (Number.isSafeInteger(msg.id) && msg.body instanceof Uint8Array) {
+        return msg as FromWorker;
+      }
+      return null;
+    case "pong":
+      return Number.isSafeInteger(msg.id) ? msg as FromWorker : null;
+    default:
+      return null;
+  }
+}

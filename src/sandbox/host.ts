@@ -10,16 +10,14 @@
 import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
 import {
   type FromSandbox,
+  type FromWorker,
+  parseFromWorker,
   parseToSandbox,
   type ToSandbox,
+  type ToWorker,
   type WirePermissions,
   type WireRoutes,
 } from "../protocol/messages.ts";
-import {
-  type FromWorker,
-  parseFromWorker,
-  type ToWorker,
-} from "./pool_messages.ts";
 
 /** How long a worker may take to answer a ping before it counts as stuck. */
 const PING_TIMEOUT_MS = 1000;

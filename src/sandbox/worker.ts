@@ -12,10 +12,9 @@
 
 import { registry, routesOf } from "./_registry.ts";
 import { hook, startTasks } from "./api.ts";
-import type { FromWorker, ToWorker } from "./pool_messages.ts";
 import { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
-import type { WireReply } from "../protocol/messages.ts";
+import type { FromWorker, ToWorker, WireReply } from "../protocol/messages.ts";
 
 // Captured before any site code runs, which may replace them.
 const post = self.postMessage.bind(self);
