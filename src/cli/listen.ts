@@ -11,6 +11,8 @@ import type { ListenOptions } from "./options.ts";
 
 /** How long in-flight requests may take to finish at shutdown. */
 const DRAIN_MS = 10_000;
+/** Signals closer together than this are one signal delivered twice. */
+const DUPLICATE_SIGNAL_MS = 250;
 
 const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -85,7 +87,11 @@ export async function listen(options: ListenOptions): Promise<number> {
     } s to finish`,
   );
   // A second signal ends the process at once.
+  // `deno task` forwards the terminal's Ctrl-C, so one key press can arrive
+  // twice within a few milliseconds: only a later one counts as a second.
+  const firstAt = Date.now();
   const force = () => {
+    if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
     log.error(null, "Second stop signal: exiting now");
     Deno.exit(1);
   };

@@ -42,9 +42,16 @@ function send(message: FromWorker, transfer: Transferable[] = []): void {
   post(message, transfer);
 }
 
+/** The error's stack without the sandbox's own frames. */
 function stackOf(err: unknown): string {
-  return err instanceof Error ? err.stack ?? err.message : String(err);
+  if (!(err instanceof Error)) return String(err);
+  const lines = (err.stack ?? err.message).split("\n");
+  return lines.filter((l) => !INTERNAL_FRAME_REGEXP.test(l)).join("\n");
 }
+
+const INTERNAL_FRAME_REGEXP = new RegExp(
+  `^\\s+at .*(${RegExp.escape(new URL("./", import.meta.url).href)}|ext:)`,
+);
 
 /** `autorun/ar_x.ts:3:5` from the first stack location inside the site. */
 function locate(err: unknown): string | null {
@@ -138,7 +145,7 @@ async function runPage(
       const label = page?.label ?? `page ${msg.page}`;
       const ref = crypto.randomUUID().slice(0, 8);
       logError(
-        `[ref ${ref}] ${label} (${req.method} ${req.fullUrl}) failed: ${
+        `[ref ${ref}] ${req.method} ${req.fullUrl} failed in page ${label}: ${
           stackOf(err)
         }`,
       );
