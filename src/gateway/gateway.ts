@@ -14,7 +14,12 @@ import type {
   WireRequest,
   WireRoutes,
 } from "../protocol/messages.ts";
-import { buildRouter, type Router, RouteTableError } from "../router/router.ts";
+import {
+  buildRouter,
+  type Router,
+  RouteTableError,
+  type SiteRoutes,
+} from "../router/router.ts";
 import { checkHostClaims } from "../supervisor/claims.ts";
 import { SandboxProcess } from "../supervisor/sandbox_process.ts";
 import { LoadError, type SandboxReply } from "../supervisor/sandbox_process.ts";
@@ -31,6 +36,13 @@ import {
 } from "../supervisor/sites.ts";
 import { type Watch, watchFolder } from "../supervisor/watcher.ts";
 import { accessLine } from "./access_log.ts";
+import { EtagCache, fileResponse } from "./file_response.ts";
+import { type ListingEntry, renderListing } from "./listing.ts";
+import {
+  emptyStaticIndex,
+  scanStatic,
+  type StaticIndex,
+} from "./static_index.ts";
 import { errorPage } from "./error_page.ts";
 import { lookupSiteFile } from "./files.ts";
 import { contentTypeFor, loadMimeTable, type MimeTable } from "./mime.ts";
@@ -70,6 +82,7 @@ type Upgrader = (request: Request, ctx: RequestContext) => Promise<Answer>;
 
 interface RequestContext {
   wire: WireRequest;
+  headers: Headers;
   accept: string | null;
 }
 
@@ -87,6 +100,8 @@ export class Gateway {
   #mime: MimeTable = new Map();
   #upgrades = new Map<string, Upgrader>();
   #watches = new Map<string, Watch>();
+  #static = new Map<string, StaticIndex>();
+  #etags = new EtagCache();
   #sitesWatch: Watch | null = null;
   #stopping = false;
 
@@ -139,8 +154,9 @@ export class Gateway {
       spawn: (d): SandboxProcess => this.#spawn(d, runner),
     });
     try {
+      const files = await this.#scanStatic(def);
       const { sandbox, routes } = await runner.load();
-      const problem = this.#checkRoutes(def, routes);
+      const problem = this.#checkRoutes(def, routes, files);
       if (problem !== null) {
         sandbox.kill("its routes were refused");
         return { site: def.name, message: problem };
@@ -150,6 +166,7 @@ export class Gateway {
         return null;
       }
       runner.adopt(sandbox, routes);
+      this.#static.set(def.name, files);
       this.#runners.set(def.name, runner);
       log.info(def.name, describeLoad(def, routes, sandbox.pid));
       return null;
@@ -193,10 +210,23 @@ export class Gateway {
       } else this.#rebuild();
       return;
     }
+    let files: StaticIndex;
+    try {
+      files = await this.#scanStatic(def);
+    } catch (err) {
+      log.error(
+        name,
+        `Reload failed, the previous version keeps serving: ${messageOf(err)}`,
+      );
+      return;
+    }
     await runner.reload(
       def,
-      (d, routes) => this.#checkRoutes(d, routes),
-      () => this.#rebuild(),
+      (d, routes) => this.#checkRoutes(d, routes, files),
+      () => {
+        this.#static.set(name, files);
+        this.#rebuild();
+      },
     );
   }
 
@@ -241,21 +271,57 @@ export class Gateway {
       name,
       watchFolder(dir, {
         site: name,
-        ignore: (path) => !this.#countsForReload(name, dir, path),
-        onChange: () => void this.reloadSite(name),
+        ignore: (path) => this.#changeKind(name, dir, path) === null,
+        onChange: (paths) => {
+          const kinds = paths.map((p) => this.#changeKind(name, dir, p));
+          if (kinds.includes("code")) void this.reloadSite(name);
+          else if (kinds.includes("static")) void this.rescanStatic(name);
+        },
       }),
     );
   }
 
-  /** Code and site.json count; static files and the site's writable folders do not. */
-  #countsForReload(name: string, dir: string, path: string): boolean {
+  /**
+   * What a changed path means: code and site.json reload the site, files
+   * under static/ re-index them, the site's writable folders and anything
+   * else count for nothing.
+   */
+  #changeKind(
+    name: string,
+    dir: string,
+    path: string,
+  ): "code" | "static" | null {
     const rel = relative(dir, path);
-    if (rel === "" || rel.startsWith("..")) return false;
-    if (rel === "static" || rel.startsWith(`static${SEP}`)) return false;
+    if (rel === "" || rel.startsWith("..")) return null;
+    if (rel === "static" || rel.startsWith(`static${SEP}`)) return "static";
     const writable = this.#runners.get(name)?.def.manifest.permissions.write ??
       [];
-    if (writable.some((w) => isInside(w, path))) return false;
-    return rel === "site.json" || isCodeFile(path);
+    if (writable.some((w) => isInside(w, path))) return null;
+    return rel === "site.json" || isCodeFile(path) ? "code" : null;
+  }
+
+  #scanStatic(def: SiteDefinition): Promise<StaticIndex> {
+    return scanStatic(join(def.dir, "static"));
+  }
+
+  /** Re-indexes a site's static files (they changed; its code did not). */
+  async rescanStatic(name: string): Promise<void> {
+    const runner = this.#runners.get(name);
+    if (runner === undefined || runner.routes === null || this.#stopping) {
+      return;
+    }
+    try {
+      const files = await this.#scanStatic(runner.def);
+      const problem = this.#checkRoutes(runner.def, runner.routes, files);
+      if (problem !== null) {
+        log.error(name, `Static files not updated: ${problem}`);
+        return;
+      }
+      this.#static.set(name, files);
+      this.#rebuild();
+    } catch (err) {
+      log.error(name, `Static files not updated: ${messageOf(err)}`);
+    }
   }
 
   /** Starts sites whose folders appeared and stops those whose folders went. */
@@ -271,6 +337,7 @@ export class Gateway {
       const runner = this.#runners.get(name);
       if (runner === undefined) continue;
       this.#runners.delete(name);
+      this.#static.delete(name);
       this.#rebuild();
       log.info(name, "Site folder removed: the site is stopped");
       await runner.stop(10_000);
@@ -305,20 +372,40 @@ export class Gateway {
     }, { onStderr: (line) => log.warn(def.name, line) });
   }
 
+  /** A site's routes with its static files, as the router takes them. */
+  #table(
+    name: string,
+    root: boolean,
+    routes: WireRoutes,
+    files: StaticIndex,
+  ): SiteRoutes {
+    const hosts = [...routes.hosts];
+    for (const h of files.hosts) {
+      if (!hosts.some((x) => x.pattern === h.pattern)) hosts.push(h);
+    }
+    return {
+      site: name,
+      root,
+      hosts,
+      pages: [...routes.pages, ...files.pages],
+    };
+  }
+
   /** Checks a site's registrations; a message when they are refused. */
-  #checkRoutes(def: SiteDefinition, routes: WireRoutes): string | null {
-    const claim = checkHostClaims(routes, def.manifest.hosts, {
-      root: def.root,
-      file: join(def.dir, "site.json"),
-    });
+  #checkRoutes(
+    def: SiteDefinition,
+    routes: WireRoutes,
+    files: StaticIndex,
+  ): string | null {
+    const table = this.#table(def.name, def.root, routes, files);
+    const claim = checkHostClaims(
+      { hosts: table.hosts, pages: [], hooks: routes.hooks },
+      def.manifest.hosts,
+      { root: def.root, file: join(def.dir, "site.json") },
+    );
     if (claim !== null) return claim;
     try {
-      buildRouter([{
-        site: def.name,
-        root: def.root,
-        hosts: routes.hosts,
-        pages: routes.pages,
-      }]);
+      buildRouter([table]);
     } catch (err) {
       if (err instanceof RouteTableError) return err.message;
       throw err;
@@ -327,15 +414,13 @@ export class Gateway {
   }
 
   #rebuild(): void {
-    const tables = [];
+    const tables: SiteRoutes[] = [];
     for (const runner of this.#runners.values()) {
       if (runner.routes === null) continue;
-      tables.push({
-        site: runner.name,
-        root: runner.def.root,
-        hosts: runner.routes.hosts,
-        pages: runner.routes.pages,
-      });
+      const files = this.#static.get(runner.name) ?? emptyStaticIndex();
+      tables.push(
+        this.#table(runner.name, runner.def.root, runner.routes, files),
+      );
     }
     this.#router = buildRouter(tables, { rootSite: ROOT_SITE });
   }
@@ -416,7 +501,7 @@ export class Gateway {
       startTime,
       upgraded: false,
     };
-    const ctx: RequestContext = { wire, accept };
+    const ctx: RequestContext = { wire, accept, headers: request.headers };
 
     const upgrade = upgradeToken(request.headers);
     if (upgrade !== null) {
@@ -454,6 +539,7 @@ export class Gateway {
         ctx,
       );
     }
+    if (route.pageId < 0) return this.#sendStatic(runner, route.pageId, ctx);
     // Page ids belong to the generation routed against: keep it until dispatched.
     const generation = runner.generation;
     generation?.hold();
@@ -550,34 +636,138 @@ export class Gateway {
       return this.#error(found.status, found.message, runner.name, ctx);
     }
     if (found.kind === "directory") {
+      if (!reply.listDirectory) {
+        return this.#error(
+          403,
+          "This is a folder, and listing it was not asked for",
+          runner.name,
+          ctx,
+        );
+      }
+      return this.#listDirectory(runner, found.path, ctx);
+    }
+    const headers = siteHeaders(reply.headers) ?? new Headers();
+    const { xSendfile, xAccelRedirect } = this.options.listen;
+    if (xSendfile || xAccelRedirect !== null) {
+      if (!headers.has("content-type")) {
+        headers.set("content-type", contentTypeFor(this.#mime, found.path));
+      }
+      if (xSendfile) headers.set("x-sendfile", found.path);
+      else {headers.set(
+          "x-accel-redirect",
+          accelPath(xAccelRedirect!, found.path),
+        );}
+      return this.#send(
+        reply.status,
+        headers,
+        EMPTY,
+        ctx.wire.method,
+        runner.name,
+      );
+    }
+    return this.#sendFile(
+      runner.name,
+      found.path,
+      found.info,
+      ctx,
+      headers,
+      reply.status,
+    );
+  }
+
+  async #sendFile(
+    site: string,
+    path: string,
+    info: Deno.FileInfo,
+    ctx: RequestContext,
+    headers: Headers = new Headers(),
+    status = 200,
+  ): Promise<Answer> {
+    const answer = await fileResponse(
+      { method: ctx.wire.method, headers: ctx.headers },
+      path,
+      info,
+      {
+        mime: this.#mime,
+        etags: this.#etags,
+        maxEtagSize: this.options.listen.maxEtagSize,
+        headers,
+        status,
+      },
+    );
+    return { ...answer, site };
+  }
+
+  /** A static file routed like a page. */
+  async #sendStatic(
+    runner: SiteRunner,
+    id: number,
+    ctx: RequestContext,
+  ): Promise<Answer> {
+    const entry = this.#static.get(runner.name)?.entries.get(id);
+    const staticDir = join(runner.def.dir, "static");
+    const missing = () =>
+      this.#error(
+        404,
+        `No page at ${JSON.stringify(ctx.wire.path)}`,
+        runner.name,
+        ctx,
+      );
+    if (entry === undefined) return missing();
+    let real: string;
+    let info: Deno.FileInfo;
+    try {
+      real = await Deno.realPath(entry.file);
+      info = await Deno.stat(real);
+    } catch {
+      return missing(); // removed since it was indexed
+    }
+    if (!isInside(staticDir, real) && !isInside(runner.def.dir, real)) {
+      log.warn(
+        runner.name,
+        `Static file ${entry.path} now leads out of the site; refused`,
+      );
       return this.#error(
         403,
-        "Directory listing is not enabled for this path",
+        "The file is outside the site folder",
         runner.name,
         ctx,
       );
     }
-    const headers = siteHeaders(reply.headers) ?? new Headers();
-    if (!headers.has("content-type")) {
-      headers.set("content-type", contentTypeFor(this.#mime, found.path));
+    if (!info.isFile) return missing();
+    return this.#sendFile(runner.name, real, info, ctx);
+  }
+
+  /** The default listing of a folder (the site's ListDirectory hook did not answer). */
+  async #listDirectory(
+    runner: SiteRunner,
+    dir: string,
+    ctx: RequestContext,
+  ): Promise<Answer> {
+    const entries: ListingEntry[] = [];
+    for await (const e of Deno.readDir(dir)) {
+      const info = await Deno.stat(join(dir, e.name)).catch(() => null);
+      if (info === null) continue;
+      const real = await Deno.realPath(join(dir, e.name)).catch(() => "");
+      if (!isInside(runner.def.dir, real)) continue;
+      entries.push({
+        name: e.name,
+        directory: info.isDirectory,
+        size: info.size,
+        modified: info.mtime?.getTime() ?? null,
+      });
     }
-    headers.set("content-length", String(found.info.size));
-    if (found.info.mtime !== null) {
-      headers.set("last-modified", found.info.mtime.toUTCString());
-    }
-    if (ctx.wire.method === "HEAD") {
-      return {
-        response: new Response(null, { status: reply.status, headers }),
-        site: runner.name,
-        bytes: 0,
-      };
-    }
-    const file = await Deno.open(found.path, { read: true });
-    return {
-      response: new Response(file.readable, { status: reply.status, headers }),
-      site: runner.name,
-      bytes: found.info.size,
-    };
+    const title = ctx.wire.path.endsWith("/")
+      ? ctx.wire.path
+      : `${ctx.wire.path}/`;
+    const headers = new Headers({ "content-type": "text/html; charset=utf-8" });
+    return this.#send(
+      200,
+      headers,
+      new TextEncoder().encode(renderListing(title, entries)),
+      ctx.wire.method,
+      runner.name,
+    );
   }
 
   #send(
@@ -655,6 +845,17 @@ const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
 
 function isCodeFile(path: string): boolean {
   return CODE_FILE_REGEXP.test(path);
+}
+
+/**
+ * `X-Accel-Redirect` for a file: the prefix and the real path joined with
+ * one slash, each segment percent-encoded.
+ */
+export function accelPath(prefix: string, path: string): string {
+  const encoded = path.split("/").filter((s) => s !== "").map(
+    encodeURIComponent,
+  ).join("/");
+  return `${prefix.replace(/\/+$/, "")}/${encoded}`;
 }
 
 function describeLoad(

@@ -214,7 +214,9 @@ export class FrameWriter {
 
   /** Resolves once everything queued so far has been written. */
   drained(): Promise<void> {
-    return this.#chain;
+    if (!this.#scheduled) return this.#chain;
+    // A flush is queued for this tick; read the chain once it has run.
+    return Promise.resolve().then(() => this.#chain);
   }
 
   #flush(): void {

@@ -23,6 +23,11 @@ export interface PageSpec {
   path?: string;
   /** Pattern matched against the whole path (give either `path` or `regex`). */
   regex?: { source: string; flags: string };
+  /**
+   * A static file rather than a page (exact paths only). A site may have a
+   * page and a file at one path; a request for it is a 409 naming both.
+   */
+  file?: boolean;
 }
 
 /** A host a site registered with `hosts.get(pattern, { noFallback })`. */
@@ -101,6 +106,8 @@ interface PageEntry {
   method: string;
   /** How error messages name the page: `GET "/x" (site a)`. */
   label: string;
+  /** A static file, not a page. */
+  file?: boolean;
 }
 
 interface PatternEntry extends PageEntry {
@@ -334,13 +341,16 @@ function addExact(
     tier.exact.set(path, methods);
   }
   const pages = methods.get(method) ?? [];
-  if (pages.some((page) => page.site === site)) {
+  const file = spec.file === true;
+  if (pages.some((page) => page.site === site && page.file === file)) {
     throw new RouteTableError(
       `Site "${site}" registers ${method} "${path}" twice on host "${spec.host}"`,
     );
   }
-  const label = `${method} "${path}" (site ${site})`;
-  pages.push({ site, pageId: spec.id, method, label });
+  const label = file
+    ? `static file "${path}" (site ${site})`
+    : `${method} "${path}" (site ${site})`;
+  pages.push({ site, pageId: spec.id, method, label, file });
   methods.set(method, pages);
 }
 

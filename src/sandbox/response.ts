@@ -158,6 +158,11 @@ export class PageResponse {
     this.#file = { path, listDirectory: options.listDirectory ?? false };
   }
 
+  /** The file set by `setFile`, if any. */
+  get file(): { path: string; listDirectory: boolean } | null {
+    return this.#file;
+  }
+
   /** True when a body was written or a file was set. */
   get hasContent(): boolean {
     return this.#size > 0 || this.#file !== null;

@@ -138,6 +138,11 @@ async function runPage(
     const hooked = await hook.call("Request", req, res);
     if (hooked !== undefined) await applyResult(hooked, res);
     else await applyResult(await page.callback(req, res, ...msg.captures), res);
+    const listed = await listDirectory(req, res);
+    if (listed !== null) {
+      reply(msg.id, listed);
+      return;
+    }
   } catch (err) {
     if (err instanceof HaltSignal) {
       await runError(msg.id, err.code, err.message, req);
@@ -154,6 +159,30 @@ async function runPage(
     return;
   }
   reply(msg.id, res);
+}
+
+/**
+ * `setFile(folder, { listDirectory: true })`: the site's `ListDirectory`
+ * hook may render the listing; null leaves it to the gateway's default.
+ */
+async function listDirectory(
+  req: PageRequest,
+  res: PageResponse,
+): Promise<PageResponse | null> {
+  const file = res.file;
+  if (file === null || !file.listDirectory) return null;
+  if ((registry.hooks.get("ListDirectory")?.size ?? 0) === 0) return null;
+  const dir = new URL(
+    file.path.replace(/^\/+/, ""),
+    `file://${siteDir.endsWith("/") ? siteDir : siteDir + "/"}`,
+  );
+  const info = await Deno.stat(dir).catch(() => null);
+  if (info === null || !info.isDirectory) return null;
+  const listing = new PageResponse();
+  const result = await hook.call("ListDirectory", req, listing, file.path);
+  if (result === undefined && !listing.hasContent) return null;
+  await applyResult(result, listing);
+  return listing;
 }
 
 /** Renders an error through the site's `Error` hook, else asks for the default page. */
