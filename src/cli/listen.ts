@@ -7,6 +7,11 @@
 import { fileURLToPath } from "node:url";
 import { Gateway } from "../gateway/gateway.ts";
 import { log } from "../log.ts";
+import {
+  resolveTrustedProxies,
+  type TrustedProxies,
+  TrustError,
+} from "../gateway/trust.ts";
 import type { ListenOptions } from "./options.ts";
 
 /** How long in-flight requests may take to finish at shutdown. */
@@ -25,7 +30,22 @@ function bindAddress(host: string): string {
  * @returns the exit code
  */
 export async function listen(options: ListenOptions): Promise<number> {
-  const gateway = new Gateway({ listen: options, projectDir: PROJECT_DIR });
+  let trusted: TrustedProxies | null = null;
+  if (options.reverseProxy) {
+    try {
+      trusted = await resolveTrustedProxies(options.trustedReverseProxies);
+    } catch (err) {
+      if (!(err instanceof TrustError)) throw err;
+      log.error(null, err.message);
+      return 2;
+    }
+    log.info(null, `Trusting reverse proxies: ${trusted.described.join("; ")}`);
+  }
+  const gateway = new Gateway({
+    listen: options,
+    projectDir: PROJECT_DIR,
+    ...(trusted !== null ? { trusted: trusted.matches } : {}),
+  });
   const problems = await gateway.loadSites();
   const ready = [...gateway.runners.keys()];
   let server: Deno.HttpServer;

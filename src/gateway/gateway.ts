@@ -36,6 +36,7 @@ import {
 } from "../supervisor/sites.ts";
 import { type Watch, watchFolder } from "../supervisor/watcher.ts";
 import { accessLine } from "./access_log.ts";
+import { clientAddress, type IpMatcher } from "./proxy.ts";
 import { EtagCache, fileResponse } from "./file_response.ts";
 import { type ListingEntry, renderListing } from "./listing.ts";
 import {
@@ -51,6 +52,8 @@ import { parseTarget, TargetError } from "./request_target.ts";
 /** What the gateway needs to run. */
 export interface GatewayOptions {
   listen: ListenOptions;
+  /** Who may set X-Real-IP / X-Forwarded-For (with `--reverse-proxy`). */
+  trusted?: IpMatcher;
   /** The folder holding `autorun/` (the root site). */
   projectDir: string;
 }
@@ -489,6 +492,32 @@ export class Gateway {
       }
       throw err;
     }
+    let peer = (info.remoteAddr as Deno.NetAddr).hostname;
+    if (this.options.listen.reverseProxy) {
+      const client = clientAddress(peer, {
+        realIp: request.headers.get("x-real-ip"),
+        forwardedFor: request.headers.get("x-forwarded-for"),
+      }, this.options.trusted ?? (() => false));
+      if (client.kind === "untrusted") {
+        return this.#defaultError(
+          403,
+          "Only trusted reverse proxies may connect to this server",
+          accept,
+          method,
+          ROOT_SITE,
+        );
+      }
+      if (client.kind === "malformed") {
+        return this.#defaultError(
+          400,
+          `The ${client.header} header is not a valid address`,
+          accept,
+          method,
+          ROOT_SITE,
+        );
+      }
+      peer = client.peer;
+    }
     const hostHeader = request.headers.get("host") ?? "";
     const wire: WireRequest = {
       method,
@@ -497,7 +526,7 @@ export class Gateway {
       query: target.query,
       headers: flattenHeaders(request.headers),
       host: hostOnly(hostHeader),
-      peer: (info.remoteAddr as Deno.NetAddr).hostname,
+      peer,
       startTime,
       upgraded: false,
     };
