@@ -58,6 +58,10 @@ export const log = {
   error(site: string | null, message: string): void {
     sink.err(line("error", site, message));
   },
+  /** A line a site's code wrote (console.log and friends). */
+  site(site: string, message: string): void {
+    sink.err(line("site", site, message));
+  },
   /** One access-log line (already formatted). */
   access(text: string): void {
     sink.out(text);

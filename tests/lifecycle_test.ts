@@ -52,6 +52,13 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
       const pids = sandboxPids(server.logs());
       assert.equal(pids.length, 2, "root and slow sandboxes");
       for (const pid of pids) assert.ok(await processExists(pid));
+      // A terminal's Ctrl-C reaches sandboxes too: only the gateway stops them.
+      for (const pid of pids) Deno.kill(pid, signal);
+      await delay(200);
+      for (const pid of pids) {
+        assert.ok(await processExists(pid), `sandbox ${pid} ignored ${signal}`);
+      }
+      assert.equal((await server.fetch("/fast")).text, "fast");
 
       const inflight = server.fetch("/slow");
       await delay(300);

@@ -19,7 +19,7 @@ const USAGE = `Usage: sandflare COMMAND [OPTIONS]
 Commands:
   listen [OPTIONS]   serve every site until SIGINT or SIGTERM
 
-Run "sandflare listen --help" for the options of listen.`;
+Run "deno task cli listen --help" (or "npm start -- --help") for the options of listen.`;
 
 function print(text: string): void {
   Deno.stdout.writeSync(new TextEncoder().encode(text + "\n"));

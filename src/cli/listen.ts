@@ -30,6 +30,19 @@ function bindAddress(host: string): string {
  * @returns the exit code
  */
 export async function listen(options: ListenOptions): Promise<number> {
+  try {
+    if (!(await Deno.stat(options.sitesDir)).isDirectory) {
+      throw new Deno.errors.NotFound();
+    }
+  } catch {
+    log.error(
+      null,
+      `--sites-dir: ${
+        JSON.stringify(options.sitesDir)
+      } is not a folder; create it or pass --sites-dir=PATH`,
+    );
+    return 2;
+  }
   let trusted: TrustedProxies | null = null;
   if (options.reverseProxy) {
     try {
@@ -46,8 +59,9 @@ export async function listen(options: ListenOptions): Promise<number> {
     projectDir: PROJECT_DIR,
     ...(trusted !== null ? { trusted: trusted.matches } : {}),
   });
-  const problems = await gateway.loadSites();
-  const ready = [...gateway.runners.keys()];
+  // Bind first: a port in use fails at once, before any site is started.
+  // Requests that arrive while the sites load wait for them.
+  const loaded = Promise.withResolvers<void>();
   let server: Deno.HttpServer;
   try {
     server = Deno.serve({
@@ -57,17 +71,22 @@ export async function listen(options: ListenOptions): Promise<number> {
         const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
         log.info(null, `Listening on http://${shown}:${port}`);
       },
-    }, gateway.handler);
+    }, async (request, info) => {
+      await loaded.promise;
+      return gateway.handler(request, info);
+    });
   } catch (err) {
-    await gateway.stop(0);
     log.error(
       null,
-      `Cannot listen on ${options.host}:${options.port}: ${
+      `Cannot listen on ${options.host}:${options.port} (--host, --port): ${
         (err as Error).message
       }`,
     );
     return 1;
   }
+  const problems = await gateway.loadSites();
+  loaded.resolve();
+  const ready = [...gateway.runners.keys()];
   if (options.outPid !== null) {
     await Deno.writeTextFile(options.outPid, `${Deno.pid}\n`);
   }

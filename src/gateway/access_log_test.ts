@@ -23,7 +23,10 @@ Deno.test("clfDate() writes day/Mon/year:h:m:s in UTC", async (t) => {
   const cases: [Date, string][] = [
     [new Date(0), "01/Jan/1970:00:00:00 +0000"],
     [new Date(Date.UTC(2024, 1, 29, 9, 8, 7)), "29/Feb/2024:09:08:07 +0000"],
-    [new Date(Date.UTC(1999, 11, 31, 23, 59, 59, 999)), "31/Dec/1999:23:59:59 +0000"],
+    [
+      new Date(Date.UTC(1999, 11, 31, 23, 59, 59, 999)),
+      "31/Dec/1999:23:59:59 +0000",
+    ],
     [new Date(Date.UTC(2030, 2, 1)), "01/Mar/2030:00:00:00 +0000"],
     [new Date(Date.UTC(2030, 3, 10)), "10/Apr/2030:00:00:00 +0000"],
     [new Date(Date.UTC(2030, 4, 10)), "10/May/2030:00:00:00 +0000"],

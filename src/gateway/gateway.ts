@@ -16,6 +16,7 @@ import type {
 } from "../protocol/messages.ts";
 import {
   buildRouter,
+  findConflicts,
   type Router,
   RouteTableError,
   type SiteRoutes,
@@ -105,6 +106,8 @@ export class Gateway {
   #watches = new Map<string, Watch>();
   #static = new Map<string, StaticIndex>();
   #etags = new EtagCache();
+  /** Conflicts already reported, so each is logged once. */
+  #conflicts = new Set<string>();
   #sitesWatch: Watch | null = null;
   #stopping = false;
 
@@ -194,6 +197,10 @@ export class Gateway {
     try {
       def = await this.#define(name);
     } catch (err) {
+      if (err instanceof Deno.errors.NotFound && name !== ROOT_SITE) {
+        await this.rescan(); // the folder went away: that stops the site
+        return;
+      }
       const running = this.#runners.has(name);
       log.error(
         name,
@@ -372,7 +379,7 @@ export class Gateway {
       permissions: { read: [...def.baseRead, ...read], write, net, env },
       memory: def.manifest.memory,
       env: passed,
-    }, { onStderr: (line) => log.warn(def.name, line) });
+    }, { onStderr: (line) => log.site(def.name, line) });
   }
 
   /** A site's routes with its static files, as the router takes them. */
@@ -426,6 +433,9 @@ export class Gateway {
       );
     }
     this.#router = buildRouter(tables, { rootSite: ROOT_SITE });
+    const conflicts = new Set(findConflicts(tables));
+    for (const c of conflicts) if (!this.#conflicts.has(c)) log.warn(null, c);
+    this.#conflicts = conflicts;
   }
 
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */

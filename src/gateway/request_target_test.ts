@@ -67,7 +67,11 @@ Deno.test("parseTarget() splits off the query and drops the fragment", async (t)
   const cases: [string, { path: string; query: string; raw: string }][] = [
     ["/a?x=1", { path: "/a", query: "x=1", raw: "/a?x=1" }],
     ["/a?", { path: "/a", query: "", raw: "/a?" }],
-    ["/a?x=1&y=%2F..", { path: "/a", query: "x=1&y=%2F..", raw: "/a?x=1&y=%2F.." }],
+    ["/a?x=1&y=%2F..", {
+      path: "/a",
+      query: "x=1&y=%2F..",
+      raw: "/a?x=1&y=%2F..",
+    }],
     ["/a?x=%zz", { path: "/a", query: "x=%zz", raw: "/a?x=%zz" }],
     ["/a?x=1?y", { path: "/a", query: "x=1?y", raw: "/a?x=1?y" }],
     ["/a#frag", { path: "/a", query: "", raw: "/a" }],

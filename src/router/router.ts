@@ -370,8 +370,13 @@ function addPattern(
     regex: compileRoutePattern(site, regex, shown),
     prefix: literalPrefix(regex.source, regex.flags),
   };
-  tier.allPatterns.push(entry);
   const list = tier.patterns.get(method) ?? [];
+  if (list.some((e) => e.site === site && e.label === entry.label)) {
+    throw new RouteTableError(
+      `Site "${site}" registers ${method} ${shown} twice on host "${spec.host}"`,
+    );
+  }
+  tier.allPatterns.push(entry);
   list.push(entry);
   tier.patterns.set(method, list);
 }
@@ -604,4 +609,53 @@ function quotable(value: string): string {
 
 function assertNever(value: never): never {
   throw new TypeError(`Unexpected lookup result ${JSON.stringify(value)}`);
+}
+
+/**
+ * Conflicts visible in the tables themselves: one host pattern registered by
+ * two sites, or one exact path and method on one host pattern registered by
+ * two sites (the root site yields, so it conflicts with nobody). Requests
+ * that hit them get a 409; operators are told at load.
+ *
+ * @param sites every site's routes
+ * @returns one message per conflict
+ * @example
+ * ```ts
+ * const a = { site: "a", root: false, hosts: [], pages: [{ id: 0, host: "*", method: "GET", path: "/x" }] };
+ * findConflicts([a, { ...a, site: "b" }]); // ['GET "/x" on host "*" is registered by sites a and b: requests for it get 409']
+ * ```
+ */
+export function findConflicts(sites: readonly SiteRoutes[]): string[] {
+  const owners = new Map<string, Set<string>>();
+  const note = (key: string, site: string) => {
+    const set = owners.get(key) ?? new Set<string>();
+    set.add(site);
+    owners.set(key, set);
+  };
+  for (const s of sites) {
+    if (s.root) continue;
+    for (const h of s.hosts) {
+      if (h.pattern !== ANY_HOST) {
+        note(`host\0${h.pattern.toLowerCase()}`, s.site);
+      }
+    }
+    for (const p of s.pages) {
+      if (p.path !== undefined) {
+        note(`page\0${p.host.toLowerCase()}\0${p.method}\0${p.path}`, s.site);
+      }
+    }
+  }
+  const messages: string[] = [];
+  for (const [key, set] of owners) {
+    if (set.size < 2) continue;
+    const names = [...set].sort();
+    const list = `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
+    const [kind, host, method, path] = key.split("\0");
+    messages.push(
+      kind === "host"
+        ? `Host "${host}" is registered by sites ${list}: requests for it get 409`
+        : `${method} "${path}" on host "${host}" is registered by sites ${list}: requests for it get 409`,
+    );
+  }
+  return messages;
 }

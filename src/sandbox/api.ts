@@ -86,6 +86,25 @@ type HookArgs<N extends string> = N extends keyof HookSignatures
 const METHOD_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const ALLOWED_FLAGS_REGEXP = /^[ms]*$/;
 
+/** Whether this process has V8's linear-time engine (the `l` flag). */
+const LINEAR_ENGINE = (() => {
+  try {
+    new RegExp("", "l");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+function runsInLinearTime(source: string, flags: string): boolean {
+  try {
+    new RegExp(`^(?:${source})$`, `${flags}l`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function checkMethod(call: string, method: string): string {
   if (typeof method !== "string" || !METHOD_REGEXP.test(method)) {
     throw new TypeError(
@@ -140,6 +159,11 @@ function createHost(pattern: string): Host {
         new RegExp(regex.source, regex.flags);
       } catch (err) {
         throw new SyntaxError(`${call}: ${(err as Error).message}`);
+      }
+      if (LINEAR_ENGINE && !runsInLinearTime(regex.source, regex.flags)) {
+        throw new SyntaxError(
+          `${call}: route patterns run on a linear-time engine, which cannot do backreferences, lookahead or large {n,m} counts; rewrite the pattern without them`,
+        );
       }
       const m = checkMethod(call, method);
       registry.pages.push({

@@ -35,6 +35,11 @@ type InitMessage = Extract<ToSandbox, { t: "init" }>;
  * @returns the exit code
  */
 export async function runSandbox(): Promise<number> {
+  // A terminal's Ctrl-C reaches the whole process group: the gateway decides
+  // when a sandbox stops (a shutdown frame, or its stdin closing).
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    Deno.addSignalListener(signal, () => {});
+  }
   const out = new FrameWriter((bytes) => writeAll(bytes), () => Deno.exit(70));
   const decoder = new FrameDecoder({ maxBodyBytes: 1024 * 1024 * 1024 });
   const reader = Deno.stdin.readable.getReader();

@@ -46,7 +46,17 @@ function send(message: FromWorker, transfer: Transferable[] = []): void {
 function stackOf(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const lines = (err.stack ?? err.message).split("\n");
-  return lines.filter((l) => !INTERNAL_FRAME_REGEXP.test(l)).join("\n");
+  return lines.filter((l) => !INTERNAL_FRAME_REGEXP.test(l)).join("\n")
+    // Deno's advice is for whoever runs deno; a site asks in its site.json.
+    .replace(
+      /, run again with the --allow-(\w+) flag/g,
+      (_, what) =>
+        ` (a site gets only what its site.json asks for: add it under "permissions"${
+          what === "run" || what === "ffi" || what === "sys"
+            ? ", though sites may never have this one"
+            : ""
+        })`,
+    );
 }
 
 const INTERNAL_FRAME_REGEXP = new RegExp(

@@ -42,7 +42,7 @@ export function checkHostClaims(
           allowed.length === 0
             ? "none"
             : allowed.map((a) => JSON.stringify(a)).join(", ")
-        })`;
+        }); to allow it, add ${JSON.stringify(part)} to "hosts" there`;
       }
     }
   }

@@ -89,7 +89,9 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
     `--config=${
       decodeURIComponent(new URL("deno.json", PROJECT_ROOT).pathname)
     }`,
-    `--v8-flags=--max-old-space-size=${perIsolate}`,
+    // The linear engine lets a site's route patterns be checked where they
+    // are written, so the load error names the file and line.
+    `--v8-flags=--max-old-space-size=${perIsolate},--enable-experimental-regexp-engine`,
     `--allow-read=${read.join(",")}`,
   ];
   if (spec.permissions.write.length > 0) {
@@ -146,6 +148,8 @@ export class SandboxProcess {
       stdout: "piped",
       stderr: "piped",
       clearEnv: true,
+      // Relative paths in site code resolve inside the site, as setFile's do.
+      cwd: spec.siteDir,
       env: { ...inheritedEnv(), ...spec.env, NO_COLOR: "1" },
     }).spawn();
     const writer = this.#child.stdin.getWriter();
@@ -350,8 +354,12 @@ export class SandboxProcess {
         let nl: number;
         while ((nl = buffer.indexOf("\n")) >= 0) {
           const line = buffer.slice(0, nl);
-          if (line.includes("out of memory")) this.#outOfMemory = true;
-          this.#stderrLine(line);
+          // V8's out-of-memory report is a screenful of internals: the exit
+          // reason says it in one line instead.
+          if (line.includes("Fatal JavaScript out of memory")) {
+            this.#outOfMemory = true;
+          }
+          if (!this.#outOfMemory) this.#stderrLine(line);
           buffer = buffer.slice(nl + 1);
         }
         if (buffer.length > 16384) {
@@ -362,19 +370,21 @@ export class SandboxProcess {
     } catch {
       // The pipe closed with the process.
     }
-    if (buffer.length > 0) this.#stderrLine(buffer);
+    if (buffer.length > 0 && !this.#outOfMemory) this.#stderrLine(buffer);
   }
 
   async #reap(): Promise<string> {
     const status = await this.#child.status;
     const how = status.signal !== null
-      ? `killed by ${status.signal}`
+      ? `was killed by ${status.signal}`
       : `exited with code ${status.code}`;
     const reason = this.#killReason !== null
       ? `it was killed because ${this.#killReason}`
+      : this.#outOfMemory
+      ? `it ran out of memory (the site's "memory" is ${this.spec.memory} MiB)`
       : status.code === 0
       ? "it exited"
-      : `it ${how}${this.#outOfMemory ? " after running out of memory" : ""}`;
+      : `it ${how}`;
     const kind = this.#killReason !== null ? "killed" : "crash";
     this.#gone = new SandboxGoneError(
       kind,
