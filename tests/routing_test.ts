@@ -154,6 +154,10 @@ Deno.test("routing over real HTTP", async (t) => {
         assert.equal(res.status, 409);
         assert.match(res.body, /alpha/);
         assert.match(res.body, /beta/);
+        // The operator is told at load, not only the client at request time.
+        await server.waitForLog(
+          /warn GET "\/both" on host "\*" is registered by sites alpha and beta/,
+        );
       },
     );
 
