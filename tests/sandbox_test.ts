@@ -66,6 +66,7 @@ ${attempt("sys", "Deno.hostname();")}
 ${attempt("import", 'await import("/etc/hostname");')}
 ${attempt("remote", 'await import("https://example.com/mod.ts");')}
 hosts.get("evil.test").add("/own", async () => await Deno.readTextFile(new URL("../own.txt", import.meta.url)));
+hosts.get("evil.test").add("/own-relative", async () => await Deno.readTextFile("own.txt"));
 hosts.get("evil.test").add("/setfile-up", (_req, res) => res.setFile("../victim/secret.txt"));
 hosts.get("evil.test").add("/setfile-abs", (_req, res) => res.setFile("/etc/passwd"));
 hosts.get("evil.test").add("/setfile-own", (_req, res) => res.setFile("own.txt"));
@@ -176,6 +177,11 @@ Deno.test("a hostile site is refused or contained; its neighbour keeps answering
         assert.notEqual(remote.body, "ESCAPED");
         assert.equal(
           (await get(server, "evil.test", "/own")).body,
+          "evil's own file",
+        );
+        // Relative paths resolve in the site's own folder.
+        assert.equal(
+          (await get(server, "evil.test", "/own-relative")).body,
           "evil's own file",
         );
       },
