@@ -1,61 +1,367 @@
 /**
  * `deno task bench`: the benchmark harness (SPEC §10).
  *
- * Scenarios so far:
- * - reload: save a site's script, poll until the new version is served;
- *   the time from the save to the first new answer (median, p90, max).
+ * It starts Sandflare with fixture sites and a raw `Deno.serve` baseline
+ * (nginx for static files) in the same run, drives both with the same load
+ * generator (`wrk -t1 -c50`), alternating them, and prints requests/s,
+ * p50/p99 latency and the ratio to the baseline, so a figure means the same
+ * on any machine. It also measures reload latency (save → served), memory per
+ * idle site and start time for 1, 10 and 100 sites.
  *
- * `--json` prints the results as JSON; `--quick` runs fewer rounds (the
- * smoke test uses it).
+ * `--json` prints the results as JSON; `--quick` runs short rounds and fewer
+ * sites (the smoke test uses it). `--only=NAME` runs the scenarios whose
+ * name contains NAME.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { delay, startServer, writeSites } from "../tests/helpers/server.ts";
+import {
+  delay,
+  PROJECT_DIR,
+  type SiteFiles,
+  startServer,
+  type TestServer,
+  writeSites,
+} from "../tests/helpers/server.ts";
+import { freePort, nginxPath, startNginx } from "../tests/helpers/nginx.ts";
 
-interface Result {
+/** One throughput scenario's figures. */
+interface LoadResult {
   scenario: string;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  baseline: string;
+  baselineRps: number | null;
+  ratio: number | null;
+}
+
+/** One measured quantity (latency, memory, time). */
+interface Measure {
+  scenario: string;
+  value: number;
   unit: string;
-  samples: number;
-  median: number;
-  p90: number;
-  max: number;
+  detail: string;
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const i = Math.min(
-    sorted.length - 1,
-    Math.ceil((p / 100) * sorted.length) - 1,
-  );
-  return sorted[Math.max(0, i)]!;
+interface Options {
+  seconds: number;
+  rounds: number;
+  siteCounts: number[];
+  reloads: number;
 }
 
-function summarize(scenario: string, unit: string, samples: number[]): Result {
-  const sorted = [...samples].sort((a, b) => a - b);
+// ---------------------------------------------------------------- wrk
+
+interface WrkResult {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Non-2xx/3xx answers. */
+  non2xx: number;
+  /** Connect, read, write errors and timeouts. */
+  socketErrors: number;
+}
+
+function wrkPath(): string {
+  for (const path of ["/usr/bin/wrk", "/usr/local/bin/wrk"]) {
+    try {
+      Deno.statSync(path);
+      return path;
+    } catch {
+      // Try the next.
+    }
+  }
+  throw new Error("wrk is not installed: apt-get install wrk (.ci/run does)");
+}
+
+function toMs(value: string, unit: string): number {
+  const n = Number(value);
+  return unit === "us"
+    ? n / 1000
+    : unit === "s"
+    ? n * 1000
+    : unit === "m"
+    ? n * 60_000
+    : n;
+}
+
+/** Runs wrk once; loopback only, bounded by `seconds`. */
+async function wrk(
+  url: string,
+  seconds: number,
+  options: { host?: string; script?: string } = {},
+): Promise<WrkResult> {
+  const args = ["-t1", "-c50", `-d${seconds}s`, "--latency", "--timeout", "5s"];
+  if (options.host !== undefined) args.push("-H", `Host: ${options.host}`);
+  if (options.script !== undefined) args.push("-s", options.script);
+  args.push(url);
+  const out = await new Deno.Command(wrkPath(), {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN);
+  const latency = (p: string) => {
+    const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s|m)`, "m").exec(text);
+    return m === null ? NaN : toMs(m[1]!, m[2]!);
+  };
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
+  const socketErrors =
+    /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(
+      text,
+    );
+  const socket = socketErrors === null
+    ? 0
+    : socketErrors.slice(1).reduce((n, x) => n + Number(x), 0);
+  if (!Number.isFinite(rps)) {
+    throw new Error(
+      `wrk printed no result for ${url}:\n${text}\n${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
   return {
-    scenario,
-    unit,
-    samples: samples.length,
-    median: percentile(sorted, 50),
-    p90: percentile(sorted, 90),
-    max: sorted.at(-1) ?? NaN,
+    rps,
+    p50Ms: latency("50"),
+    p99Ms: latency("99"),
+    non2xx,
+    socketErrors: socket,
   };
 }
 
-const page = (version: number) => `
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? sorted[mid]!
+    : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Alternates baseline and subject `rounds` times; medians of each. */
+async function compare(
+  scenario: string,
+  subject: () => Promise<WrkResult>,
+  baseline: { name: string; run: () => Promise<WrkResult> } | null,
+  options: Options,
+  expect2xx = true,
+): Promise<LoadResult> {
+  const ours: WrkResult[] = [];
+  const theirs: WrkResult[] = [];
+  for (let i = 0; i < options.rounds; i++) {
+    if (baseline !== null) theirs.push(await baseline.run());
+    ours.push(await subject());
+  }
+  const errors = ours.reduce(
+    (n, r) => n + r.socketErrors + (expect2xx ? r.non2xx : 0),
+    0,
+  );
+  if (errors > 0) throw new Error(`${scenario}: ${errors} failed requests`);
+  const rps = median(ours.map((r) => r.rps));
+  const baselineRps = baseline === null
+    ? null
+    : median(theirs.map((r) => r.rps));
+  return {
+    scenario,
+    rps,
+    p50Ms: median(ours.map((r) => r.p50Ms)),
+    p99Ms: median(ours.map((r) => r.p99Ms)),
+    baseline: baseline?.name ?? "none",
+    baselineRps,
+    ratio: baselineRps === null ? null : rps / baselineRps,
+  };
+}
+
+// ---------------------------------------------------------------- fixtures
+
+const STATIC_64K = "x".repeat(64 * 1024);
+
+function benchSites(): SiteFiles {
+  const pages = Array.from(
+    { length: 199 },
+    (_, i) =>
+      `hosts.any.addPattern("/p${i}/([a-z]+)/(\\\\d+)", (_req, _res, a, b) => a + b);`,
+  ).join("\n");
+  return {
+    bench: {
+      "site.json": JSON.stringify({ hosts: ["*"], workers: 2 }),
+      "static/*/64k.txt": STATIC_64K,
+      "autorun/ar_bench.ts": `
+import { hosts } from "sandflare";
+hosts.any.add("/hello", () => "hello world");
+hosts.any.add("/echo", async (req) => new Uint8Array(await req.bytes()), "POST");
+${pages}
+hosts.any.addPattern("/user/([a-z]+)/(\\\\d+)", (_req, _res, name, id) => name + id);
+`,
+    },
+  };
+}
+
+async function startBaseline(): Promise<
+  { origin: string; stop: () => Promise<void> }
+> {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      join(PROJECT_DIR, "bench", "baseline.ts"),
+      String(port),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("listening")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("baseline exited");
+    text += value;
+  }
+  void (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+async function postScript(bytes: number): Promise<string> {
+  const file = await Deno.makeTempFile({ suffix: ".lua" });
+  await Deno.writeTextFile(
+    file,
+    `wrk.method = "POST"\nwrk.body = string.rep("a", ${bytes})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`,
+  );
+  return file;
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async function throughput(
+  options: Options,
+  only: string | null,
+): Promise<LoadResult[]> {
+  const sitesDir = await writeSites(benchSites());
+  const server = await startServer({
+    sitesDir,
+    args: ["--no-reload"],
+    discardStdout: true,
+  });
+  const base = await startBaseline();
+  const post = await postScript(4096);
+  const results: LoadResult[] = [];
+  const want = (name: string) => only === null || name.includes(only);
+  const s = options.seconds;
+  try {
+    const hello = { name: "Deno.serve", run: () => wrk(`${base.origin}/`, s) };
+    if (want("hello")) {
+      results.push(
+        await compare(
+          "hello (sandboxed page)",
+          () => wrk(`${server.origin}/hello`, s),
+          hello,
+          options,
+        ),
+      );
+    }
+    if (want("404")) {
+      results.push(
+        await compare(
+          "404 (no site code)",
+          () => wrk(`${server.origin}/missing`, s),
+          hello,
+          options,
+          false,
+        ),
+      );
+    }
+    if (want("regex")) {
+      results.push(
+        await compare(
+          "2 captures among 200 patterns",
+          () => wrk(`${server.origin}/user/ann/42`, s),
+          hello,
+          options,
+        ),
+      );
+    }
+    if (want("post")) {
+      results.push(
+        await compare(
+          "POST 4 KiB echo",
+          () => wrk(`${server.origin}/echo`, s, { script: post }),
+          {
+            name: "Deno.serve echo",
+            run: () => wrk(`${base.origin}/`, s, { script: post }),
+          },
+          options,
+        ),
+      );
+    }
+    if (want("static")) {
+      results.push(await staticScenario(server, sitesDir, options));
+    }
+  } finally {
+    await Deno.remove(post);
+    await base.stop();
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+  return results;
+}
+
+async function staticScenario(
+  server: TestServer,
+  sitesDir: string,
+  options: Options,
+): Promise<LoadResult> {
+  const root = join(sitesDir, "bench", "static", "*");
+  let nginx: Awaited<ReturnType<typeof startNginx>> | null = null;
+  try {
+    nginxPath();
+    nginx = await startNginx(`location / { root "${root}"; }`);
+  } catch (err) {
+    Deno.stderr.writeSync(
+      new TextEncoder().encode(
+        `static baseline skipped: ${(err as Error).message}\n`,
+      ),
+    );
+  }
+  try {
+    const base = nginx === null ? null : {
+      name: "nginx",
+      run: () =>
+        wrk(`http://127.0.0.1:${nginx!.port}/64k.txt`, options.seconds),
+    };
+    return await compare(
+      "static 64 KiB",
+      () => wrk(`${server.origin}/64k.txt`, options.seconds),
+      base,
+      options,
+    );
+  } finally {
+    await nginx?.stop();
+  }
+}
+
+const reloadPage = (version: number) => `
 import { hosts } from "sandflare";
 hosts.any.add("/bench-reload", () => "version ${version}");
 `;
 
-/** Save → served latency of a hot reload, in milliseconds. */
-async function reloadLatency(rounds: number): Promise<Result> {
+/** Save → served latency of a hot reload, in milliseconds (median). */
+async function reloadLatency(rounds: number): Promise<Measure> {
   const sitesDir = await writeSites({
     bench: {
       "site.json": JSON.stringify({ hosts: ["*"] }),
-      "autorun/ar_bench.ts": page(0),
+      "autorun/ar_bench.ts": reloadPage(0),
     },
   });
   const server = await startServer({ sitesDir });
@@ -64,7 +370,7 @@ async function reloadLatency(rounds: number): Promise<Result> {
     const script = join(sitesDir, "bench", "autorun", "ar_bench.ts");
     for (let version = 1; version <= rounds; version++) {
       const saved = performance.now();
-      await Deno.writeTextFile(script, page(version));
+      await Deno.writeTextFile(script, reloadPage(version));
       const want = `version ${version}`;
       while (true) {
         const res = await fetch(`${server.origin}/bench-reload`);
@@ -81,36 +387,150 @@ async function reloadLatency(rounds: number): Promise<Result> {
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
   }
-  return summarize("reload (save → served)", "ms", samples);
+  const sorted = [...samples].sort((a, b) => a - b);
+  return {
+    scenario: "reload (save → served)",
+    value: median(samples),
+    unit: "ms",
+    detail: `median of ${samples.length}; max ${sorted.at(-1)!.toFixed(0)} ms`,
+  };
 }
 
-function table(results: Result[]): string {
-  const rows = [["scenario", "samples", "median", "p90", "max"]];
-  for (const r of results) {
-    rows.push([
-      r.scenario,
-      String(r.samples),
-      `${r.median.toFixed(0)} ${r.unit}`,
-      `${r.p90.toFixed(0)} ${r.unit}`,
-      `${r.max.toFixed(0)} ${r.unit}`,
-    ]);
+/** Resident memory of a process, in KiB. */
+function rssKiB(pid: number): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  } catch {
+    return 0;
   }
+}
+
+/** Start time and memory of a server with `count` idle sites. */
+async function sitesScenario(count: number): Promise<Measure[]> {
+  const sites: SiteFiles = {};
+  for (let i = 0; i < count; i++) {
+    sites[`site${i}`] = {
+      "site.json": JSON.stringify({ hosts: [`site${i}.test`], workers: 1 }),
+      "autorun/ar_site.ts":
+        `import { hosts } from "sandflare";\nhosts.get("site${i}.test").add("/", () => "site ${i}");\n`,
+    };
+  }
+  const sitesDir = await writeSites(sites);
+  const started = performance.now();
+  const server = await startServer({
+    sitesDir,
+    args: ["--no-reload"],
+    timeoutMs: 120_000,
+  });
+  const startMs = performance.now() - started;
+  try {
+    await delay(500); // let the sandboxes settle
+    const pids = [...server.logs().matchAll(/sandbox pid (\d+)/g)].map((m) =>
+      Number(m[1])
+    );
+    const sandboxes = pids.map(rssKiB);
+    const gateway = rssKiB(server.child.pid);
+    const perSite = sandboxes.reduce((a, b) => a + b, 0) /
+      Math.max(1, sandboxes.length) / 1024;
+    return [
+      {
+        scenario: `start with ${count} site${count === 1 ? "" : "s"}`,
+        value: startMs,
+        unit: "ms",
+        detail: "spawn → every site loaded and serving",
+      },
+      {
+        scenario: `memory per idle site (${count} site${
+          count === 1 ? "" : "s"
+        })`,
+        value: perSite,
+        unit: "MiB",
+        detail: `sandbox RSS, 1 worker; gateway ${
+          (gateway / 1024).toFixed(0)
+        } MiB`,
+      },
+    ];
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+}
+
+// ---------------------------------------------------------------- output
+
+function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) =>
     Math.max(...rows.map((r) => r[i]!.length))
   );
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ")).join(
-    "\n",
-  );
+  return rows.map((r) =>
+    r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()
+  ).join("\n");
+}
+
+function render(load: LoadResult[], measures: Measure[]): string {
+  const loadRows = [[
+    "scenario",
+    "req/s",
+    "p50",
+    "p99",
+    "baseline",
+    "baseline req/s",
+    "ratio",
+  ]];
+  for (const r of load) {
+    loadRows.push([
+      r.scenario,
+      r.rps.toFixed(0),
+      `${r.p50Ms.toFixed(2)} ms`,
+      `${r.p99Ms.toFixed(2)} ms`,
+      r.baseline,
+      r.baselineRps === null ? "—" : r.baselineRps.toFixed(0),
+      r.ratio === null ? "—" : r.ratio.toFixed(2),
+    ]);
+  }
+  const measureRows = [["measure", "value", "detail"]];
+  for (const m of measures) {
+    measureRows.push([
+      m.scenario,
+      `${m.value.toFixed(m.unit === "MiB" ? 1 : 0)} ${m.unit}`,
+      m.detail,
+    ]);
+  }
+  return `${load.length > 0 ? table(loadRows) + "\n\n" : ""}${
+    table(measureRows)
+  }`;
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { json: { type: "boolean" }, quick: { type: "boolean" } },
+    options: {
+      json: { type: "boolean" },
+      quick: { type: "boolean" },
+      only: { type: "string" },
+    },
   });
-  const results = [await reloadLatency(values.quick ? 3 : 20)];
+  const options: Options = values.quick
+    ? { seconds: 1, rounds: 1, siteCounts: [1, 3], reloads: 3 }
+    : { seconds: 5, rounds: 3, siteCounts: [1, 10, 100], reloads: 20 };
+  const only = values.only ?? null;
+  const load = await throughput(options, only);
+  const measures: Measure[] = [];
+  if (only === null || "reload".includes(only)) {
+    measures.push(await reloadLatency(options.reloads));
+  }
+  if (only === null || "sites".includes(only)) {
+    for (const count of options.siteCounts) {
+      measures.push(...await sitesScenario(count));
+    }
+  }
+  const machine =
+    `${Deno.build.os}/${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`;
   const out = values.json
-    ? JSON.stringify({ results }, null, 2)
-    : table(results);
+    ? JSON.stringify({ machine, load, measures }, null, 2)
+    : `${
+      render(load, measures)
+    }\n\nmachine: ${machine}; load: wrk -t1 -c50, ${options.rounds} alternating round(s) of ${options.seconds} s, medians`;
   Deno.stdout.writeSync(new TextEncoder().encode(out + "\n"));
 }

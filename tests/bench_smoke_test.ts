@@ -25,13 +25,20 @@ Deno.test("deno task bench --json --quick prints results as JSON", async () => {
   const stdout = new TextDecoder().decode(output.stdout);
   assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
   const parsed = JSON.parse(stdout);
-  assert.ok(Array.isArray(parsed.results) && parsed.results.length > 0);
-  for (const r of parsed.results) {
+  assert.ok(
+    Array.isArray(parsed.load) && parsed.load.length >= 5,
+    "every load scenario ran",
+  );
+  for (const r of parsed.load) {
     assert.equal(typeof r.scenario, "string");
-    assert.ok(r.samples > 0);
+    assert.ok(r.rps > 0, `${r.scenario}: ${r.rps} req/s`);
+    assert.ok(r.baselineRps > 0 && r.ratio > 0, `${r.scenario} has a baseline`);
+  }
+  assert.ok(Array.isArray(parsed.measures) && parsed.measures.length >= 3);
+  for (const m of parsed.measures) {
     assert.ok(
-      Number.isFinite(r.median) && r.median > 0,
-      `${r.scenario}: ${r.median}`,
+      Number.isFinite(m.value) && m.value > 0,
+      `${m.scenario}: ${m.value}`,
     );
   }
 });

@@ -40,6 +40,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** How long to wait for "Ready". @default {20000} */
   timeoutMs?: number;
+  /** Send the access log (stdout) to /dev/null, as a benchmark does. */
+  discardStdout?: boolean;
 }
 
 /** A running server. */
@@ -143,6 +145,7 @@ async function collect(
 export function cliCommand(
   args: string[],
   env: Record<string, string> = {},
+  stdout: "piped" | "null" = "piped",
 ): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: [
@@ -160,7 +163,7 @@ export function cliCommand(
     cwd: PROJECT_DIR,
     env: { NO_COLOR: "1", ...env },
     stdin: "null",
-    stdout: "piped",
+    stdout,
     stderr: "piped",
   });
 }
@@ -176,11 +179,11 @@ export async function startServer(options: StartOptions): Promise<TestServer> {
     "--host=127.0.0.1",
     `--sites-dir=${options.sitesDir}`,
     ...(options.args ?? []),
-  ], options.env).spawn();
+  ], options.env, options.discardStdout ? "null" : "piped").spawn();
   const out: string[] = [];
   const err: string[] = [];
   const readers = Promise.all([
-    collect(child.stdout, out),
+    options.discardStdout ? Promise.resolve() : collect(child.stdout, out),
     collect(child.stderr, err),
   ])
     .then(() => {});
