@@ -21,10 +21,46 @@ function writeLine(file: typeof Deno.stdout, line: string): void {
   }
 }
 
+/**
+ * Access lines are many: they are gathered and written once per turn of the
+ * event loop (one write instead of one per request), and at the latest when
+ * 64 KiB have piled up. Problems on stderr are written at once.
+ */
+let pendingOut: string[] = [];
+let pendingBytes = 0;
+let flushScheduled = false;
+
+function flushOut(): void {
+  flushScheduled = false;
+  if (pendingOut.length === 0) return;
+  const text = pendingOut.join("\n");
+  pendingOut = [];
+  pendingBytes = 0;
+  writeLine(Deno.stdout, text);
+}
+
+function queueOut(line: string): void {
+  pendingOut.push(line);
+  pendingBytes += line.length + 1;
+  if (pendingBytes >= 64 * 1024) flushOut();
+  else if (!flushScheduled) {
+    flushScheduled = true;
+    setTimeout(flushOut, 0);
+  }
+}
+
 const defaultSink: LogSink = {
-  out: (line) => writeLine(Deno.stdout, line),
-  err: (line) => writeLine(Deno.stderr, line),
+  out: queueOut,
+  err: (line) => {
+    flushOut(); // keep the two streams in order when both go to one place
+    writeLine(Deno.stderr, line);
+  },
 };
+
+/** Writes out the access lines gathered so far (call before exiting). */
+export function flushLog(): void {
+  flushOut();
+}
 
 let sink: LogSink = defaultSink;
 

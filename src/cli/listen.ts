@@ -6,7 +6,7 @@
 
 import { fileURLToPath } from "node:url";
 import { Gateway } from "../gateway/gateway.ts";
-import { log } from "../log.ts";
+import { flushLog, log } from "../log.ts";
 import {
   resolveTrustedProxies,
   type TrustedProxies,
@@ -132,6 +132,7 @@ export async function listen(options: ListenOptions): Promise<number> {
   const force = () => {
     if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
     log.error(null, "Second stop signal: exiting now");
+    flushLog();
     Deno.exit(1);
   };
   Deno.removeSignalListener("SIGHUP", onHangup);
@@ -151,5 +152,6 @@ export async function listen(options: ListenOptions): Promise<number> {
     await Deno.remove(options.outPid).catch(() => {});
   }
   log.info(null, "Stopped");
+  flushLog();
   return 0;
 }

@@ -8,6 +8,9 @@
 import { STATUS_CODES } from "node:http";
 import { escapeHtml } from "./html.ts";
 
+const STYLE =
+  "body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}h1{font-weight:600}";
+
 /** A rendered error page. */
 export interface ErrorPage {
   contentType: string;
@@ -74,19 +77,11 @@ export function errorPage(
     };
   }
   const title = `${code} ${escapeHtml(reason)}`;
-  const detail = message === "" ? "" : `\n<p>${escapeHtml(message)}</p>`;
+  const detail = message === "" ? "" : `<p>${escapeHtml(message)}</p>`;
+  // Small on purpose: error pages are the most frequent answer under attack.
   return {
     contentType: "text/html; charset=utf-8",
-    body: `<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${title}</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}h1{font-weight:600;border-bottom:1px solid #ddd;padding-bottom:.5rem}footer{color:#888;font-size:.85rem;margin-top:2rem}</style>
-</head>
-<body>
-<h1>${title}</h1>${detail}
-<footer>sandflare</footer>
-</body>
-</html>
-`,
+    body:
+      `<!DOCTYPE html><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${title}</title><style>${STYLE}</style><h1>${title}</h1>${detail}\n`,
   };
 }

@@ -80,6 +80,12 @@ const HOP_BY_HOP = new Set([
 ]);
 
 const EMPTY = new Uint8Array(0);
+const TOKEN_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const BAD_VALUE_REGEXP = /[\0\r\n]/;
+const SERVER_HEADER: [string, string] = ["server", "sandflare"];
+
+/** Response headers as the Response constructor takes them, cheaply. */
+type HeaderList = [string, string][];
 
 /** Upgraders by lower-cased `Upgrade` token (the seed's `hosts.upgrades`). */
 type Upgrader = (request: Request, ctx: RequestContext) => Promise<Answer>;
@@ -471,8 +477,6 @@ export class Gateway {
         ROOT_SITE,
       );
     }
-    const headers = answer.response.headers;
-    headers.set("server", "sandflare");
     log.access(accessLine({
       peer: (info.remoteAddr as Deno.NetAddr).hostname,
       time,
@@ -685,17 +689,17 @@ export class Gateway {
       }
       return this.#listDirectory(runner, found.path, ctx);
     }
-    const headers = siteHeaders(reply.headers) ?? new Headers();
+    const headers = siteHeaders(reply.headers) ?? [];
     const { xSendfile, xAccelRedirect } = this.options.listen;
     if (xSendfile || xAccelRedirect !== null) {
-      if (!headers.has("content-type")) {
-        headers.set("content-type", contentTypeFor(this.#mime, found.path));
+      if (!hasHeader(headers, "content-type")) {
+        headers.push(["content-type", contentTypeFor(this.#mime, found.path)]);
       }
-      if (xSendfile) headers.set("x-sendfile", found.path);
-      else {headers.set(
+      if (xSendfile) headers.push(["x-sendfile", found.path]);
+      else {headers.push([
           "x-accel-redirect",
           accelPath(xAccelRedirect!, found.path),
-        );}
+        ]);}
       return this.#send(
         reply.status,
         headers,
@@ -709,7 +713,7 @@ export class Gateway {
       found.path,
       found.info,
       ctx,
-      headers,
+      new Headers(headers),
       reply.status,
     );
   }
@@ -722,6 +726,7 @@ export class Gateway {
     headers: Headers = new Headers(),
     status = 200,
   ): Promise<Answer> {
+    headers.set(...SERVER_HEADER);
     const answer = await fileResponse(
       { method: ctx.wire.method, headers: ctx.headers },
       path,
@@ -799,11 +804,11 @@ export class Gateway {
     const title = ctx.wire.path.endsWith("/")
       ? ctx.wire.path
       : `${ctx.wire.path}/`;
-    const headers = new Headers({ "content-type": "text/html; charset=utf-8" });
+    const headers: HeaderList = [["content-type", "text/html; charset=utf-8"]];
     return this.#send(
       200,
       headers,
-      new TextEncoder().encode(renderListing(title, entries)),
+      renderListing(title, entries),
       ctx.wire.method,
       runner.name,
     );
@@ -811,13 +816,15 @@ export class Gateway {
 
   #send(
     status: number,
-    headers: Headers,
-    body: Uint8Array,
+    headers: HeaderList,
+    body: Uint8Array | string,
     method: string,
     site: string,
   ): Answer {
+    headers.push(SERVER_HEADER);
+    const bytes = typeof body === "string" ? utf8Length(body) : body.length;
     if (method === "HEAD" || status === 204 || status === 304) {
-      if (method === "HEAD") headers.set("content-length", String(body.length));
+      if (method === "HEAD") headers.push(["content-length", String(bytes)]);
       return {
         response: new Response(null, { status, headers }),
         site,
@@ -827,7 +834,7 @@ export class Gateway {
     return {
       response: new Response(body as BodyInit, { status, headers }),
       site,
-      bytes: body.length,
+      bytes,
     };
   }
 
@@ -860,11 +867,11 @@ export class Gateway {
     site: string,
   ): Answer {
     const page = errorPage(code, message, accept);
-    const headers = new Headers({ "content-type": page.contentType });
+    const headers: HeaderList = [["content-type", page.contentType]];
     return this.#send(
       code,
       headers,
-      new TextEncoder().encode(page.body),
+      page.body,
       method,
       site,
     );
@@ -954,18 +961,34 @@ function targetOf(url: string): string {
 }
 
 /** A site's response headers, without those the gateway owns; null if invalid. */
-function siteHeaders(flat: string[]): Headers | null {
-  const headers = new Headers();
-  try {
-    for (let i = 0; i + 1 < flat.length; i += 2) {
-      const name = flat[i]!;
-      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
-      headers.append(name, flat[i + 1]!);
-    }
-  } catch {
-    return null;
+function siteHeaders(flat: string[]): HeaderList | null {
+  const headers: HeaderList = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const name = flat[i]!;
+    const value = flat[i + 1]!;
+    if (!TOKEN_REGEXP.test(name) || BAD_VALUE_REGEXP.test(value)) return null;
+    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    headers.push([name, value]);
   }
   return headers;
+}
+
+/** Bytes of `text` in UTF-8, without encoding it. */
+function utf8Length(text: string): number {
+  let n = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c >= 0xd800 && c <= 0xdbff) {
+      n += 2; // a surrogate pair: 2 UTF-16 units, 4 bytes
+      i++;
+    } else n += c < 0x800 ? 1 : 2;
+  }
+  return n;
+}
+
+function hasHeader(headers: HeaderList, name: string): boolean {
+  return headers.some(([n]) => n.toLowerCase() === name);
 }
 
 /** Reads a body of at most `limit` bytes; null when it is larger. */

@@ -13,6 +13,7 @@ import {
   type SandboxProcess,
   type SandboxReply,
 } from "./sandbox_process.ts";
+import { Deadlines } from "./deadlines.ts";
 import type { SiteDefinition } from "./sites.ts";
 
 /** What became of a request handed to a site. */
@@ -41,6 +42,8 @@ export interface SiteRunnerOptions {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** Request deadlines of every site share one coarse timer. */
+const DEADLINES = new Deadlines();
 const FIRST_BACKOFF_MS = 100;
 const STABLE_MS = 30_000;
 
@@ -324,43 +327,48 @@ export class SiteRunner {
     return outcome.kind === "reply" ? outcome.reply : null;
   }
 
-  async #settle(
+  #settle(
     sandbox: SandboxProcess,
     reply: Promise<SandboxReply>,
     deadline: number,
     forget: () => void,
   ): Promise<Outcome> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(
-        () => resolve("timeout"),
-        Math.max(0, deadline - Date.now()),
-      );
-    });
-    try {
-      const result = await Promise.race([reply, timeout]);
-      if (result === "timeout") {
+    return new Promise<Outcome>((resolve) => {
+      let settled = false;
+      const timer = DEADLINES.add(deadline, () => {
+        if (settled) return;
+        settled = true;
         forget();
         void this.#checkStuck(sandbox);
-        return this.#failed(
-          503,
-          `The page did not answer within ${this.timeoutSeconds} s`,
+        resolve(
+          this.#failed(
+            503,
+            `The page did not answer within ${this.timeoutSeconds} s`,
+          ),
         );
-      }
-      return { kind: "reply", reply: result };
-    } catch (err) {
-      if (err instanceof SandboxGoneError) {
-        return this.#failed(
-          err.kind === "crash" ? 502 : 503,
-          err.kind === "crash"
-            ? `Site "${this.name}" failed while answering`
-            : `Site "${this.name}" was restarted while answering`,
-        );
-      }
-      throw err;
-    } finally {
-      clearTimeout(timer);
-    }
+      });
+      reply.then(
+        (result) => {
+          DEADLINES.cancel(timer);
+          if (settled) return;
+          settled = true;
+          resolve({ kind: "reply", reply: result });
+        },
+        (err) => {
+          DEADLINES.cancel(timer);
+          if (settled) return;
+          settled = true;
+          const crashed = err instanceof SandboxGoneError &&
+            err.kind === "crash";
+          resolve(this.#failed(
+            crashed ? 502 : 503,
+            crashed
+              ? `Site "${this.name}" failed while answering`
+              : `Site "${this.name}" was restarted while answering`,
+          ));
+        },
+      );
+    });
   }
 
   #failed(status: 502 | 503, message: string): Outcome {
