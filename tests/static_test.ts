@@ -279,6 +279,53 @@ Deno.test("static files", async (t) => {
       },
     );
 
+    await t.step(
+      "bytes arrive exactly: binary, a BOM, a change on disk",
+      async () => {
+        const dir = join(sitesDir, "files", "static", "*");
+        const binary = new Uint8Array([
+          0xff,
+          0xfe,
+          0x00,
+          0x80,
+          0xc3,
+          0x28,
+          0x41,
+        ]);
+        const bom = new Uint8Array([0xef, 0xbb, 0xbf, 0x68, 0x69]);
+        await Deno.writeFile(join(dir, "bin.dat"), binary);
+        await Deno.writeFile(join(dir, "bom.txt"), bom);
+        const fetchBytes = async (path: string) => {
+          let res = await fetch(`${server.origin}${path}`);
+          for (let i = 0; i < 100 && res.status === 404; i++) {
+            await res.body?.cancel();
+            await delay(20);
+            res = await fetch(`${server.origin}${path}`);
+          }
+          return new Uint8Array(await res.arrayBuffer());
+        };
+        assert.deepEqual(await fetchBytes("/bin.dat"), binary);
+        assert.deepEqual(await fetchBytes("/bom.txt"), bom);
+        const range = await fetch(`${server.origin}/bom.txt`, {
+          headers: { Range: "bytes=0-2" },
+        });
+        assert.deepEqual(
+          new Uint8Array(await range.arrayBuffer()),
+          bom.subarray(0, 3),
+        );
+        // A changed file is served within the cache's revalidation time (1 s).
+        await Deno.writeTextFile(join(dir, "hello.txt"), "changed on disk\n");
+        const deadline = Date.now() + 5000;
+        let text = "";
+        while (Date.now() < deadline) {
+          text = (await get(server, "/hello.txt")).body;
+          if (text === "changed on disk\n") break;
+          await delay(100);
+        }
+        assert.equal(text, "changed on disk\n");
+      },
+    );
+
     await t.step("a new static file is served without a reload", async () => {
       await Deno.writeTextFile(
         join(sitesDir, "files", "static", "*", "fresh.txt"),

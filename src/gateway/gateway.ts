@@ -38,7 +38,7 @@ import {
 import { type Watch, watchFolder } from "../supervisor/watcher.ts";
 import { accessLine } from "./access_log.ts";
 import { clientAddress, type IpMatcher } from "./proxy.ts";
-import { EtagCache, fileResponse } from "./file_response.ts";
+import { fileAnswer, FileCache } from "./file_cache.ts";
 import { type ListingEntry, renderListing } from "./listing.ts";
 import {
   emptyStaticIndex,
@@ -111,7 +111,7 @@ export class Gateway {
   #upgrades = new Map<string, Upgrader>();
   #watches = new Map<string, Watch>();
   #static = new Map<string, StaticIndex>();
-  #etags = new EtagCache();
+  #files = new FileCache({ mime: new Map(), maxEtagSize: 0 });
   /** Conflicts already reported, so each is logged once. */
   #conflicts = new Set<string>();
   #sitesWatch: Watch | null = null;
@@ -137,6 +137,10 @@ export class Gateway {
   /** Loads the root site and every site folder; returns those that failed. */
   async loadSites(): Promise<SiteProblem[]> {
     this.#mime = await loadMimeTable();
+    this.#files = new FileCache({
+      mime: this.#mime,
+      maxEtagSize: this.options.listen.maxEtagSize,
+    });
     const problems: SiteProblem[] = [];
     const defs: SiteDefinition[] = [];
     try {
@@ -241,6 +245,8 @@ export class Gateway {
       (d, routes) => this.#checkRoutes(d, routes, files),
       () => {
         this.#static.set(name, files);
+        this.#files.clear();
+        this.#files.clear();
         this.#rebuild();
       },
     );
@@ -711,9 +717,9 @@ export class Gateway {
     return this.#sendFile(
       runner.name,
       found.path,
-      found.info,
+      runner.def.dir,
       ctx,
-      new Headers(headers),
+      headers,
       reply.status,
     );
   }
@@ -721,65 +727,47 @@ export class Gateway {
   async #sendFile(
     site: string,
     path: string,
-    info: Deno.FileInfo,
+    boundary: string,
     ctx: RequestContext,
-    headers: Headers = new Headers(),
+    headers: HeaderList = [],
     status = 200,
   ): Promise<Answer> {
-    headers.set(...SERVER_HEADER);
-    const answer = await fileResponse(
+    const file = await this.#files.get(path, boundary);
+    if (file === null) {
+      return this.#error(
+        404,
+        `No page at ${JSON.stringify(ctx.wire.path)}`,
+        site,
+        ctx,
+      );
+    }
+    headers.push(SERVER_HEADER);
+    const answer = await fileAnswer(
       { method: ctx.wire.method, headers: ctx.headers },
-      path,
-      info,
-      {
-        mime: this.#mime,
-        etags: this.#etags,
-        maxEtagSize: this.options.listen.maxEtagSize,
-        headers,
-        status,
-      },
+      file,
+      headers,
+      status,
     );
     return { ...answer, site };
   }
 
   /** A static file routed like a page. */
-  async #sendStatic(
+  #sendStatic(
     runner: SiteRunner,
     id: number,
     ctx: RequestContext,
   ): Promise<Answer> {
     const entry = this.#static.get(runner.name)?.entries.get(id);
-    const staticDir = join(runner.def.dir, "static");
-    const missing = () =>
-      this.#error(
+    if (entry === undefined) {
+      return this.#error(
         404,
         `No page at ${JSON.stringify(ctx.wire.path)}`,
         runner.name,
         ctx,
       );
-    if (entry === undefined) return missing();
-    let real: string;
-    let info: Deno.FileInfo;
-    try {
-      real = await Deno.realPath(entry.file);
-      info = await Deno.stat(real);
-    } catch {
-      return missing(); // removed since it was indexed
     }
-    if (!isInside(staticDir, real) && !isInside(runner.def.dir, real)) {
-      log.warn(
-        runner.name,
-        `Static file ${entry.path} now leads out of the site; refused`,
-      );
-      return this.#error(
-        403,
-        "The file is outside the site folder",
-        runner.name,
-        ctx,
-      );
-    }
-    if (!info.isFile) return missing();
-    return this.#sendFile(runner.name, real, info, ctx);
+    // The real path must stay in the site (a link may have changed since the scan).
+    return this.#sendFile(runner.name, entry.file, runner.def.dir, ctx);
   }
 
   /** The default listing of a folder (the site's ListDirectory hook did not answer). */

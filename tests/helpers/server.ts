@@ -173,13 +173,17 @@ export function cliCommand(
  * says it is ready. The caller must `stop()` it.
  */
 export async function startServer(options: StartOptions): Promise<TestServer> {
-  const child = cliCommand([
-    "listen",
-    "--port=0",
-    "--host=127.0.0.1",
-    `--sites-dir=${options.sitesDir}`,
-    ...(options.args ?? []),
-  ], options.env, options.discardStdout ? "null" : "piped").spawn();
+  const child = cliCommand(
+    [
+      "listen",
+      "--port=0",
+      "--host=127.0.0.1",
+      `--sites-dir=${options.sitesDir}`,
+      ...(options.args ?? []),
+    ],
+    options.env,
+    options.discardStdout ? "null" : "piped",
+  ).spawn();
   const out: string[] = [];
   const err: string[] = [];
   const readers = Promise.all([

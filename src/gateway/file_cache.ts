@@ -1,0 +1,310 @@
+/**
+ * What the gateway knows about files it served recently (static files and
+ * `setFile` answers): real path,
+ * size, dates, ETag and, for small files, the bytes themselves. Entries are
+ * checked against the disk at most once per `revalidateMs` (as nginx's
+ * open_file_cache does), so a changed file is served within that time.
+ *
+ * @module
+ */
+
+import { isInside } from "../supervisor/sites.ts";
+import {
+  contentRange,
+  decideConditional,
+  formatHttpDate,
+  makeEtag,
+  unsatisfiedRange,
+} from "./conditional.ts";
+import { contentTypeFor, type MimeTable } from "./mime.ts";
+
+// fatal: refuse invalid UTF-8; ignoreBOM: keep a BOM, so the bytes round-trip.
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const ENCODER = new TextEncoder();
+
+/** A static file as cached. */
+export interface CachedFile {
+  /** Real path (inside the site). */
+  real: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  lastModified: number | null;
+  lastModifiedText: string | null;
+  etag: string | null;
+  contentType: string;
+  /** The bytes, for files up to the cache's per-file limit. */
+  body: Uint8Array | null;
+  /**
+   * The same bytes as text when they are valid UTF-8: Deno sends a string
+   * body about twice as fast as a Uint8Array (measured: 64 KiB, 49k vs
+   * 27k req/s), and encoding valid UTF-8 back gives the identical bytes.
+   */
+  text: string | null;
+  checkedAt: number;
+}
+
+/** Options of {@linkcode FileCache}. */
+export interface FileCacheOptions {
+  mime: MimeTable;
+  /** Files larger than this get no ETag. */
+  maxEtagSize: number;
+  /** Files up to this size are kept in memory. @default {262144} */
+  maxFileBytes?: number;
+  /** Bytes kept in memory at most. @default {67108864} */
+  maxTotalBytes?: number;
+  /** How often an entry is checked against the disk. @default {1000} */
+  revalidateMs?: number;
+}
+
+/** The cache; one per gateway. */
+export class FileCache {
+  #entries = new Map<string, Promise<CachedFile | null>>();
+  #bytes = 0;
+  #options: Required<FileCacheOptions>;
+
+  constructor(options: FileCacheOptions) {
+    this.#options = {
+      maxFileBytes: 256 * 1024,
+      maxTotalBytes: 64 * 1024 * 1024,
+      revalidateMs: 1000,
+      ...options,
+    };
+  }
+
+  /** Forgets everything (static files were re-indexed). */
+  clear(): void {
+    this.#entries.clear();
+    this.#bytes = 0;
+  }
+
+  /**
+   * The file at `path`, or null when it is gone, not a regular file, or its
+   * real path is outside `boundary`.
+   */
+  async get(path: string, boundary: string): Promise<CachedFile | null> {
+    const key = `${boundary}\0${path}`;
+    const pending = this.#entries.get(key);
+    if (pending !== undefined) {
+      const cached = await pending;
+      if (
+        cached !== null &&
+        Date.now() - cached.checkedAt < this.#options.revalidateMs
+      ) return cached;
+      if (cached !== null && await this.#unchanged(cached)) return cached;
+      this.#forget(key, cached);
+    }
+    const loading = this.#load(path, boundary);
+    this.#entries.set(key, loading);
+    const loaded = await loading;
+    if (loaded === null) this.#entries.delete(key);
+    return loaded;
+  }
+
+  #forget(key: string, cached: CachedFile | null): void {
+    this.#entries.delete(key);
+    if (cached?.body || cached?.text) this.#bytes -= cached.size;
+  }
+
+  async #unchanged(cached: CachedFile): Promise<boolean> {
+    try {
+      const info = await Deno.stat(cached.real);
+      if (
+        info.size !== cached.size ||
+        (info.mtime?.getTime() ?? 0) !== cached.mtimeMs ||
+        (info.ino ?? 0) !== cached.ino
+      ) {
+        return false;
+      }
+      cached.checkedAt = Date.now();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async #load(path: string, boundary: string): Promise<CachedFile | null> {
+    let real: string;
+    let info: Deno.FileInfo;
+    try {
+      real = await Deno.realPath(path);
+      info = await Deno.stat(real);
+    } catch {
+      return null;
+    }
+    if (!info.isFile || !isInside(boundary, real)) return null;
+    const { maxFileBytes, maxTotalBytes, maxEtagSize, mime } = this.#options;
+    let body: Uint8Array | null = null;
+    if (info.size <= maxFileBytes && this.#bytes + info.size <= maxTotalBytes) {
+      body = await Deno.readFile(real);
+      this.#bytes += body.length;
+    }
+    let etag: string | null = null;
+    if (info.size <= maxEtagSize) {
+      const bytes = body ?? await Deno.readFile(real);
+      etag = makeEtag(
+        new Uint8Array(
+          await crypto.subtle.digest(
+            "SHA-256",
+            bytes as Uint8Array<ArrayBuffer>,
+          ),
+        ),
+      );
+    }
+    const lastModified = info.mtime === null
+      ? null
+      : Math.floor(info.mtime.getTime() / 1000) * 1000;
+    let text: string | null = null;
+    if (body !== null) {
+      try {
+        text = UTF8.decode(body);
+        body = null; // one copy is enough: ranges re-encode the text
+      } catch {
+        text = null; // not UTF-8: sent as bytes
+      }
+    }
+    return {
+      real,
+      size: body?.length ?? info.size,
+      mtimeMs: info.mtime?.getTime() ?? 0,
+      ino: info.ino ?? 0,
+      lastModified,
+      lastModifiedText: lastModified === null
+        ? null
+        : formatHttpDate(lastModified),
+      etag,
+      contentType: contentTypeFor(mime, real),
+      body,
+      text,
+      checkedAt: Date.now(),
+    };
+  }
+}
+
+/**
+ * The answer for a cached file: 200, 206, 304 or 416 by the request's
+ * conditional and range headers; small files from memory, others streamed.
+ */
+export async function fileAnswer(
+  req: { method: string; headers: Headers },
+  file: CachedFile,
+  extra: [string, string][],
+  status = 200,
+): Promise<{ response: Response; bytes: number }> {
+  // A Content-Type the site set wins over the one from the file name.
+  const typed = extra.some(([n]) => n.toLowerCase() === "content-type");
+  const headers: [string, string][] = typed
+    ? [...extra, ["accept-ranges", "bytes"]]
+    : [
+      ["content-type", file.contentType],
+      ["accept-ranges", "bytes"],
+      ...extra,
+    ];
+  if (file.lastModifiedText !== null) {
+    headers.push(["last-modified", file.lastModifiedText]);
+  }
+  if (file.etag !== null) headers.push(["etag", file.etag]);
+  const conditional = req.headers.get("if-none-match") !== null ||
+    req.headers.get("if-modified-since") !== null ||
+    req.headers.get("range") !== null;
+  const decision = conditional
+    ? decideConditional({
+      method: req.method,
+      ifNoneMatch: req.headers.get("if-none-match"),
+      ifModifiedSince: req.headers.get("if-modified-since"),
+      ifRange: req.headers.get("if-range"),
+      range: req.headers.get("range"),
+      etag: file.etag,
+      lastModified: file.lastModified,
+      size: file.size,
+    })
+    : { status: 200 as const };
+  const head = req.method === "HEAD";
+  switch (decision.status) {
+    case 304:
+      return {
+        response: new Response(null, {
+          status: 304,
+          headers: headers.filter(([n]) => n.toLowerCase() !== "content-type"),
+        }),
+        bytes: 0,
+      };
+    case 416:
+      for (const h of headers) {
+        if (h[0].toLowerCase() === "content-type") {
+          h[1] = "text/plain; charset=utf-8";
+        }
+      }
+      headers.push(["content-range", unsatisfiedRange(file.size)]);
+      return {
+        response: new Response(head ? null : "Range Not Satisfiable\n", {
+          status: 416,
+          headers,
+        }),
+        bytes: 0,
+      };
+    case 206: {
+      const length = decision.end - decision.start + 1;
+      headers.push([
+        "content-range",
+        contentRange(decision.start, decision.end, file.size),
+      ]);
+      headers.push(["content-length", String(length)]);
+      if (head) {
+        return {
+          response: new Response(null, { status: 206, headers }),
+          bytes: 0,
+        };
+      }
+      const bytes = file.body ??
+        (file.text !== null ? ENCODER.encode(file.text) : null);
+      const body = bytes !== null
+        ? bytes.subarray(decision.start, decision.end + 1)
+        : await slice(file.real, decision.start, length);
+      return {
+        response: new Response(body as BodyInit, { status: 206, headers }),
+        bytes: length,
+      };
+    }
+    case 200: {
+      headers.push(["content-length", String(file.size)]);
+      if (head) {
+        return { response: new Response(null, { status, headers }), bytes: 0 };
+      }
+      const body = file.text ?? file.body ??
+        (await Deno.open(file.real, { read: true })).readable;
+      return {
+        response: new Response(body as BodyInit, { status, headers }),
+        bytes: file.size,
+      };
+    }
+    default:
+      return decision satisfies never;
+  }
+}
+
+async function slice(
+  path: string,
+  start: number,
+  length: number,
+): Promise<ReadableStream<Uint8Array>> {
+  const file = await Deno.open(path, { read: true });
+  await file.seek(start, Deno.SeekMode.Start);
+  let left = length;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const chunk = new Uint8Array(Math.min(64 * 1024, left));
+      const n = left > 0 ? await file.read(chunk) : null;
+      if (n === null || n === 0) {
+        file.close();
+        controller.close();
+        return;
+      }
+      left -= n;
+      controller.enqueue(chunk.subarray(0, n));
+    },
+    cancel() {
+      file.close();
+    },
+  });
+}
