@@ -314,7 +314,7 @@ export class Gateway {
     path: string,
   ): "code" | "static" | null {
     const rel = relative(dir, path);
-    if (rel === "" || rel.startsWith("..")) return null;
+    if (rel === "" || !isInside(dir, path)) return null;
     if (rel === "static" || rel.startsWith(`static${SEP}`)) return "static";
     const writable = this.#runners.get(name)?.def.manifest.permissions.write ??
       [];

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { join, relative, resolve, sep } from "node:path";
+import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import { ManifestError, parseManifest, type SiteManifest } from "./manifest.ts";
 
 /** A site ready to be started. */
@@ -41,8 +41,8 @@ const MAX_CHECKED_ENTRIES = 20_000;
 /** True when `path` is `dir` or inside it (both absolute, normalized). */
 export function isInside(dir: string, path: string): boolean {
   const rel = relative(dir, path);
-  return rel === "" ||
-    (!rel.startsWith("..") && !rel.startsWith(sep) && rel !== "..");
+  // "..hidden" is a name inside; only a ".." segment leads out.
+  return rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
 }
 
 /** The autorun scripts of a folder as file: URLs, in file-name order. */
