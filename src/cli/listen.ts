@@ -140,6 +140,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     Deno.removeSignalListener(sig, handler);
     Deno.addSignalListener(sig, force);
   }
+  gateway.closeSockets();
   const drained = await Promise.race([
     server.shutdown().then(() => true),
     new Promise<false>((r) => setTimeout(() => r(false), DRAIN_MS)),

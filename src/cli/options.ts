@@ -67,6 +67,12 @@ export interface ListenOptions {
   tlsKey: string | null;
   /** Folder for the server's own data, such as sessions. */
   dataDir: string;
+  /** Seconds a session lives after it was last saved. */
+  sessionMaxAge: number;
+  /** Largest websocket message accepted; larger ones close the socket (1009). */
+  websocketMaxMessage: number;
+  /** Bytes queued for a slow websocket client before it is closed. */
+  websocketMaxBuffer: number;
   /** Whether `-h`/`--help` was given. */
   help: boolean;
   /** Whether `-v`/`--version` was given. */
@@ -364,6 +370,31 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: "./data",
     placeholder: "PATH",
     help: "folder for the server's own data, such as sessions",
+  },
+  {
+    name: "session-max-age",
+    key: "sessionMaxAge",
+    kind: "seconds",
+    default: 30 * 24 * 3600,
+    placeholder: "S",
+    max: 10 * 365 * 24 * 3600,
+    help: "a session expires S seconds after it was last saved",
+  },
+  {
+    name: "websocket-max-message",
+    key: "websocketMaxMessage",
+    kind: "size",
+    default: MIB,
+    placeholder: "SIZE",
+    help: "a larger websocket message closes the socket (1009)",
+  },
+  {
+    name: "websocket-max-buffer",
+    key: "websocketMaxBuffer",
+    kind: "size",
+    default: 4 * MIB,
+    placeholder: "SIZE",
+    help: "a websocket client with more unsent bytes is closed",
   },
   {
     name: "help",

@@ -30,6 +30,9 @@ const DEFAULTS: ListenOptions = {
   tlsCert: null,
   tlsKey: null,
   dataDir: "./data",
+  sessionMaxAge: 30 * 24 * 3600,
+  websocketMaxMessage: 1024 * 1024,
+  websocketMaxBuffer: 4 * 1024 * 1024,
   help: false,
   version: false,
 };

@@ -10,20 +10,27 @@ import { join, relative, sep as SEP } from "node:path";
 import type { ListenOptions } from "../cli/options.ts";
 import { log } from "../log.ts";
 import type {
+  ToSandbox,
   WireReply,
   WireRequest,
   WireRoutes,
+  WireSocket,
 } from "../protocol/messages.ts";
 import {
   buildRouter,
   findConflicts,
+  type PageSpec,
   type Router,
   RouteTableError,
   type SiteRoutes,
 } from "../router/router.ts";
 import { checkHostClaims } from "../supervisor/claims.ts";
-import { SandboxProcess } from "../supervisor/sandbox_process.ts";
-import { LoadError, type SandboxReply } from "../supervisor/sandbox_process.ts";
+import {
+  LoadError,
+  SandboxProcess,
+  type SandboxReply,
+  type SiteMessage,
+} from "../supervisor/sandbox_process.ts";
 import { SiteRunner } from "../supervisor/site_runner.ts";
 import {
   defineRootSite,
@@ -37,6 +44,14 @@ import {
 } from "../supervisor/sites.ts";
 import { type Watch, watchFolder } from "../supervisor/watcher.ts";
 import { accessLine } from "./access_log.ts";
+import { WebSocketHub } from "./websockets.ts";
+import {
+  isSessionId,
+  newSessionId,
+  openSqliteSessionStore,
+  SessionLimitError,
+  type SessionStore,
+} from "../supervisor/session_store.ts";
 import { clientAddress, type IpMatcher } from "./proxy.ts";
 import { fileAnswer, FileCache } from "./file_cache.ts";
 import { type ListingEntry, renderListing } from "./listing.ts";
@@ -107,6 +122,10 @@ export class Gateway {
   readonly options: GatewayOptions;
   #runners = new Map<string, SiteRunner>();
   #router: Router = buildRouter([]);
+  #wsRouter: Router = buildRouter([]);
+  #sockets: WebSocketHub;
+  #sessions: SessionStore | null = null;
+  #purge: ReturnType<typeof setInterval> | null = null;
   #mime: MimeTable = new Map();
   #upgrades = new Map<string, Upgrader>();
   #watches = new Map<string, Watch>();
@@ -123,6 +142,14 @@ export class Gateway {
 
   constructor(options: GatewayOptions) {
     this.options = options;
+    this.#sockets = new WebSocketHub({
+      maxMessage: options.listen.websocketMaxMessage,
+      maxBuffer: options.listen.websocketMaxBuffer,
+      keyOf: (generation, channel) => {
+        const reg = generation.routes?.websockets[channel];
+        return reg === undefined ? null : socketKey(reg);
+      },
+    });
     this.#upgrades.set(
       "websocket",
       (request, ctx) => this.#upgradeWebSocket(request, ctx),
@@ -137,6 +164,7 @@ export class Gateway {
   /** Loads the root site and every site folder; returns those that failed. */
   async loadSites(): Promise<SiteProblem[]> {
     this.#mime = await loadMimeTable();
+    this.#openSessions();
     this.#files = new FileCache({
       mime: this.#mime,
       maxEtagSize: this.options.listen.maxEtagSize,
@@ -383,7 +411,7 @@ export class Gateway {
       const value = Deno.env.get(name);
       if (value !== undefined) passed[name] = value;
     }
-    return new SandboxProcess({
+    const sandbox = new SandboxProcess({
       site: def.name,
       siteDir: def.dir,
       scripts: def.scripts,
@@ -391,7 +419,92 @@ export class Gateway {
       permissions: { read: [...def.baseRead, ...read], write, net, env },
       memory: def.manifest.memory,
       env: passed,
-    }, { onStderr: (line) => log.site(def.name, line) });
+    }, {
+      onStderr: (line) => log.site(def.name, line),
+      onSiteMessage: (from, msg, body) => {
+        if (msg.t === "wsSend" || msg.t === "wsClose") {
+          this.#sockets.fromSite(def.name, from, msg, body);
+        } else {
+          from.post(this.#sessionAnswer(def.name, msg));
+        }
+      },
+    });
+    void sandbox.exited.then(() =>
+      this.#sockets.closeGeneration(
+        sandbox,
+        sandbox.retired ? 1012 : 1011,
+        sandbox.retired
+          ? "The site was reloaded"
+          : "The site's sandbox stopped",
+      )
+    );
+    return sandbox;
+  }
+
+  /**
+   * Answers a site's session question. Sessions are keyed by the site's
+   * name, which the gateway knows from the sandbox that asked: a site can
+   * never reach another's sessions, whatever id it sends.
+   */
+  #sessionAnswer(
+    site: string,
+    msg: Extract<SiteMessage, { t: "sessionGet" | "sessionSave" }>,
+  ): Extract<ToSandbox, { t: "sessionResult" }> {
+    const { sessionMaxAge, tlsCert } = this.options.listen;
+    const cookie = { secure: tlsCert !== null, maxAge: sessionMaxAge };
+    const store = this.#sessions;
+    try {
+      if (store === null) throw new Error("Sessions are not available");
+      if (msg.t === "sessionGet") {
+        if (msg.id !== null && isSessionId(msg.id)) {
+          const found = store.get(site, msg.name, msg.id);
+          if (found !== null) {
+            return {
+              t: "sessionResult",
+              call: msg.call,
+              session: {
+                id: msg.id,
+                data: found.data,
+                fresh: false,
+                ...cookie,
+              },
+              error: null,
+            };
+          }
+        }
+        return {
+          t: "sessionResult",
+          call: msg.call,
+          session: { id: newSessionId(), data: {}, fresh: true, ...cookie },
+          error: null,
+        };
+      }
+      if (!isSessionId(msg.id)) throw new TypeError("Not a session id");
+      store.set(site, msg.name, msg.id, {
+        data: msg.data,
+        expires: Date.now() + sessionMaxAge * 1000,
+      });
+      return {
+        t: "sessionResult",
+        call: msg.call,
+        session: { id: msg.id, data: msg.data, fresh: false, ...cookie },
+        error: null,
+      };
+    } catch (err) {
+      const message =
+        err instanceof SessionLimitError || err instanceof TypeError
+          ? err.message
+          : "The session store failed";
+      if (!(err instanceof SessionLimitError || err instanceof TypeError)) {
+        log.error(site, `Session store: ${(err as Error).message}`);
+      }
+      return {
+        t: "sessionResult",
+        call: msg.call,
+        session: null,
+        error: message,
+      };
+    }
   }
 
   /** A site's routes with its static files, as the router takes them. */
@@ -421,7 +534,7 @@ export class Gateway {
   ): string | null {
     const table = this.#table(def.name, def.root, routes, files);
     const claim = checkHostClaims(
-      { hosts: table.hosts, pages: [], hooks: routes.hooks },
+      { hosts: table.hosts },
       def.manifest.hosts,
       { root: def.root, file: join(def.dir, "site.json") },
     );
@@ -445,6 +558,15 @@ export class Gateway {
       );
     }
     this.#router = buildRouter(tables, { rootSite: ROOT_SITE });
+    // Websocket endpoints get a router of their own (over the same hosts),
+    // so a plain GET never meets them and an upgrade never meets a page.
+    this.#wsRouter = buildRouter(
+      tables.map((t) => ({
+        ...t,
+        pages: socketPages(this.#runners.get(t.site)?.routes ?? null),
+      })),
+      { rootSite: ROOT_SITE },
+    );
     const conflicts = new Set(findConflicts(tables));
     for (const c of conflicts) if (!this.#conflicts.has(c)) log.warn(null, c);
     this.#conflicts = conflicts;
@@ -453,10 +575,14 @@ export class Gateway {
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
+    if (this.#purge !== null) clearInterval(this.#purge);
     this.#sitesWatch?.close();
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();
+    this.#sockets.closeAll(1001, "The server is shutting down");
     await Promise.all([...this.#runners.values()].map((r) => r.stop(graceMs)));
+    this.#sessions?.close();
+    this.#sessions = null;
   }
 
   /** The request handler for `Deno.serve`. */
@@ -466,6 +592,9 @@ export class Gateway {
   ): Promise<Response> => {
     const time = new Date();
     const started = performance.now();
+    // Read before answering: an upgraded request can no longer be read.
+    const { method, url } = request;
+    const peer = (info.remoteAddr as Deno.NetAddr).hostname;
     let answer: Answer;
     try {
       answer = await this.#process(request, info, time.getTime());
@@ -479,15 +608,15 @@ export class Gateway {
         500,
         `Internal Server Error (ref ${ref})`,
         null,
-        request.method,
+        method,
         ROOT_SITE,
       );
     }
     log.access(accessLine({
-      peer: (info.remoteAddr as Deno.NetAddr).hostname,
+      peer,
       time,
-      method: request.method,
-      target: targetOf(request.url),
+      method,
+      target: targetOf(url),
       status: answer.response.status,
       bytes: answer.bytes,
       ms: performance.now() - started,
@@ -865,14 +994,149 @@ export class Gateway {
     );
   }
 
-  #upgradeWebSocket(_request: Request, ctx: RequestContext): Promise<Answer> {
-    return this.#error(
-      404,
-      `No websocket is registered at ${JSON.stringify(ctx.wire.path)}`,
-      ROOT_SITE,
-      ctx,
+  async #upgradeWebSocket(
+    request: Request,
+    ctx: RequestContext,
+  ): Promise<Answer> {
+    const route = this.#wsRouter.route(
+      request.headers.get("host") ?? "",
+      ctx.wire.path,
+      "GET",
     );
+    if (route.kind === "error") {
+      const message = route.status === 404
+        ? `No websocket is registered at ${JSON.stringify(ctx.wire.path)}`
+        : route.message;
+      return this.#error(
+        route.status === 405 ? 404 : route.status,
+        message,
+        route.owner,
+        ctx,
+      );
+    }
+    const runner = this.#runners.get(route.site);
+    const generation = runner?.generation ?? null;
+    const routes = runner?.routes ?? null;
+    const first = routes?.websockets[route.pageId - WS_PAGE_BASE];
+    if (
+      runner === undefined || generation === null || routes === null ||
+      first === undefined
+    ) {
+      return this.#error(
+        503,
+        "The site is not available right now",
+        route.site,
+        ctx,
+      );
+    }
+    const candidates = routes.websockets.filter((w) =>
+      w.host === first.host && w.path === first.path
+    );
+    const offered = (request.headers.get("sec-websocket-protocol") ?? "")
+      .split(",").map((p) => p.trim()).filter((p) => p !== "");
+    const chosen = offered.length > 0
+      ? offered.map((p) => candidates.find((c) => c.protocol === p)).find((c) =>
+        c !== undefined
+      ) ??
+        candidates.find((c) => c.protocol === null)
+      : candidates.find((c) => c.protocol === null) ?? candidates[0];
+    if (chosen === undefined) {
+      return this.#error(
+        404,
+        `No websocket at ${JSON.stringify(ctx.wire.path)} speaks ${
+          offered.map((p) => JSON.stringify(p)).join(", ")
+        }`,
+        runner.name,
+        ctx,
+      );
+    }
+    let upgraded: { socket: WebSocket; response: Response };
+    try {
+      upgraded = Deno.upgradeWebSocket(
+        request,
+        chosen.protocol === null || offered.length === 0
+          ? {}
+          : { protocol: chosen.protocol },
+      );
+    } catch (err) {
+      return this.#defaultError(
+        400,
+        `Bad websocket upgrade: ${(err as Error).message}`,
+        ctx.accept,
+        ctx.wire.method,
+        runner.name,
+      );
+    }
+    this.#sockets.accept(upgraded.socket, {
+      site: runner.name,
+      key: socketKey(chosen),
+      channel: chosen.id,
+      generation,
+      peer: ctx.wire.peer,
+    });
+    return { response: upgraded.response, site: runner.name, bytes: 0 };
   }
+
+  #openSessions(): void {
+    const file = join(this.options.listen.dataDir, "sessions.sqlite");
+    try {
+      this.#sessions = openSqliteSessionStore(file);
+    } catch (err) {
+      log.error(
+        null,
+        `Sessions are off: cannot open ${file} (--data-dir): ${
+          (err as Error).message
+        }`,
+      );
+      return;
+    }
+    const purge = () => {
+      try {
+        const n = this.#sessions?.purge() ?? 0;
+        if (n > 0) log.info(null, `Purged ${n} expired session(s)`);
+      } catch (err) {
+        log.error(null, `Session purge failed: ${(err as Error).message}`);
+      }
+    };
+    purge();
+    this.#purge = setInterval(purge, 60_000);
+  }
+
+  /** Closes every websocket (the server is stopping). */
+  closeSockets(): void {
+    this.#sockets.closeAll(1001, "The server is shutting down");
+  }
+
+  /** Open websocket clients of a site. */
+  socketCount(site: string): number {
+    return this.#sockets.count(site);
+  }
+}
+
+/** Websocket endpoints are routed as pages with ids from here on. */
+const WS_PAGE_BASE = 1_000_000_000;
+
+/** What identifies a websocket channel across a site's generations. */
+function socketKey(reg: WireSocket): string {
+  return `${reg.host}\0${reg.path}\0${reg.protocol ?? ""}`;
+}
+
+/** One pseudo-page per websocket host and path, for the websocket router. */
+function socketPages(routes: WireRoutes | null): PageSpec[] {
+  const pages: PageSpec[] = [];
+  const seen = new Set<string>();
+  for (const reg of routes?.websockets ?? []) {
+    const key = `${reg.host}\0${reg.path}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    pages.push({
+      id: WS_PAGE_BASE + reg.id,
+      host: reg.host,
+      method: "GET",
+      path: reg.path,
+    });
+  }
+  return pages;
 }
 
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;

@@ -30,6 +30,27 @@ export interface WireRoutes {
   pages: WirePage[];
   /** Hook names with at least one callback, e.g. `Error`. */
   hooks: string[];
+  /** Websocket registrations; `id` is the channel number. */
+  websockets: WireSocket[];
+}
+
+/** A websocket registration: `websocket.register(path, protocol, host)`. */
+export interface WireSocket {
+  id: number;
+  host: string;
+  path: string;
+  protocol: string | null;
+}
+
+/** A session as the gateway hands it to a site. */
+export interface WireSession {
+  id: string;
+  data: Record<string, unknown>;
+  /** True when the id is new: the site sets the cookie. */
+  fresh: boolean;
+  /** Cookie attributes the gateway decides. */
+  secure: boolean;
+  maxAge: number;
 }
 
 /** A request as the site sees it; the body travels as the frame body. */
@@ -81,6 +102,24 @@ export type ToSandbox =
   | { t: "reloading" }
   /** This generation now serves the site: start its scheduler tasks. */
   | { t: "activate" }
+  /** A websocket client connected to channel `channel`. */
+  | { t: "wsOpen"; channel: number; client: string; peer: string }
+  /** A message from a client; the frame body holds it. */
+  | { t: "wsMessage"; channel: number; client: string; binary: boolean }
+  | {
+    t: "wsClose";
+    channel: number;
+    client: string;
+    code: number;
+    reason: string;
+  }
+  /** The answer to a sessionGet or sessionSave. */
+  | {
+    t: "sessionResult";
+    call: number;
+    session: WireSession | null;
+    error: string | null;
+  }
   | { t: "shutdown" };
 
 /** How a site answered a request; a `body` reply's bytes are the frame body. */
@@ -100,7 +139,25 @@ export type FromSandbox =
   | { t: "loaded"; routes: WireRoutes }
   | { t: "loadFailed"; message: string; location: string | null }
   | { t: "reply"; id: number; reply: WireReply }
-  | { t: "heartbeat"; id: number; ok: boolean };
+  | { t: "heartbeat"; id: number; ok: boolean }
+  /** Send to one client of the channel, or to all (`client: null`); body = message. */
+  | { t: "wsSend"; channel: number; client: string | null; binary: boolean }
+  | {
+    t: "wsClose";
+    channel: number;
+    client: string;
+    code: number;
+    reason: string;
+  }
+  /** The session `id` (from the cookie) of cookie `name`, or a new one. */
+  | { t: "sessionGet"; call: number; name: string; id: string | null }
+  | {
+    t: "sessionSave";
+    call: number;
+    name: string;
+    id: string;
+    data: Record<string, unknown>;
+  };
 
 /** A message that does not have the shape its type says. */
 export class ProtocolError extends Error {
@@ -147,10 +204,26 @@ function isWirePage(value: unknown): value is WirePage {
     typeof regex.flags === "string";
 }
 
+function isWireSocket(value: unknown): value is WireSocket {
+  return isRecord(value) && isId(value.id) && typeof value.host === "string" &&
+    typeof value.path === "string" &&
+    (value.protocol === null || typeof value.protocol === "string");
+}
+
 function isWireRoutes(value: unknown): value is WireRoutes {
   return isRecord(value) && Array.isArray(value.hosts) &&
     value.hosts.every(isWireHost) && Array.isArray(value.pages) &&
-    value.pages.every(isWirePage) && isStringArray(value.hooks);
+    value.pages.every(isWirePage) && isStringArray(value.hooks) &&
+    Array.isArray(value.websockets) && value.websockets.every(isWireSocket);
+}
+
+function isCloseCode(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 1000 &&
+    (value as number) <= 4999;
+}
+
+function isSessionName(value: unknown): value is string {
+  return typeof value === "string" && /^[A-Za-z0-9_.-]{1,64}$/.test(value);
 }
 
 function isWireReply(value: unknown): value is WireReply {
@@ -210,9 +283,70 @@ export function parseFromSandbox(value: unknown): FromSandbox {
           return { t: "heartbeat", id: value.id, ok: value.ok };
         }
         break;
+      case "wsSend":
+        if (
+          isId(value.channel) && typeof value.binary === "boolean" &&
+          (value.client === null || typeof value.client === "string")
+        ) {
+          return {
+            t: "wsSend",
+            channel: value.channel,
+            client: value.client,
+            binary: value.binary,
+          };
+        }
+        break;
+      case "wsClose":
+        if (
+          isId(value.channel) && typeof value.client === "string" &&
+          isCloseCode(value.code) && typeof value.reason === "string"
+        ) {
+          return {
+            t: "wsClose",
+            channel: value.channel,
+            client: value.client,
+            code: value.code,
+            reason: value.reason,
+          };
+        }
+        break;
+      case "sessionGet":
+        if (
+          isId(value.call) && isSessionName(value.name) &&
+          (value.id === null || typeof value.id === "string")
+        ) {
+          return {
+            t: "sessionGet",
+            call: value.call,
+            name: value.name,
+            id: value.id,
+          };
+        }
+        break;
+      case "sessionSave":
+        if (
+          isId(value.call) && isSessionName(value.name) &&
+          typeof value.id === "string" && isRecord(value.data)
+        ) {
+          return {
+            t: "sessionSave",
+            call: value.call,
+            name: value.name,
+            id: value.id,
+            data: value.data,
+          };
+        }
+        break;
     }
   }
   throw new ProtocolError(`Malformed message from sandbox: ${describe(value)}`);
+}
+
+function isWireSession(value: unknown): value is WireSession {
+  return isRecord(value) && typeof value.id === "string" &&
+    isRecord(value.data) &&
+    typeof value.fresh === "boolean" && typeof value.secure === "boolean" &&
+    typeof value.maxAge === "number";
 }
 
 function isWireRequest(value: unknown): value is WireRequest {
@@ -294,6 +428,60 @@ export function parseToSandbox(value: unknown): ToSandbox {
         return { t: "reloading" };
       case "activate":
         return { t: "activate" };
+      case "wsOpen":
+        if (
+          isId(value.channel) && typeof value.client === "string" &&
+          typeof value.peer === "string"
+        ) {
+          return {
+            t: "wsOpen",
+            channel: value.channel,
+            client: value.client,
+            peer: value.peer,
+          };
+        }
+        break;
+      case "wsMessage":
+        if (
+          isId(value.channel) && typeof value.client === "string" &&
+          typeof value.binary === "boolean"
+        ) {
+          return {
+            t: "wsMessage",
+            channel: value.channel,
+            client: value.client,
+            binary: value.binary,
+          };
+        }
+        break;
+      case "wsClose":
+        if (
+          isId(value.channel) && typeof value.client === "string" &&
+          Number.isInteger(value.code) && typeof value.reason === "string"
+        ) {
+          return {
+            t: "wsClose",
+            channel: value.channel,
+            client: value.client,
+            code: value.code as number,
+            reason: value.reason,
+          };
+        }
+        break;
+      case "sessionResult":
+        if (
+          isId(value.call) &&
+          (value.session === null || isWireSession(value.session)) &&
+          (value.error === null || typeof value.error === "string")
+        ) {
+          return {
+            t: "sessionResult",
+            call: value.call,
+            session: value.session,
+            error: value.error,
+          };
+        }
+        break;
       case "shutdown":
         return { t: "shutdown" };
     }
@@ -325,14 +513,55 @@ export type ToWorker =
   /** Run a hook in this worker (e.g. `ReloadScripts`). */
   | { t: "hook"; name: string }
   /** This worker runs the site's scheduler tasks. */
-  | { t: "startTasks" };
+  | { t: "startTasks" }
+  | { t: "wsOpen"; channel: number; client: string; peer: string }
+  | {
+    t: "wsMessage";
+    channel: number;
+    client: string;
+    data: string | Uint8Array;
+  }
+  | {
+    t: "wsClose";
+    channel: number;
+    client: string;
+    code: number;
+    reason: string;
+  }
+  | {
+    t: "sessionResult";
+    call: number;
+    session: WireSession | null;
+    error: string | null;
+  };
 
 /** Worker → host. */
 export type FromWorker =
   | { t: "loaded"; routes: WireRoutes }
   | { t: "loadFailed"; message: string; location: string | null }
   | { t: "reply"; id: number; reply: WireReply; body: Uint8Array }
-  | { t: "pong"; id: number };
+  | { t: "pong"; id: number }
+  | {
+    t: "wsSend";
+    channel: number;
+    client: string | null;
+    data: string | Uint8Array;
+  }
+  | {
+    t: "wsClose";
+    channel: number;
+    client: string;
+    code: number;
+    reason: string;
+  }
+  | { t: "sessionGet"; call: number; name: string; id: string | null }
+  | {
+    t: "sessionSave";
+    call: number;
+    name: string;
+    id: string;
+    data: Record<string, unknown>;
+  };
 
 /**
  * Narrows a message from a worker; returns null for anything else (site code
@@ -352,6 +581,15 @@ export function parseFromWorker(value: unknown): FromWorker | null {
       return null;
     case "pong":
       return Number.isSafeInteger(msg.id) ? msg as FromWorker : null;
+    case "wsSend":
+      return Number.isSafeInteger(msg.channel) &&
+          (typeof msg.data === "string" || msg.data instanceof Uint8Array)
+        ? msg as FromWorker
+        : null;
+    case "wsClose":
+    case "sessionGet":
+    case "sessionSave":
+      return msg as FromWorker; // re-checked by the gateway's parseFromSandbox
     default:
       return null;
   }

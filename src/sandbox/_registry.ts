@@ -6,7 +6,14 @@
  * @module
  */
 
-import type { WireHost, WirePage, WireRoutes } from "../protocol/messages.ts";
+import type {
+  FromWorker,
+  WireHost,
+  WirePage,
+  WireRoutes,
+  WireSession,
+  WireSocket,
+} from "../protocol/messages.ts";
 import type { HookFunction, PageCallback } from "./api.ts";
 
 /** A registered page with its callback. */
@@ -30,9 +37,38 @@ export interface TaskEntry {
   fn: () => unknown;
 }
 
+/** A websocket registration and the channel object the site holds. */
+export interface SocketEntry {
+  spec: WireSocket;
+  /** Delivers gateway events to the site's callbacks. */
+  events: SocketEvents;
+}
+
+/** What a channel does with the events of its clients. */
+export interface SocketEvents {
+  open(client: string, peer: string): Promise<void>;
+  message(client: string, data: string | Uint8Array): Promise<void>;
+  close(client: string, code: number, reason: string): Promise<void>;
+}
+
+/** A session request (sessionGet or sessionSave, without its call number). */
+export type SessionAsk =
+  | { t: "sessionGet"; name: string; id: string | null }
+  | {
+    t: "sessionSave";
+    name: string;
+    id: string;
+    data: Record<string, unknown>;
+  };
+
 /** The per-worker registration state. */
 export interface Registry {
   sealed: boolean;
+  sockets: SocketEntry[];
+  /** Sends a message to the host (set by the worker entry). */
+  post: (message: FromWorker) => void;
+  /** Asks the gateway about a session (set by the worker entry). */
+  ask: (question: SessionAsk) => Promise<WireSession>;
   tasks: TaskEntry[];
   hosts: Map<string, WireHost>;
   pages: PageEntry[];
@@ -43,6 +79,11 @@ export interface Registry {
 /** The registry of this worker. */
 export const registry: Registry = {
   sealed: false,
+  sockets: [],
+  post: () => {
+    throw new Error("The sandbox is not connected");
+  },
+  ask: () => Promise.reject(new Error("The sandbox is not connected")),
   tasks: [],
   hosts: new Map(),
   pages: [],
@@ -72,5 +113,6 @@ export function routesOf(reg: Registry): WireRoutes {
     hosts: [...reg.hosts.values()],
     pages: reg.pages.map((p) => p.spec),
     hooks: hooks.sort(),
+    websockets: reg.sockets.map((s) => s.spec),
   };
 }

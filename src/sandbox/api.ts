@@ -17,7 +17,7 @@
  * @module
  */
 
-import { assertLoading, registry } from "./_registry.ts";
+import { assertLoading, registry, type SocketEntry } from "./_registry.ts";
 import type { PageRequest } from "./request.ts";
 import { HaltSignal, type PageResponse } from "./response.ts";
 
@@ -375,3 +375,235 @@ export function startTasks(): void {
 function stackOf(err: unknown): string {
   return err instanceof Error ? err.stack ?? err.message : String(err);
 }
+
+/** A websocket client, as a channel's callbacks see it. */
+export interface WebSocketClient {
+  /** Random, unique for the server's lifetime. */
+  readonly id: string;
+  /** The client's address. */
+  readonly peer: string;
+  /** Sends a message to this client. */
+  send(message: string | Uint8Array): void;
+  /** Closes the connection. @default code 1000 */
+  close(code?: number, reason?: string): void;
+}
+
+/** A websocket registration. */
+export interface WebSocketChannel {
+  readonly path: string;
+  readonly protocol: string | null;
+  /** A client connected. */
+  onConnect: ((client: WebSocketClient) => unknown) | null;
+  /** A text (string) or binary (Uint8Array) message from a client. */
+  onMessage:
+    | ((client: WebSocketClient, message: string | Uint8Array) => unknown)
+    | null;
+  /** A client went away (it closed, or the server closed it). */
+  onDisconnect:
+    | ((client: WebSocketClient, code: number, reason: string) => unknown)
+    | null;
+  /**
+   * Sends a message to one client (a client or its id) or, without one, to
+   * every client of this channel, whichever worker holds them.
+   */
+  send(message: string | Uint8Array, client?: WebSocketClient | string): void;
+  /** The clients connected through this worker. */
+  readonly clients: ReadonlyMap<string, WebSocketClient>;
+}
+
+const CLOSE_REASON_MAX = 123;
+
+function checkMessage(message: unknown): string | Uint8Array {
+  if (typeof message === "string" || message instanceof Uint8Array) {
+    return message;
+  }
+  throw new TypeError("A websocket message is a string or a Uint8Array");
+}
+
+function createChannel(
+  id: number,
+  path: string,
+  protocol: string | null,
+): SocketEntry {
+  const clients = new Map<string, WebSocketClient>();
+  const send = (data: string | Uint8Array, client: string | null) =>
+    registry.post({
+      t: "wsSend",
+      channel: id,
+      client,
+      data: checkMessage(data),
+    });
+  const channel: WebSocketChannel = {
+    path,
+    protocol,
+    onConnect: null,
+    onMessage: null,
+    onDisconnect: null,
+    clients,
+    send(message, client) {
+      send(
+        message,
+        client === undefined
+          ? null
+          : typeof client === "string"
+          ? client
+          : client.id,
+      );
+    },
+  };
+  const clientObject = (clientId: string, peer: string): WebSocketClient => ({
+    id: clientId,
+    peer,
+    send: (message) => send(message, clientId),
+    close(code = 1000, reason = "") {
+      if (!(code === 1000 || (code >= 3000 && code <= 4999))) {
+        throw new RangeError(
+          `client.close(): code must be 1000 or 3000–4999, got ${code}`,
+        );
+      }
+      registry.post({
+        t: "wsClose",
+        channel: id,
+        client: clientId,
+        code,
+        reason: String(reason).slice(0, CLOSE_REASON_MAX),
+      });
+    },
+  });
+  const run = async (what: string, fn: (() => unknown) | null) => {
+    if (fn === null) return;
+    try {
+      await fn();
+    } catch (err) {
+      // deno-lint-ignore no-console -- the site's log is its stderr
+      console.error(`websocket ${path} ${what} failed: ${stackOf(err)}`);
+    }
+  };
+  return {
+    spec: { id, host: "*", path, protocol },
+    events: {
+      async open(clientId, peer) {
+        const client = clientObject(clientId, peer);
+        clients.set(clientId, client);
+        await run(
+          "onConnect",
+          channel.onConnect && (() => channel.onConnect!(client)),
+        );
+      },
+      async message(clientId, data) {
+        const client = clients.get(clientId) ?? clientObject(clientId, "");
+        await run(
+          "onMessage",
+          channel.onMessage && (() => channel.onMessage!(client, data)),
+        );
+      },
+      async close(clientId, code, reason) {
+        const client = clients.get(clientId) ?? clientObject(clientId, "");
+        clients.delete(clientId);
+        await run(
+          "onDisconnect",
+          channel.onDisconnect &&
+            (() => channel.onDisconnect!(client, code, reason)),
+        );
+      },
+    },
+    channel,
+  } as SocketEntry & { channel: WebSocketChannel };
+}
+
+/** Websockets of this site. */
+export const websocket: {
+  /**
+   * Registers a websocket endpoint at `path` (and sub-protocol `protocol`,
+   * when clients must ask for one) on `host`.
+   */
+  register(
+    path: string,
+    protocol?: string | null,
+    host?: Host,
+  ): WebSocketChannel;
+} = {
+  register(path, protocol = null, host = hosts.any) {
+    const call = `websocket.register(${JSON.stringify(path)})`;
+    assertLoading(call);
+    if (typeof path !== "string" || !path.startsWith("/")) {
+      throw new TypeError(`${call}: the path must start with "/"`);
+    }
+    if (
+      protocol !== null &&
+      (typeof protocol !== "string" ||
+        !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(protocol))
+    ) {
+      throw new TypeError(
+        `${call}: the protocol must be a token such as "chat"`,
+      );
+    }
+    const taken = registry.sockets.some((s) =>
+      s.spec.host === host.pattern && s.spec.path === path &&
+      s.spec.protocol === protocol
+    );
+    if (taken) {
+      throw new Error(
+        `${call}: already registered on this host with this protocol`,
+      );
+    }
+    const entry = createChannel(registry.sockets.length, path, protocol) as
+      & SocketEntry
+      & {
+        channel: WebSocketChannel;
+      };
+    entry.spec.host = host.pattern;
+    registry.sockets.push(entry);
+    return entry.channel;
+  },
+};
+
+/** A session: its id, its data, and `save()` to store changes. */
+export interface Session {
+  readonly id: string;
+  data: Record<string, unknown>;
+  /** Stores `data` (and refreshes the cookie's lifetime). */
+  save(): Promise<void>;
+}
+
+/** Sessions, stored by the server (not by the site) and kept across restarts. */
+export const session: {
+  /**
+   * The session of this request's cookie `name`; a new one (and its
+   * cookie) when there is none.
+   */
+  get(req: PageRequest, res: PageResponse, name?: string): Promise<Session>;
+} = {
+  async get(req, res, name = "session") {
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+      throw new TypeError(
+        `session.get(): ${JSON.stringify(name)} is not a cookie name`,
+      );
+    }
+    const fromCookie = req.cookies[name] ?? null;
+    const wire = await registry.ask({ t: "sessionGet", name, id: fromCookie });
+    const setCookie = () =>
+      res.setCookie(name, wire.id, {
+        path: "/",
+        httpOnly: true,
+        sameSite: "Lax",
+        secure: wire.secure,
+        maxAge: wire.maxAge,
+      });
+    if (wire.fresh) setCookie();
+    const result: Session = {
+      id: wire.id,
+      data: wire.data,
+      async save() {
+        await registry.ask({
+          t: "sessionSave",
+          name,
+          id: wire.id,
+          data: result.data,
+        });
+        setCookie();
+      },
+    };
+    return result;
+  },
+};

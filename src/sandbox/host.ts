@@ -19,12 +19,17 @@ import {
   type WireRoutes,
 } from "../protocol/messages.ts";
 
+const ENCODER = new TextEncoder();
+const DECODER = new TextDecoder();
+
 /** How long a worker may take to answer a ping before it counts as stuck. */
 const PING_TIMEOUT_MS = 1000;
 
 interface PoolWorker {
   worker: Worker;
   inflight: number;
+  /** Websocket clients this worker holds. */
+  clients: number;
   index: number;
 }
 
@@ -154,7 +159,7 @@ class Pool {
         },
       },
     });
-    const entry: PoolWorker = { worker, inflight: 0, index };
+    const entry: PoolWorker = { worker, inflight: 0, clients: 0, index };
     worker.addEventListener("error", (event) => {
       event.preventDefault();
       console.error(`Worker ${index + 1} failed: ${event.message}`);
@@ -193,10 +198,39 @@ class Pool {
       case "pong":
         this.#pings.get(msg.id)?.();
         break;
+      case "wsSend": {
+        const binary = typeof msg.data !== "string";
+        const body = binary
+          ? msg.data as Uint8Array
+          : ENCODER.encode(msg.data as string);
+        this.#send({
+          t: "wsSend",
+          channel: msg.channel,
+          client: msg.client,
+          binary,
+        }, body);
+        break;
+      }
+      case "wsClose":
+        this.#send(msg);
+        break;
+      case "sessionGet":
+      case "sessionSave": {
+        // Calls are numbered per worker; the gateway sees one number space.
+        const call = ++this.#callId;
+        this.#calls.set(call, { worker: w, call: msg.call });
+        this.#send({ ...msg, call });
+        break;
+      }
       default:
         msg satisfies never;
     }
   }
+
+  #callId = 0;
+  #calls = new Map<number, { worker: PoolWorker; call: number }>();
+  /** Which worker holds each websocket client (its events go there). */
+  #clients = new Map<string, PoolWorker>();
 
   handle(
     msg: Exclude<ToSandbox, { t: "init" } | { t: "shutdown" }>,
@@ -238,6 +272,44 @@ class Pool {
           );
         }
         break;
+      case "wsOpen": {
+        // Spread clients over the workers: fewest clients first.
+        let w = this.#workers[0]!;
+        for (const x of this.#workers) if (x.clients < w.clients) w = x;
+        w.clients++;
+        this.#clients.set(msg.client, w);
+        w.worker.postMessage(msg satisfies ToWorker);
+        break;
+      }
+      case "wsMessage": {
+        const w = this.#clients.get(msg.client) ?? this.#pick();
+        const data = msg.binary ? body.slice() : DECODER.decode(body);
+        w.worker.postMessage(
+          {
+            t: "wsMessage",
+            channel: msg.channel,
+            client: msg.client,
+            data,
+          } satisfies ToWorker,
+        );
+        break;
+      }
+      case "wsClose": {
+        const w = this.#clients.get(msg.client) ?? this.#pick();
+        if (this.#clients.delete(msg.client)) {
+          w.clients = Math.max(0, w.clients - 1);
+        }
+        w.worker.postMessage(msg satisfies ToWorker);
+        break;
+      }
+      case "sessionResult": {
+        const call = this.#calls.get(msg.call);
+        this.#calls.delete(msg.call);
+        call?.worker.worker.postMessage(
+          { ...msg, call: call.call } satisfies ToWorker,
+        );
+        break;
+      }
       default:
         msg satisfies never;
     }

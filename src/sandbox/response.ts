@@ -123,6 +123,10 @@ export class PageResponse {
       cookie += `; SameSite=${options.sameSite}`;
     }
     checkHeader("Set-Cookie", cookie);
+    // One Set-Cookie per cookie name: a later call replaces an earlier one.
+    this.#headers = this.#headers.filter(([n, v]) =>
+      n.toLowerCase() !== "set-cookie" || !v.startsWith(`${name}=`)
+    );
     this.#headers.push(["Set-Cookie", cookie]);
   }
 

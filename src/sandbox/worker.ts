@@ -10,11 +10,16 @@
 /// <reference lib="deno.worker" />
 // deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
-import { registry, routesOf } from "./_registry.ts";
+import { registry, routesOf, type SocketEntry } from "./_registry.ts";
 import { hook, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
-import type { FromWorker, ToWorker, WireReply } from "../protocol/messages.ts";
+import type {
+  FromWorker,
+  ToWorker,
+  WireReply,
+  WireSession,
+} from "../protocol/messages.ts";
 
 // Captured before any site code runs, which may replace them.
 const post = self.postMessage.bind(self);
@@ -37,6 +42,24 @@ self.addEventListener("unhandledrejection", (event) => {
 });
 
 let siteDir = "";
+
+function socketOf(channel: number): SocketEntry | undefined {
+  return registry.sockets[channel];
+}
+
+const sessionCalls = new Map<
+  number,
+  { resolve: (s: WireSession) => void; reject: (e: Error) => void }
+>();
+let sessionCall = 0;
+
+registry.post = (message) => send(message);
+registry.ask = (question) =>
+  new Promise<WireSession>((resolve, reject) => {
+    const call = ++sessionCall;
+    sessionCalls.set(call, { resolve, reject });
+    send({ ...question, call });
+  });
 
 function send(message: FromWorker, transfer: Transferable[] = []): void {
   post(message, transfer);
@@ -251,6 +274,28 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
     case "startTasks":
       startTasks();
       break;
+    case "wsOpen":
+      void socketOf(msg.channel)?.events.open(msg.client, msg.peer);
+      break;
+    case "wsMessage":
+      void socketOf(msg.channel)?.events.message(msg.client, msg.data);
+      break;
+    case "wsClose":
+      void socketOf(msg.channel)?.events.close(
+        msg.client,
+        msg.code,
+        msg.reason,
+      );
+      break;
+    case "sessionResult": {
+      const pending = sessionCalls.get(msg.call);
+      sessionCalls.delete(msg.call);
+      if (msg.session !== null) pending?.resolve(msg.session);
+      else {pending?.reject(
+          new Error(msg.error ?? "The session could not be stored"),
+        );}
+      break;
+    }
     default:
       msg satisfies never;
   }

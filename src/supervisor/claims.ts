@@ -22,7 +22,7 @@ import type { WireRoutes } from "../protocol/messages.ts";
  * ```
  */
 export function checkHostClaims(
-  routes: WireRoutes,
+  routes: Pick<WireRoutes, "hosts">,
   allowed: readonly string[],
   options: { root: boolean; file: string },
 ): string | null {

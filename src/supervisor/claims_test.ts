@@ -9,6 +9,7 @@ function routes(...patterns: string[]): WireRoutes {
     hosts: patterns.map((pattern) => ({ pattern, noFallback: false })),
     pages: [],
     hooks: [],
+    websockets: [],
   };
 }
 

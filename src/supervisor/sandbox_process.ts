@@ -33,6 +33,24 @@ export interface SandboxSpec {
   env: Record<string, string>;
 }
 
+/** Messages a site sends on its own (not replies): websockets and sessions. */
+export type SiteMessage = Extract<
+  FromSandbox,
+  { t: "wsSend" | "wsClose" | "sessionGet" | "sessionSave" }
+>;
+
+/** How a sandbox reports to its owner. */
+export interface SandboxOptions {
+  /** A line the site wrote to stderr. */
+  onStderr: (line: string) => void;
+  /** A websocket send/close or a session question from the site. */
+  onSiteMessage: (
+    sandbox: SandboxProcess,
+    message: SiteMessage,
+    body: Uint8Array,
+  ) => void;
+}
+
 /** A reply to a request, with its body. */
 export interface SandboxReply {
   reply: WireReply;
@@ -117,6 +135,8 @@ export class SandboxProcess {
   readonly loaded: Promise<WireRoutes>;
   /** Resolves when the process has exited, with a description of why. */
   readonly exited: Promise<string>;
+  /** What this generation registered, once loaded. */
+  routes: WireRoutes | null = null;
   #child: Deno.ChildProcess;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #out: FrameWriter;
@@ -130,13 +150,14 @@ export class SandboxProcess {
   #onLoaded!: (routes: WireRoutes) => void;
   #onLoadFailed!: (err: Error) => void;
   #stderrLine: (line: string) => void;
+  #onSiteMessage: SandboxOptions["onSiteMessage"];
+  #clients = 0;
+  #retired = false;
 
-  constructor(
-    spec: SandboxSpec,
-    options: { onStderr: (line: string) => void },
-  ) {
+  constructor(spec: SandboxSpec, options: SandboxOptions) {
     this.spec = spec;
     this.#stderrLine = options.onStderr;
+    this.#onSiteMessage = options.onSiteMessage;
     this.loaded = new Promise((resolve, reject) => {
       this.#onLoaded = resolve;
       this.#onLoadFailed = reject;
@@ -220,6 +241,37 @@ export class SandboxProcess {
     this.#out.send(message, body);
   }
 
+  /** Sends a websocket event or a session answer to the site. */
+  post(
+    message: Extract<
+      ToSandbox,
+      { t: "wsOpen" | "wsMessage" | "wsClose" | "sessionResult" }
+    >,
+    body?: Uint8Array,
+  ): void {
+    if (this.#gone === null) this.#send(message, body);
+  }
+
+  /** Websocket clients held by this generation: it stays while they are connected. */
+  get clients(): number {
+    return this.#clients;
+  }
+
+  /** Stops waiting for websocket clients: `stop` goes on and ends it. */
+  retire(): void {
+    this.#retired = true;
+  }
+
+  /** True once retired (its websocket clients are told the site reloaded). */
+  get retired(): boolean {
+    return this.#retired;
+  }
+
+  /** Counts a websocket client in (`+1`) or out (`-1`). */
+  countClient(delta: 1 | -1): void {
+    this.#clients = Math.max(0, this.#clients + delta);
+  }
+
   /** Runs page `page` of the site for a request. */
   request(
     page: number,
@@ -297,6 +349,11 @@ export class SandboxProcess {
     ) {
       await new Promise((r) => setTimeout(r, 20));
     }
+    // Websocket clients keep an old generation until they close (the runner
+    // retires generations beyond the last few).
+    while (this.#clients > 0 && this.#gone === null && !this.#retired) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     if (this.#gone === null) {
       this.#killReason ??= "it was stopped";
       this.#send({ t: "shutdown" });
@@ -326,6 +383,7 @@ export class SandboxProcess {
   #dispatch(msg: FromSandbox, body: Uint8Array): void {
     switch (msg.t) {
       case "loaded":
+        this.routes = msg.routes;
         this.#onLoaded(msg.routes);
         break;
       case "loadFailed":
@@ -339,6 +397,12 @@ export class SandboxProcess {
       }
       case "heartbeat":
         this.#heartbeats.get(msg.id)?.(msg.ok);
+        break;
+      case "wsSend":
+      case "wsClose":
+      case "sessionGet":
+      case "sessionSave":
+        this.#onSiteMessage(this, msg, body);
         break;
       default:
         msg satisfies never;

@@ -42,6 +42,8 @@ export interface SiteRunnerOptions {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** Old generations kept for their websocket clients. */
+const MAX_DRAINING = 2;
 /** Request deadlines of every site share one coarse timer. */
 const DEADLINES = new Deadlines();
 const FIRST_BACKOFF_MS = 100;
@@ -74,6 +76,7 @@ export class SiteRunner {
   #restartTimer: ReturnType<typeof setTimeout> | null = null;
   #reloading: Promise<boolean> | null = null;
   #reloadNext: SiteDefinition | null = null;
+  #draining: SandboxProcess[] = [];
 
   constructor(def: SiteDefinition, options: SiteRunnerOptions) {
     this.def = def;
@@ -134,7 +137,16 @@ export class SiteRunner {
     );
     sandbox.activate();
     for (const w of this.#waiters.splice(0)) w.resolve(sandbox);
-    if (previous !== null) void previous.stop(10_000);
+    if (previous !== null) {
+      // Old generations stay while their websocket clients are connected;
+      // beyond the last few, the oldest is retired (its clients get 1012).
+      this.#draining = this.#draining.filter((g) => g.alive);
+      this.#draining.push(previous);
+      while (this.#draining.length > MAX_DRAINING) {
+        this.#draining.shift()!.retire();
+      }
+      void previous.stop(10_000);
+    }
   }
 
   /**
@@ -401,6 +413,9 @@ export class SiteRunner {
     for (const w of this.#waiters.splice(0)) w.resolve(null);
     const sandbox = this.#sandbox;
     this.#sandbox = null;
-    await sandbox?.stop(graceMs);
+    const all = [...this.#draining, ...(sandbox === null ? [] : [sandbox])];
+    this.#draining = [];
+    for (const g of all) g.retire();
+    await Promise.all(all.map((g) => g.stop(graceMs)));
   }
 }

@@ -1,0 +1,208 @@
+/**
+ * Websocket clients live in the gateway: each is bound to the generation of
+ * the site that accepted it (its events go there), while any generation of
+ * that site can send to it or to every client of the same channel.
+ *
+ * @module
+ */
+
+import { log } from "../log.ts";
+import type { SiteMessage } from "../supervisor/sandbox_process.ts";
+import type { SandboxProcess } from "../supervisor/sandbox_process.ts";
+
+/** Options of {@linkcode WebSocketHub}. */
+export interface HubOptions {
+  /** Largest message accepted from a client; larger closes it with 1009. */
+  maxMessage: number;
+  /** Unsent bytes allowed per client; beyond, the slow client is closed (1008). */
+  maxBuffer: number;
+  /** The channel key of a generation's channel number, or null. */
+  keyOf: (generation: SandboxProcess, channel: number) => string | null;
+}
+
+/** One connected client. */
+interface HubClient {
+  id: string;
+  site: string;
+  key: string;
+  channel: number;
+  generation: SandboxProcess;
+  socket: WebSocket;
+  peer: string;
+  open: boolean;
+}
+
+/** What `accept` needs to know about a new client. */
+export interface AcceptInfo {
+  site: string;
+  /** Host, path and protocol of the registration: the same in every generation. */
+  key: string;
+  channel: number;
+  generation: SandboxProcess;
+  peer: string;
+}
+
+const ENCODER = new TextEncoder();
+const DECODER = new TextDecoder();
+
+function randomId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The gateway's websocket clients. */
+export class WebSocketHub {
+  #options: HubOptions;
+  #clients = new Map<string, HubClient>();
+  #byChannel = new Map<string, Set<HubClient>>();
+
+  constructor(options: HubOptions) {
+    this.#options = options;
+  }
+
+  /** Open clients of a site. */
+  count(site: string): number {
+    let n = 0;
+    for (const c of this.#clients.values()) if (c.site === site) n++;
+    return n;
+  }
+
+  /** Takes over an upgraded socket. */
+  accept(socket: WebSocket, info: AcceptInfo): void {
+    socket.binaryType = "arraybuffer";
+    const client: HubClient = { id: randomId(), ...info, socket, open: false };
+    socket.onopen = () => {
+      client.open = true;
+      this.#clients.set(client.id, client);
+      const group = `${client.site}\0${client.key}`;
+      let set = this.#byChannel.get(group);
+      if (set === undefined) this.#byChannel.set(group, set = new Set());
+      set.add(client);
+      client.generation.countClient(1);
+      client.generation.post({
+        t: "wsOpen",
+        channel: client.channel,
+        client: client.id,
+        peer: client.peer,
+      });
+    };
+    socket.onmessage = (event) => this.#fromClient(client, event.data);
+    socket.onclose = (event) => this.#closed(client, event.code, event.reason);
+    socket.onerror = () => {
+      // A close event follows.
+    };
+  }
+
+  #fromClient(client: HubClient, data: unknown): void {
+    const binary = typeof data !== "string";
+    const bytes = binary
+      ? new Uint8Array(data instanceof ArrayBuffer ? data : new ArrayBuffer(0))
+      : ENCODER.encode(data as string);
+    if (bytes.length > this.#options.maxMessage) {
+      client.socket.close(
+        1009,
+        `Message larger than ${this.#options.maxMessage} bytes`,
+      );
+      return;
+    }
+    client.generation.post({
+      t: "wsMessage",
+      channel: client.channel,
+      client: client.id,
+      binary,
+    }, bytes);
+  }
+
+  #closed(client: HubClient, code: number, reason: string): void {
+    if (!client.open) return;
+    client.open = false;
+    this.#clients.delete(client.id);
+    this.#byChannel.get(`${client.site}\0${client.key}`)?.delete(client);
+    client.generation.countClient(-1);
+    client.generation.post({
+      t: "wsClose",
+      channel: client.channel,
+      client: client.id,
+      code,
+      reason,
+    });
+  }
+
+  /** A site's `send` or `close`: only its own channels' clients are reachable. */
+  fromSite(
+    site: string,
+    generation: SandboxProcess,
+    msg: Extract<SiteMessage, { t: "wsSend" | "wsClose" }>,
+    body: Uint8Array,
+  ): void {
+    const key = this.#options.keyOf(generation, msg.channel);
+    if (key === null) return;
+    if (msg.t === "wsClose") {
+      const client = this.#clients.get(msg.client);
+      if (client?.site === site && client.key === key) {
+        client.socket.close(msg.code, msg.reason);
+      }
+      return;
+    }
+    const data: string | Uint8Array = msg.binary ? body : DECODER.decode(body);
+    if (msg.client !== null) {
+      const client = this.#clients.get(msg.client);
+      if (client?.site === site && client.key === key) {
+        this.#send(client, data, body.length);
+      }
+      return;
+    }
+    for (const client of this.#byChannel.get(`${site}\0${key}`) ?? []) {
+      this.#send(client, data, body.length);
+    }
+  }
+
+  #send(client: HubClient, data: string | Uint8Array, size: number): void {
+    if (!client.open || client.socket.readyState !== WebSocket.OPEN) return;
+    if (client.socket.bufferedAmount + size > this.#options.maxBuffer) {
+      log.warn(
+        client.site,
+        `Closed websocket client ${
+          client.id.slice(0, 8)
+        } (${client.peer}): it is not reading (over ${this.#options.maxBuffer} bytes queued)`,
+      );
+      client.socket.close(1008, "Too slow: send buffer full");
+      return;
+    }
+    client.socket.send(data);
+  }
+
+  /** Closes the clients of a generation (its sandbox stopped). */
+  closeGeneration(
+    generation: SandboxProcess,
+    code: number,
+    reason: string,
+  ): void {
+    for (const client of [...this.#clients.values()]) {
+      if (client.generation !== generation) continue;
+      this.#forceClose(client, code, reason);
+    }
+  }
+
+  /** Closes every client (the server is stopping). */
+  closeAll(code: number, reason: string): void {
+    for (const client of [...this.#clients.values()]) {
+      this.#forceClose(client, code, reason);
+    }
+  }
+
+  #forceClose(client: HubClient, code: number, reason: string): void {
+    try {
+      client.socket.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+    // Its sandbox may be gone: forget it now rather than on the close event.
+    if (client.open) {
+      client.open = false;
+      this.#clients.delete(client.id);
+      this.#byChannel.get(`${client.site}\0${client.key}`)?.delete(client);
+      client.generation.countClient(-1);
+    }
+  }
+}

@@ -1,0 +1,593 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import {
+  createMemorySessionStore,
+  isSessionId,
+  newSessionId,
+  openSqliteSessionStore,
+  SessionLimitError,
+  type SessionStore,
+  type SessionStoreOptions,
+} from "./session_store.ts";
+
+const HOUR = 3_600_000;
+const ID_A = "0123456789abcdef0123456789abcdef";
+const ID_B = "fedcba9876543210fedcba9876543210";
+
+/** Makes a fresh store for one test case. */
+type StoreFactory = (options?: SessionStoreOptions) => SessionStore;
+
+interface StoreCase {
+  name: string;
+  options?: SessionStoreOptions;
+  run(store: SessionStore): void | Promise<void>;
+}
+
+function later(ms = HOUR): number {
+  return Date.now() + ms;
+}
+
+/** Compares data regardless of prototypes (stores return null-prototype objects). */
+function assertData(actual: unknown, expected: unknown): void {
+  assert.deepEqual(JSON.parse(JSON.stringify(actual)), expected);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+const BAD_IDS = [
+  "",
+  "0123456789ABCDEF0123456789ABCDEF",
+  "0123456789abcdef0123456789abcde",
+  "0123456789abcdef0123456789abcdef0",
+  "0123456789abcdeg0123456789abcdef",
+  " 0123456789abcdef0123456789abcde",
+  "0123456789abcdef0123456789abcdef\n",
+  "０123456789abcdef0123456789abcde",
+  "' OR 1=1 --                     ",
+];
+
+const NOT_PLAIN_DATA: [string, unknown][] = [
+  ["null", null],
+  ["an array", [1, 2]],
+  ["a string", "text"],
+  ["a number", 1],
+  ["a Date", new Date(0)],
+  ["a Map", new Map()],
+  ["a class instance", new (class Point {})()],
+  ["a boxed string", new String("x")],
+  ["a nested Date", { when: new Date(0) }],
+  ["a nested Map in an array", { list: [new Map()] }],
+  ["an undefined value", { a: undefined }],
+  ["undefined in an array", { a: [undefined] }],
+  ["a function", { f: () => 1 }],
+  ["a symbol", { s: Symbol("s") }],
+  ["NaN", { n: NaN }],
+  ["Infinity", { n: Infinity }],
+  ["a bigint", { n: 1n }],
+  ["a toJSON method", { v: { toJSON: () => "x" } }],
+];
+
+/** The suite every SessionStore implementation must pass. */
+const STORE_CASES: StoreCase[] = [
+  {
+    name: "get() of an unknown session is null",
+    run(store) {
+      assert.equal(store.get("blog", "sid", ID_A), null);
+    },
+  },
+  {
+    name: "set() then get() returns the data and expiry",
+    run(store) {
+      const data = {
+        user: "ada",
+        n: 1.5,
+        ok: true,
+        none: null,
+        list: [1, "two", { three: 3 }],
+        nested: { text: "héllo ✓ 😀", empty: {} },
+      };
+      const expires = later();
+      store.set("blog", "sid", ID_A, { data, expires });
+      const got = store.get("blog", "sid", ID_A);
+      assert.ok(got);
+      assertData(got.data, data);
+      assert.equal(got.expires, expires);
+    },
+  },
+  {
+    name: "set() replaces a session",
+    run(store) {
+      store.set("blog", "sid", ID_A, { data: { n: 1 }, expires: later() });
+      const expires = later(2 * HOUR);
+      store.set("blog", "sid", ID_A, { data: { m: 2 }, expires });
+      const got = store.get("blog", "sid", ID_A);
+      assertData(got?.data, { m: 2 });
+      assert.equal(got?.expires, expires);
+      assert.equal(store.count("blog"), 1);
+    },
+  },
+  {
+    name: "delete() removes a session and ignores unknown ones",
+    run(store) {
+      store.set("blog", "sid", ID_A, { data: {}, expires: later() });
+      store.delete("blog", "sid", ID_B);
+      store.delete("shop", "sid", ID_A);
+      assert.notEqual(store.get("blog", "sid", ID_A), null);
+      store.delete("blog", "sid", ID_A);
+      assert.equal(store.get("blog", "sid", ID_A), null);
+      assert.equal(store.count("blog"), 0);
+    },
+  },
+  {
+    name: "sites never see each other's sessions",
+    run(store) {
+      store.set("blog", "sid", ID_A, {
+        data: { site: "blog" },
+        expires: later(),
+      });
+      store.set("shop", "sid", ID_A, {
+        data: { site: "shop" },
+        expires: later(),
+      });
+      assertData(store.get("blog", "sid", ID_A)?.data, { site: "blog" });
+      assertData(store.get("shop", "sid", ID_A)?.data, { site: "shop" });
+      assert.equal(store.get("wiki", "sid", ID_A), null);
+      store.delete("blog", "sid", ID_A);
+      assert.notEqual(store.get("shop", "sid", ID_A), null);
+    },
+  },
+  {
+    name: "names keep sessions apart within a site",
+    run(store) {
+      store.set("blog", "a", ID_A, { data: { name: "a" }, expires: later() });
+      store.set("blog", "b", ID_A, { data: { name: "b" }, expires: later() });
+      assertData(store.get("blog", "a", ID_A)?.data, { name: "a" });
+      assertData(store.get("blog", "b", ID_A)?.data, { name: "b" });
+      assert.equal(store.count("blog"), 2);
+    },
+  },
+  {
+    name: "keys with quotes, separators and Unicode are kept exactly",
+    run(store) {
+      const sites = [
+        "it's",
+        'a"b',
+        "x\0y",
+        "ü.test",
+        "'; DROP TABLE sessions;",
+      ];
+      for (const site of sites) {
+        store.set(site, site, ID_A, { data: { site }, expires: later() });
+      }
+      for (const site of sites) {
+        assertData(store.get(site, site, ID_A)?.data, { site });
+        assert.equal(store.count(site), 1);
+      }
+      assert.equal(store.get("it", "'s", ID_A), null);
+    },
+  },
+  {
+    name: "get() of an expired session is null and count() skips it",
+    async run(store) {
+      store.set("blog", "sid", ID_A, { data: {}, expires: later(40) });
+      store.set("blog", "sid", ID_B, { data: {}, expires: later() });
+      await delay(80);
+      assert.equal(store.get("blog", "sid", ID_A), null);
+      assert.equal(store.count("blog"), 1);
+      assert.notEqual(store.get("blog", "sid", ID_B), null);
+    },
+  },
+  {
+    name: "set() of an already expired record removes the session",
+    run(store) {
+      store.set("blog", "sid", ID_A, { data: { n: 1 }, expires: later() });
+      store.set("blog", "sid", ID_A, {
+        data: { n: 2 },
+        expires: Date.now() - 1,
+      });
+      assert.equal(store.get("blog", "sid", ID_A), null);
+      store.set("blog", "sid", ID_B, { data: {}, expires: 0 });
+      assert.equal(store.count("blog"), 0);
+    },
+  },
+  {
+    name: "data is copied in and out",
+    run(store) {
+      const data = { list: [1], inner: { n: 1 } };
+      store.set("blog", "sid", ID_A, { data, expires: later() });
+      data.list.push(2);
+      data.inner.n = 2;
+      const first = store.get("blog", "sid", ID_A);
+      assertData(first?.data, { list: [1], inner: { n: 1 } });
+      (first?.data.list as number[]).push(3);
+      assertData(store.get("blog", "sid", ID_A)?.data, {
+        list: [1],
+        inner: { n: 1 },
+      });
+    },
+  },
+  {
+    name: 'a "__proto__" key is an ordinary key and pollutes nothing',
+    run(store) {
+      const data = JSON.parse(
+        '{"__proto__": {"polluted": true}, "inner": {"__proto__": {"polluted": 1}}, "list": [{"__proto__": {"polluted": 2}}]}',
+      );
+      store.set("blog", "sid", ID_A, { data, expires: later() });
+      const got = store.get("blog", "sid", ID_A)?.data;
+      assert.ok(got);
+      assert.equal(Object.getPrototypeOf(got), null);
+      assert.ok(Object.hasOwn(got, "__proto__"));
+      assertData(Object.getOwnPropertyDescriptor(got, "__proto__")?.value, {
+        polluted: true,
+      });
+      const inner = got.inner as Record<string, unknown>;
+      assert.equal(Object.getPrototypeOf(inner), null);
+      assert.ok(Object.hasOwn(inner, "__proto__"));
+      const item = (got.list as Record<string, unknown>[])[0];
+      assert.ok(item && Object.hasOwn(item, "__proto__"));
+      assert.equal(Object.getPrototypeOf(item), null);
+      assert.equal(got.polluted, undefined);
+      assert.equal(({} as Record<string, unknown>).polluted, undefined);
+      const merged: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(got)) merged[k] = v;
+      assert.equal(({} as Record<string, unknown>).polluted, undefined);
+    },
+  },
+  {
+    name: "a null-prototype object is plain data",
+    run(store) {
+      const data: Record<string, unknown> = Object.create(null);
+      data.n = 1;
+      store.set("blog", "sid", ID_A, { data, expires: later() });
+      assertData(store.get("blog", "sid", ID_A)?.data, { n: 1 });
+    },
+  },
+  {
+    name: "invalid ids throw TypeError in get(), set() and delete()",
+    run(store) {
+      for (const id of BAD_IDS) {
+        const record = { data: {}, expires: later() };
+        assert.throws(() => store.get("blog", "sid", id), TypeError, id);
+        assert.throws(
+          () => store.set("blog", "sid", id, record),
+          TypeError,
+          id,
+        );
+        assert.throws(() => store.delete("blog", "sid", id), TypeError, id);
+      }
+      assert.equal(store.count("blog"), 0);
+    },
+  },
+  {
+    name: "set() refuses data that is not a plain JSON object",
+    run(store) {
+      for (const [what, data] of NOT_PLAIN_DATA) {
+        const record = {
+          data: data as Record<string, unknown>,
+          expires: later(),
+        };
+        assert.throws(
+          () => store.set("blog", "sid", ID_A, record),
+          TypeError,
+          what,
+        );
+      }
+      const cyclic: Record<string, unknown> = {};
+      cyclic.self = cyclic;
+      assert.throws(
+        () =>
+          store.set("blog", "sid", ID_A, { data: cyclic, expires: later() }),
+        TypeError,
+      );
+      assert.equal(store.get("blog", "sid", ID_A), null);
+    },
+  },
+  {
+    name: "the TypeError for bad data names the key",
+    run(store) {
+      const record = { data: { when: new Date(0) }, expires: later() };
+      assert.throws(() => store.set("blog", "sid", ID_A, record), {
+        name: "TypeError",
+        message: 'Session data is not plain JSON: key "when" holds a Date',
+      });
+    },
+  },
+  {
+    name: "set() refuses an expiry that is not a finite number",
+    run(store) {
+      for (
+        const expires of [NaN, Infinity, -Infinity, "1" as unknown as number]
+      ) {
+        assert.throws(
+          () => store.set("blog", "sid", ID_A, { data: {}, expires }),
+          TypeError,
+          String(expires),
+        );
+      }
+    },
+  },
+  {
+    name: "maxDataBytes counts UTF-8 bytes of the JSON",
+    options: { maxDataBytes: 20 },
+    run(store) {
+      // {"t":"..."} is 8 bytes plus the text.
+      store.set("blog", "sid", ID_A, {
+        data: { t: "x".repeat(12) },
+        expires: later(),
+      });
+      store.set("blog", "sid", ID_A, {
+        data: { t: "é".repeat(6) },
+        expires: later(),
+      });
+      assert.throws(
+        () =>
+          store.set("blog", "sid", ID_A, {
+            data: { t: "x".repeat(13) },
+            expires: later(),
+          }),
+        { name: "SessionLimitError", message: /maxDataBytes limit of 20/ },
+      );
+      assert.throws(
+        () =>
+          store.set("blog", "sid", ID_B, {
+            data: { t: "x".repeat(5) + "é".repeat(4) },
+            expires: later(),
+          }),
+        SessionLimitError,
+      );
+      assertData(store.get("blog", "sid", ID_A)?.data, { t: "é".repeat(6) });
+      assert.equal(store.get("blog", "sid", ID_B), null);
+    },
+  },
+  {
+    name: "maxDataBytes defaults to 64 KiB",
+    run(store) {
+      const fits = { t: "x".repeat(64 * 1024 - 8) };
+      store.set("blog", "sid", ID_A, { data: fits, expires: later() });
+      const over = { t: "x".repeat(64 * 1024 - 7) };
+      assert.throws(
+        () => store.set("blog", "sid", ID_A, { data: over, expires: later() }),
+        { name: "SessionLimitError", message: /maxDataBytes limit of 65536/ },
+      );
+    },
+  },
+  {
+    name: "maxSessionsPerSite limits live sessions of each site",
+    options: { maxSessionsPerSite: 2 },
+    run(store) {
+      const ids = [newSessionId(), newSessionId(), newSessionId()] as const;
+      store.set("blog", "sid", ids[0], { data: {}, expires: later() });
+      store.set("blog", "other", ids[1], { data: {}, expires: later() });
+      assert.throws(
+        () => store.set("blog", "sid", ids[2], { data: {}, expires: later() }),
+        {
+          name: "SessionLimitError",
+          message:
+            /"blog" already has 2 live sessions, the maxSessionsPerSite limit/,
+        },
+      );
+      store.set("blog", "sid", ids[0], {
+        data: { again: true },
+        expires: later(),
+      });
+      store.set("shop", "sid", ids[2], { data: {}, expires: later() });
+      assert.equal(store.get("blog", "sid", ids[2]), null);
+      assert.equal(store.count("blog"), 2);
+      store.delete("blog", "other", ids[1]);
+      store.set("blog", "sid", ids[2], { data: {}, expires: later() });
+      assert.equal(store.count("blog"), 2);
+    },
+  },
+  {
+    name: "expired sessions do not count toward maxSessionsPerSite",
+    options: { maxSessionsPerSite: 1 },
+    async run(store) {
+      store.set("blog", "sid", ID_A, { data: {}, expires: later(40) });
+      await delay(80);
+      store.set("blog", "sid", ID_B, { data: {}, expires: later() });
+      assert.equal(store.count("blog"), 1);
+    },
+  },
+  {
+    name: "purge() removes sessions expired at the given time",
+    run(store) {
+      const now = Date.now();
+      store.set("blog", "sid", ID_A, { data: {}, expires: now + HOUR });
+      store.set("shop", "sid", ID_A, { data: {}, expires: now + HOUR });
+      store.set("blog", "sid", ID_B, { data: {}, expires: now + 2 * HOUR });
+      assert.equal(store.purge(now), 0);
+      assert.equal(store.purge(now + HOUR - 1), 0);
+      assert.equal(store.purge(now + HOUR), 2);
+      assert.equal(store.get("blog", "sid", ID_A), null);
+      assert.equal(store.get("shop", "sid", ID_A), null);
+      assert.notEqual(store.get("blog", "sid", ID_B), null);
+      assert.equal(store.count("blog"), 1);
+      assert.equal(store.purge(now + 3 * HOUR), 1);
+      assert.equal(store.purge(now + 3 * HOUR), 0);
+      assert.equal(store.count("blog"), 0);
+    },
+  },
+  {
+    name: "purge() defaults to the current time",
+    async run(store) {
+      store.set("blog", "sid", ID_A, { data: {}, expires: later(40) });
+      store.set("blog", "sid", ID_B, { data: {}, expires: later() });
+      await delay(80);
+      assert.equal(store.purge(), 1);
+      assert.equal(store.count("blog"), 1);
+    },
+  },
+  {
+    name: "count() counts live sessions of one site",
+    run(store) {
+      assert.equal(store.count("blog"), 0);
+      for (let i = 0; i < 5; i++) {
+        store.set("blog", "sid", newSessionId(), {
+          data: { i },
+          expires: later(),
+        });
+      }
+      store.set("shop", "sid", ID_A, { data: {}, expires: later() });
+      assert.equal(store.count("blog"), 5);
+      assert.equal(store.count("shop"), 1);
+      assert.equal(store.count("wiki"), 0);
+    },
+  },
+  {
+    name: "methods throw after close(), and close() may be repeated",
+    run(store) {
+      store.close();
+      store.close();
+      assert.throws(() => store.get("blog", "sid", ID_A), /closed/);
+      assert.throws(
+        () => store.set("blog", "sid", ID_A, { data: {}, expires: later() }),
+        /closed/,
+      );
+      assert.throws(() => store.delete("blog", "sid", ID_A), /closed/);
+      assert.throws(() => store.purge(), /closed/);
+      assert.throws(() => store.count("blog"), /closed/);
+    },
+  },
+];
+
+const BAD_OPTIONS: [keyof SessionStoreOptions, number][] = [
+  ["maxDataBytes", 0],
+  ["maxDataBytes", -1],
+  ["maxDataBytes", 1.5],
+  ["maxDataBytes", NaN],
+  ["maxSessionsPerSite", 0],
+  ["maxSessionsPerSite", Infinity],
+];
+
+async function runSuite(
+  t: Deno.TestContext,
+  open: StoreFactory,
+): Promise<void> {
+  for (const { name, options, run } of STORE_CASES) {
+    await t.step(name, async () => {
+      const store = open(options);
+      try {
+        await run(store);
+      } finally {
+        store.close();
+      }
+    });
+  }
+  for (const [option, value] of BAD_OPTIONS) {
+    await t.step(`refuses ${option} ${value}`, () => {
+      assert.throws(() => open({ [option]: value }), {
+        name: "RangeError",
+        message: `Option "${option}" must be a positive integer, not ${value}`,
+      });
+    });
+  }
+}
+
+Deno.test("createMemorySessionStore() passes the store suite", async (t) => {
+  await runSuite(t, createMemorySessionStore);
+});
+
+Deno.test("openSqliteSessionStore() passes the store suite", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "sandflare_sessions_" });
+  let n = 0;
+  try {
+    await runSuite(
+      t,
+      (options) => openSqliteSessionStore(join(dir, `${n++}.db`), options),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("openSqliteSessionStore() keeps sessions across a restart", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "sandflare_sessions_" });
+  const file = join(dir, "nested", "folder", "sessions.db");
+  try {
+    await t.step("creates the parent folder and uses WAL", () => {
+      openSqliteSessionStore(file).close();
+      assert.ok(Deno.statSync(file).isFile);
+      const db = new DatabaseSync(file);
+      try {
+        assert.deepEqual({ ...db.prepare("PRAGMA journal_mode").get() }, {
+          journal_mode: "wal",
+        });
+      } finally {
+        db.close();
+      }
+    });
+    await t.step("a closed and reopened store has the session", () => {
+      const expires = later();
+      const first = openSqliteSessionStore(file);
+      first.set("blog", "sid", ID_A, {
+        data: { user: "ada", n: [1, 2] },
+        expires,
+      });
+      first.set("shop", "sid", ID_A, { data: { user: "bob" }, expires });
+      first.close();
+      const second = openSqliteSessionStore(file);
+      try {
+        const got = second.get("blog", "sid", ID_A);
+        assertData(got?.data, { user: "ada", n: [1, 2] });
+        assert.equal(got?.expires, expires);
+        assertData(second.get("shop", "sid", ID_A)?.data, { user: "bob" });
+        assert.equal(second.count("blog"), 1);
+      } finally {
+        second.close();
+      }
+    });
+    await t.step("limits apply to sessions stored before the restart", () => {
+      const store = openSqliteSessionStore(file, { maxSessionsPerSite: 1 });
+      try {
+        assert.throws(
+          () => store.set("blog", "sid", ID_B, { data: {}, expires: later() }),
+          SessionLimitError,
+        );
+      } finally {
+        store.close();
+      }
+    });
+    await t.step("refuses a file with an unknown schema version", () => {
+      const db = new DatabaseSync(file);
+      db.exec("PRAGMA user_version = 99");
+      db.close();
+      assert.throws(() => openSqliteSessionStore(file), /schema version 99/);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("newSessionId() makes 32 lower-case hex characters", () => {
+  const ids = new Set<string>();
+  for (let i = 0; i < 1000; i++) {
+    const id = newSessionId();
+    assert.match(id, /^[0-9a-f]{32}$/);
+    assert.ok(isSessionId(id));
+    ids.add(id);
+  }
+  assert.equal(ids.size, 1000);
+});
+
+Deno.test("isSessionId() accepts exactly 32 lower-case hex characters", async (t) => {
+  const cases: [string, boolean][] = [
+    [ID_A, true],
+    [ID_B, true],
+    ["0".repeat(32), true],
+    ...BAD_IDS.map((id): [string, boolean] => [id, false]),
+  ];
+  for (const [text, expected] of cases) {
+    await t.step(JSON.stringify(text), () => {
+      assert.equal(isSessionId(text), expected);
+    });
+  }
+});
+
+Deno.test("SessionLimitError is an Error named SessionLimitError", () => {
+  const err = new SessionLimitError("limit");
+  assert.ok(err instanceof Error);
+  assert.equal(err.name, "SessionLimitError");
+});
