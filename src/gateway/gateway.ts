@@ -994,7 +994,7 @@ export class Gateway {
     );
   }
 
-  async #upgradeWebSocket(
+  #upgradeWebSocket(
     request: Request,
     ctx: RequestContext,
   ): Promise<Answer> {
@@ -1059,13 +1059,13 @@ export class Gateway {
           : { protocol: chosen.protocol },
       );
     } catch (err) {
-      return this.#defaultError(
+      return Promise.resolve(this.#defaultError(
         400,
         `Bad websocket upgrade: ${(err as Error).message}`,
         ctx.accept,
         ctx.wire.method,
         runner.name,
-      );
+      ));
     }
     this.#sockets.accept(upgraded.socket, {
       site: runner.name,
@@ -1074,7 +1074,11 @@ export class Gateway {
       generation,
       peer: ctx.wire.peer,
     });
-    return { response: upgraded.response, site: runner.name, bytes: 0 };
+    return Promise.resolve({
+      response: upgraded.response,
+      site: runner.name,
+      bytes: 0,
+    });
   }
 
   #openSessions(): void {

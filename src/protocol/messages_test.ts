@@ -55,11 +55,12 @@ const FROM_SANDBOX: Record<string, Json> = {
         },
       ],
       hooks: ["Error", "Request"],
+      websockets: [{ id: 0, host: "*", path: "/ws", protocol: null }],
     },
   },
   "loaded, nothing registered": {
     t: "loaded",
-    routes: { hosts: [], pages: [], hooks: [] },
+    routes: { hosts: [], pages: [], hooks: [], websockets: [] },
   },
   "loadFailed with a location": {
     t: "loadFailed",

@@ -114,13 +114,14 @@ Deno.test("PageResponse.setCookie() formats Set-Cookie", async (t) => {
     });
   }
 
-  await t.step("each call adds a header", () => {
+  await t.step("one header per cookie name: a later call replaces", () => {
     const res = new PageResponse();
     res.setCookie("a", "1");
+    res.setCookie("ab", "x");
     res.setCookie("a", "2");
     res.setCookie("b", "3");
     assert.deepEqual(wire(res).headers, [
-      ["Set-Cookie", "a=1"],
+      ["Set-Cookie", "ab=x"],
       ["Set-Cookie", "a=2"],
       ["Set-Cookie", "b=3"],
       DEFAULT_TYPE,

@@ -17,7 +17,7 @@ import type { WireRoutes } from "../protocol/messages.ts";
  * @returns a message naming the pattern and the file, or null
  * @example
  * ```ts
- * checkHostClaims({ hosts: [{ pattern: "a.test", noFallback: false }], pages: [], hooks: [] },
+ * checkHostClaims({ hosts: [{ pattern: "a.test", noFallback: false }] },
  *   ["a.test"], { root: false, file: "sites/a/site.json" }); // null
  * ```
  */
