@@ -51,6 +51,10 @@ interface Options {
   rounds: number;
   siteCounts: number[];
   reloads: number;
+  /** Websocket round trips measured. */
+  roundTrips: number;
+  /** Clients of the broadcast scenario. */
+  fanout: number;
 }
 
 // ---------------------------------------------------------------- wrk
@@ -190,11 +194,15 @@ function benchSites(): SiteFiles {
       "site.json": JSON.stringify({ hosts: ["*"], workers: 2 }),
       "static/*/64k.txt": STATIC_64K,
       "autorun/ar_bench.ts": `
-import { hosts } from "sandflare";
+import { hosts, websocket } from "sandflare";
 hosts.any.add("/hello", () => "hello world");
 hosts.any.add("/echo", async (req) => new Uint8Array(await req.bytes()), "POST");
 ${pages}
 hosts.any.addPattern("/user/([a-z]+)/(\\\\d+)", (_req, _res, name, id) => name + id);
+const echo = websocket.register("/ws");
+echo.onMessage = (client, message) => client.send(message);
+const fanout = websocket.register("/fanout");
+fanout.onMessage = (_client, message) => fanout.send(message);
 `,
     },
   };
@@ -247,6 +255,7 @@ async function postScript(bytes: number): Promise<string> {
 async function throughput(
   options: Options,
   only: string | null,
+  measures: Measure[],
 ): Promise<LoadResult[]> {
   const sitesDir = await writeSites(benchSites());
   const server = await startServer({
@@ -308,6 +317,23 @@ async function throughput(
     if (want("static")) {
       results.push(await staticScenario(server, sitesDir, options));
     }
+    if (want("websocket")) {
+      const wsOrigin = (origin: string) => origin.replace("http:", "ws:");
+      measures.push(
+        await wsRoundTrip(
+          "websocket round trip",
+          `${wsOrigin(server.origin)}/ws`,
+          `${wsOrigin(base.origin)}/ws`,
+          options,
+        ),
+        await wsFanout(
+          `websocket broadcast to ${options.fanout} clients`,
+          `${wsOrigin(server.origin)}/fanout`,
+          `${wsOrigin(base.origin)}/fanout`,
+          options,
+        ),
+      );
+    }
   } finally {
     await Deno.remove(post);
     await base.stop();
@@ -349,6 +375,104 @@ async function staticScenario(
   } finally {
     await nginx?.stop();
   }
+}
+
+function openSocket(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new Error(`cannot open ${url}`));
+  });
+}
+
+/** Median and p99 of sequential echo round trips, against the baseline's. */
+async function wsRoundTrip(
+  scenario: string,
+  url: string,
+  baseUrl: string,
+  options: Options,
+): Promise<Measure> {
+  const run = async (target: string) => {
+    const ws = await openSocket(target);
+    const samples: number[] = [];
+    let resolve: () => void = () => {};
+    ws.onmessage = () => resolve();
+    for (let i = 0; i < options.roundTrips; i++) {
+      const t0 = performance.now();
+      const answered = new Promise<void>((r) => resolve = r);
+      ws.send("ping");
+      await answered;
+      samples.push(performance.now() - t0);
+    }
+    ws.close();
+    samples.sort((a, b) => a - b);
+    return {
+      p50: samples[Math.floor(samples.length / 2)]!,
+      p99: samples[Math.floor(samples.length * 0.99)]!,
+    };
+  };
+  const base = await run(baseUrl);
+  const ours = await run(url);
+  return {
+    scenario,
+    value: ours.p50 * 1000,
+    unit: "µs",
+    detail: `p50; p99 ${(ours.p99 * 1000).toFixed(0)} µs; Deno.serve p50 ${
+      (base.p50 * 1000).toFixed(0)
+    } µs, p99 ${(base.p99 * 1000).toFixed(0)} µs`,
+  };
+}
+
+/** Time from one client's message until every client has the broadcast. */
+async function wsFanout(
+  scenario: string,
+  url: string,
+  baseUrl: string,
+  options: Options,
+): Promise<Measure> {
+  const run = async (target: string) => {
+    const sockets: WebSocket[] = [];
+    for (let i = 0; i < options.fanout; i += 50) {
+      sockets.push(
+        ...await Promise.all(
+          Array.from(
+            { length: Math.min(50, options.fanout - i) },
+            () => openSocket(target),
+          ),
+        ),
+      );
+    }
+    await delay(200);
+    const times: number[] = [];
+    for (let round = 0; round < 5; round++) {
+      let left = sockets.length;
+      const all = new Promise<void>((resolve) => {
+        for (const s of sockets) {
+          s.onmessage = () => {
+            if (--left === 0) resolve();
+          };
+        }
+      });
+      const t0 = performance.now();
+      sockets[0]!.send(`round ${round}`);
+      await all;
+      times.push(performance.now() - t0);
+    }
+    for (const s of sockets) s.close();
+    await delay(200);
+    times.sort((a, b) => a - b);
+    return times[2]!;
+  };
+  const base = await run(baseUrl);
+  const ours = await run(url);
+  return {
+    scenario,
+    value: ours,
+    unit: "ms",
+    detail: `median of 5 (all clients received); Deno.serve ${
+      base.toFixed(1)
+    } ms; ratio ${(base / ours).toFixed(2)}`,
+  };
 }
 
 const reloadPage = (version: number) => `
@@ -512,11 +636,25 @@ if (import.meta.main) {
     },
   });
   const options: Options = values.quick
-    ? { seconds: 1, rounds: 1, siteCounts: [1, 3], reloads: 3 }
-    : { seconds: 5, rounds: 3, siteCounts: [1, 10, 100], reloads: 20 };
+    ? {
+      seconds: 1,
+      rounds: 1,
+      siteCounts: [1, 3],
+      reloads: 3,
+      roundTrips: 200,
+      fanout: 50,
+    }
+    : {
+      seconds: 5,
+      rounds: 3,
+      siteCounts: [1, 10, 100],
+      reloads: 20,
+      roundTrips: 5000,
+      fanout: 1000,
+    };
   const only = values.only ?? null;
-  const load = await throughput(options, only);
   const measures: Measure[] = [];
+  const load = await throughput(options, only, measures);
   if (only === null || "reload".includes(only)) {
     measures.push(await reloadLatency(options.reloads));
   }

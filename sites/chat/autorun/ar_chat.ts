@@ -1,0 +1,79 @@
+/**
+ * A chat room: the page asks for a nickname (kept in a session), then talks
+ * to everyone else on /chat over a websocket.
+ */
+import { hosts, session, websocket } from "sandflare";
+
+const room = websocket.register("/chat/ws", "chat");
+
+room.onMessage = (_client, message) => {
+  if (typeof message !== "string") return;
+  let parsed: { nick?: unknown; text?: unknown };
+  try {
+    parsed = JSON.parse(message);
+  } catch {
+    return;
+  }
+  const nick = String(parsed.nick ?? "someone").slice(0, 32);
+  const text = String(parsed.text ?? "").slice(0, 500);
+  if (text.trim() === "") return;
+  room.send(JSON.stringify({ nick, text, at: Date.now() }));
+};
+
+function escape(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+hosts.any.add("/chat", async (req, res) => {
+  const s = await session.get(req, res);
+  const nick = typeof s.data.nick === "string" ? s.data.nick : null;
+  if (nick === null) {
+    res.append(page(`
+<form method="post" action="/chat/nick">
+  <label>Pick a nickname <input name="nick" maxlength="32" required autofocus></label>
+  <button>Join</button>
+</form>`));
+    return;
+  }
+  res.append(page(`
+<p>You are <b id="me">${escape(nick)}</b>.</p>
+<ul id="log"></ul>
+<form id="say"><input id="text" maxlength="500" autocomplete="off" placeholder="Say something" required> <button>Send</button></form>
+<script>
+const nick = ${JSON.stringify(nick).replace(/</g, "\\u003c")};
+const log = document.getElementById("log");
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat/ws", "chat");
+ws.onopen = () => document.body.dataset.connected = "yes";
+ws.onmessage = (e) => {
+  const m = JSON.parse(e.data);
+  const li = document.createElement("li");
+  li.textContent = m.nick + ": " + m.text;
+  log.append(li);
+};
+document.getElementById("say").onsubmit = (e) => {
+  e.preventDefault();
+  const input = document.getElementById("text");
+  ws.send(JSON.stringify({ nick, text: input.value }));
+  input.value = "";
+};
+</script>`));
+});
+
+hosts.any.add("/chat/nick", async (req, res) => {
+  const nick = ((await req.postParams()).nick ?? "").trim().slice(0, 32);
+  const s = await session.get(req, res);
+  if (nick !== "") {
+    s.data.nick = nick;
+    await s.save();
+  }
+  res.status = 303;
+  res.setHeader("Location", "/chat");
+}, "POST");
+
+function page(body: string): string {
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Chat</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}#log{list-style:none;padding:0;min-height:8rem;border:1px solid #ddd;padding:.5rem}</style>
+</head><body><h1>Chat</h1>${body}</body></html>`;
+}
