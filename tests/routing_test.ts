@@ -20,6 +20,7 @@ const SITES: SiteFiles = {
     }),
     "autorun/ar_01_pages.ts": `
 import { hosts } from "sandflare";
+(globalThis as { order?: string[] }).order = ["01"];
 hosts.any.add("/alpha", (_req, res) => res.append("alpha on any"));
 hosts.any.add("/both", () => "alpha both");
 hosts.any.add("/multi", () => "multi get");
@@ -37,6 +38,9 @@ hosts.get("list-a.test,list-b.test").add("/", (req) => "list for " + req.host);
 `,
     "autorun/ar_02_req.ts": `
 import { hosts } from "sandflare";
+const order = (globalThis as { order?: string[] }).order ?? [];
+order.push("02");
+hosts.any.add("/order", () => order.join(","));
 hosts.any.add("/req", (req, res) => {
   res.setCookie("seen", "yes please", { httpOnly: true, sameSite: "Lax", path: "/" });
   res.setHeader("X-Custom", "1");
@@ -101,6 +105,10 @@ Deno.test("routing over real HTTP", async (t) => {
         assert.equal(res.status, status, host);
         assert.equal(res.body, body, host);
       }
+    });
+
+    await t.step("autorun scripts run in file-name order", async () => {
+      assert.equal((await get("/order", "x.test")).body, "01,02");
     });
 
     await t.step(
