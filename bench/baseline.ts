@@ -29,6 +29,12 @@ Deno.serve({
     }
     return response;
   }
-  if (req.method === "POST") return new Response(await req.arrayBuffer());
+  if (req.method === "POST") {
+    try {
+      return new Response(await req.arrayBuffer());
+    } catch {
+      return new Response(null, { status: 400 }); // wrk closed mid-body at the end of a run
+    }
+  }
   return new Response("hello world");
 });

@@ -589,7 +589,13 @@ export class Gateway {
   handler = async (
     request: Request,
     info: Deno.ServeHandlerInfo,
-  ): Promise<Response> => {
+  ): Promise<Response> => (await this.handle(request, info)).response;
+
+  /** Handles one request; also says how many body bytes the answer sends. */
+  handle = async (
+    request: Request,
+    info: Deno.ServeHandlerInfo,
+  ): Promise<{ response: Response; bytes: number }> => {
     const time = new Date();
     const started = performance.now();
     // Read before answering: an upgraded request can no longer be read.
@@ -622,7 +628,7 @@ export class Gateway {
       ms: performance.now() - started,
       site: answer.site,
     }));
-    return answer.response;
+    return answer;
   };
 
   async #process(
@@ -723,14 +729,29 @@ export class Gateway {
     generation?.hold();
     let outcome;
     try {
-      const body = await readBody(request, this.options.listen.maxPostLength);
-      if (body === null) {
+      const body = await readBody(
+        request,
+        this.options.listen.maxPostLength,
+        this.options.listen.keepaliveTime * 1000,
+      );
+      if (body === "too large") {
         return this.#error(
           413,
           `The request body is larger than ${this.options.listen.maxPostLength} bytes`,
           route.site,
           ctx,
         );
+      }
+      if (body === "stalled") {
+        const answer = this.#defaultError(
+          408,
+          `No part of the request body arrived for ${this.options.listen.keepaliveTime} s`,
+          accept,
+          method,
+          route.site,
+        );
+        answer.response.headers.set("connection", "close");
+        return answer;
       }
       outcome = await runner.dispatch(
         route.pageId,
@@ -1251,22 +1272,33 @@ function hasHeader(headers: HeaderList, name: string): boolean {
 async function readBody(
   request: Request,
   limit: number,
-): Promise<Uint8Array | null> {
+  stallMs: number,
+): Promise<Uint8Array | "too large" | "stalled"> {
   const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) return null;
+  if (declared !== null && Number(declared) > limit) return "too large";
   if (request.body === null) return EMPTY;
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = request.body.getReader();
   while (true) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    size += value.length;
+    // A client that stops sending its body (slow POST) is not waited for.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stalled = new Promise<"stalled">((resolve) => {
+      timer = setTimeout(() => resolve("stalled"), stallMs);
+    });
+    const next = await Promise.race([reader.read(), stalled]);
+    clearTimeout(timer);
+    if (next === "stalled") {
+      await reader.cancel().catch(() => {});
+      return "stalled";
+    }
+    if (next.done) break;
+    size += next.value.length;
     if (size > limit) {
       await reader.cancel().catch(() => {});
-      return null;
+      return "too large";
     }
-    chunks.push(value);
+    chunks.push(next.value);
   }
   if (chunks.length === 1) return chunks[0]!;
   const body = new Uint8Array(size);
