@@ -4,20 +4,7 @@
  * @module
  */
 
-const MONTHS = [
-  "Jan",
-  "Feb",
-  "Mar",
-  "Apr",
-  "May",
-  "Jun",
-  "Jul",
-  "Aug",
-  "Sep",
-  "Oct",
-  "Nov",
-  "Dec",
-];
+import { MONTH_NAMES as MONTHS } from "./conditional.ts";
 
 function pad(n: number): string {
   return n < 10 ? `0${n}` : String(n);

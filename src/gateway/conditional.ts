@@ -251,7 +251,8 @@ export function etagMatchesStrong(tag: string, etag: string): boolean {
 }
 
 const DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"] as const;
-const MONTH_NAMES = [
+/** English month abbreviations, as HTTP and log dates write them. */
+export const MONTH_NAMES = [
   "Jan",
   "Feb",
   "Mar",
