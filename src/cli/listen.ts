@@ -7,6 +7,7 @@
 import { fileURLToPath } from "node:url";
 import { Gateway } from "../gateway/gateway.ts";
 import { flushLog, log } from "../log.ts";
+import { Notifier } from "../gateway/systemd.ts";
 import {
   resolveTrustedProxies,
   type TrustedProxies,
@@ -195,10 +196,18 @@ export async function listen(options: ListenOptions): Promise<number> {
     }`,
   );
 
+  const notifier = options.systemd
+    ? Notifier.open(Deno.env, { warn: (m) => log.warn(null, m) })
+    : null;
+  await notifier?.send(`READY=1\nSTATUS=Serving ${ready.length} site(s)`);
   if (options.reload) gateway.watch();
-  const onHangup = () => {
+  const onHangup = async () => {
     log.info(null, "SIGHUP: reloading every site");
-    void gateway.reloadAll();
+    await notifier?.reloading();
+    await gateway.reloadAll();
+    await notifier?.send(
+      `READY=1\nSTATUS=Serving ${gateway.runners.size} site(s)`,
+    );
   };
   Deno.addSignalListener("SIGHUP", onHangup);
 
@@ -234,6 +243,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     Deno.removeSignalListener(sig, handler);
     Deno.addSignalListener(sig, force);
   }
+  await notifier?.send("STOPPING=1");
   gateway.closeSockets();
   const drained = await server.shutdown(DRAIN_MS);
   if (!drained) {
@@ -243,6 +253,7 @@ export async function listen(options: ListenOptions): Promise<number> {
   if (options.outPid !== null) {
     await Deno.remove(options.outPid).catch(() => {});
   }
+  notifier?.close();
   log.info(null, "Stopped");
   flushLog();
   return 0;

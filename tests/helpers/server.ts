@@ -150,6 +150,7 @@ export function cliCommand(
   return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      "--unstable-net",
       "--allow-net",
       "--allow-read",
       "--allow-write",
@@ -195,7 +196,7 @@ export async function startServer(options: StartOptions): Promise<TestServer> {
   let port = 0;
   while (Date.now() < deadline) {
     const listening = err.find((l) =>
-      / Listening on http:\/\/[^ ]+:(\d+)/.test(l)
+      / Listening on https?:\/\/[^ ]+:(\d+)/.test(l)
     );
     if (listening !== undefined && port === 0) {
       port = Number(/:(\d+)$/.exec(listening)![1]);
