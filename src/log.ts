@@ -103,3 +103,40 @@ export const log = {
     sink.out(text);
   },
 };
+
+/**
+ * A site's output, at most `perSecond` lines a second (a burst of twice
+ * that); the rest is dropped and counted, so a chatty or hostile site
+ * cannot flood the log or the gateway.
+ */
+export function siteOutput(
+  site: string,
+  perSecond = 200,
+): (line: string) => void {
+  let tokens = perSecond * 2;
+  let last = Date.now();
+  let dropped = 0;
+  let report: ReturnType<typeof setTimeout> | null = null;
+  return (text) => {
+    const now = Date.now();
+    tokens = Math.min(
+      perSecond * 2,
+      tokens + ((now - last) / 1000) * perSecond,
+    );
+    last = now;
+    if (tokens >= 1) {
+      tokens--;
+      log.site(site, text);
+      return;
+    }
+    dropped++;
+    report ??= setTimeout(() => {
+      log.warn(
+        site,
+        `Dropped ${dropped} line(s) of site output (over ${perSecond} lines a second)`,
+      );
+      dropped = 0;
+      report = null;
+    }, 1000);
+  };
+}

@@ -149,8 +149,37 @@ hosts.get("crashy.test").add("/", () => "first generation");
       503,
       "a site that cannot come back answers 503 after its timeout",
     );
+    // The crash loop is on /stats too.
+    const stats = JSON.parse((await server.fetch("/stats?format=json")).text);
+    const crashy = stats.sites.find((x: { name: string }) =>
+      x.name === "crashy"
+    );
+    assert.equal(crashy.state, "restarting");
+    assert.ok(crashy.restarts >= 3, `restarts: ${crashy.restarts}`);
+    assert.match(crashy.lastProblem, /memory/);
   } finally {
     await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("a second stop signal exits at once", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir });
+  try {
+    const inflight = server.fetch("/slow").catch(() => null);
+    await delay(200);
+    server.child.kill("SIGTERM");
+    await delay(400); // a signal within 250 ms counts as the same one
+    const t0 = Date.now();
+    server.child.kill("SIGTERM");
+    const status = await server.exited();
+    assert.ok(Date.now() - t0 < 1000, "did not wait for the in-flight request");
+    assert.equal(status.code, 1);
+    assert.match(server.logs(), /Second stop signal: exiting now/);
+    await inflight;
+  } finally {
+    await server.stop("SIGKILL");
     await Deno.remove(sitesDir, { recursive: true });
   }
 });

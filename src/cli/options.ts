@@ -73,6 +73,8 @@ export interface ListenOptions {
   websocketMaxMessage: number;
   /** Bytes queued for a slow websocket client before it is closed. */
   websocketMaxBuffer: number;
+  /** Requests in flight per site beyond which new ones get 503. */
+  siteQueue: number;
   /** Whether `-h`/`--help` was given. */
   help: boolean;
   /** Whether `-v`/`--version` was given. */
@@ -395,6 +397,15 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: 4 * MIB,
     placeholder: "SIZE",
     help: "a websocket client with more unsent bytes is closed",
+  },
+  {
+    name: "site-queue",
+    key: "siteQueue",
+    kind: "int",
+    default: 1000,
+    placeholder: "N",
+    min: 1,
+    help: "a site with N requests in flight answers new ones 503",
   },
   {
     name: "help",

@@ -8,7 +8,7 @@
 
 import { join, relative, sep as SEP } from "node:path";
 import type { ListenOptions } from "../cli/options.ts";
-import { log } from "../log.ts";
+import { log, siteOutput } from "../log.ts";
 import type {
   ToSandbox,
   WireReply,
@@ -46,6 +46,14 @@ import { type Watch, watchFolder } from "../supervisor/watcher.ts";
 import { accessLine } from "./access_log.ts";
 import { WebSocketHub } from "./websockets.ts";
 import {
+  isLocalPeer,
+  LatencyTracker,
+  renderStatsPage,
+  type SiteStats,
+  type Stats,
+} from "./stats.ts";
+import denoJson from "../../deno.json" with { type: "json" };
+import {
   isSessionId,
   newSessionId,
   openSqliteSessionStore,
@@ -60,7 +68,7 @@ import {
   scanStatic,
   type StaticIndex,
 } from "./static_index.ts";
-import { errorPage } from "./error_page.ts";
+import { errorPage, wantsJson } from "./error_page.ts";
 import { lookupSiteFile } from "./files.ts";
 import { contentTypeFor, loadMimeTable, type MimeTable } from "./mime.ts";
 import { parseTarget, TargetError } from "./request_target.ts";
@@ -125,6 +133,10 @@ export class Gateway {
   #wsRouter: Router = buildRouter([]);
   #sockets: WebSocketHub;
   #sessions: SessionStore | null = null;
+  #latency = new LatencyTracker();
+  #startedAt = Date.now();
+  /** Sites whose last load failed, with why (for /stats). */
+  #notLoaded = new Map<string, string>();
   #purge: ReturnType<typeof setInterval> | null = null;
   #mime: MimeTable = new Map();
   #upgrades = new Map<string, Upgrader>();
@@ -187,6 +199,7 @@ export class Gateway {
     this.#rebuild();
     for (const p of problems) {
       log.error(p.site, `Site not loaded: ${p.message}`);
+      this.#notLoaded.set(p.site, p.message);
     }
     return problems;
   }
@@ -195,6 +208,7 @@ export class Gateway {
     const runner: SiteRunner = new SiteRunner(def, {
       threads: this.options.listen.threads,
       requestTimeout: this.options.listen.requestTimeout,
+      queue: this.options.listen.siteQueue,
       spawn: (d): SandboxProcess => this.#spawn(d, runner),
     });
     try {
@@ -255,7 +269,11 @@ export class Gateway {
       const problem = await this.#startSite(def);
       if (problem !== null) {
         log.error(name, `Site not loaded: ${problem.message}`);
-      } else this.#rebuild();
+        this.#notLoaded.set(name, problem.message);
+      } else {
+        this.#notLoaded.delete(name);
+        this.#rebuild();
+      }
       return;
     }
     let files: StaticIndex;
@@ -420,7 +438,7 @@ export class Gateway {
       memory: def.manifest.memory,
       env: passed,
     }, {
-      onStderr: (line) => log.site(def.name, line),
+      onStderr: siteOutput(def.name),
       onSiteMessage: (from, msg, body) => {
         if (msg.t === "wsSend" || msg.t === "wsClose") {
           this.#sockets.fromSite(def.name, from, msg, body);
@@ -628,6 +646,7 @@ export class Gateway {
       ms: performance.now() - started,
       site: answer.site,
     }));
+    this.#latency.record(answer.site, performance.now() - started);
     return answer;
   };
 
@@ -702,6 +721,11 @@ export class Gateway {
     }
 
     const route = this.#router.route(hostHeader, target.path, method);
+    if (
+      route.kind === "error" && route.status === 404 && target.path === "/stats"
+    ) {
+      return this.#stats(ctx, target.query);
+    }
     if (route.kind === "error") {
       const answer = await this.#error(
         route.status,
@@ -1127,6 +1151,75 @@ export class Gateway {
     this.#purge = setInterval(purge, 60_000);
   }
 
+  /** /stats, built in, for local peers only (a site may claim the path). */
+  #stats(ctx: RequestContext, query: string): Promise<Answer> | Answer {
+    if (!isLocalPeer(ctx.wire.peer)) {
+      return this.#error(403, "/stats is only for local peers", ROOT_SITE, ctx);
+    }
+    const sites: SiteStats[] = [];
+    for (const runner of this.#runners.values()) {
+      const latency = this.#latency.percentiles(runner.name);
+      const rss = runner.generation?.rssBytes ?? null;
+      sites.push({
+        name: runner.name,
+        state: runner.ready ? "serving" : "restarting",
+        ...runner.counters,
+        p50Ms: latency?.p50 ?? null,
+        p99Ms: latency?.p99 ?? null,
+        memoryMiB: rss === null ? null : Math.round(rss / 1024 / 102.4) / 10,
+        websockets: this.#sockets.count(runner.name),
+        lastProblem: runner.lastProblem,
+        recentMs: this.#latency.recent(runner.name, 60),
+      });
+    }
+    for (const [name, problem] of this.#notLoaded) {
+      if (this.#runners.has(name)) continue;
+      sites.push({
+        name,
+        state: "not loaded",
+        requests: 0,
+        errors: 0,
+        overloaded: 0,
+        restarts: 0,
+        reloads: 0,
+        p50Ms: null,
+        p99Ms: null,
+        memoryMiB: null,
+        websockets: 0,
+        lastProblem: problem,
+        recentMs: [],
+      });
+    }
+    const stats: Stats = {
+      version: VERSION,
+      uptimeSeconds: (Date.now() - this.#startedAt) / 1000,
+      sites,
+    };
+    const json = new URLSearchParams(query).get("format") === "json" ||
+      wantsJson(ctx.accept);
+    return json
+      ? this.#send(
+        200,
+        [["content-type", "application/json; charset=utf-8"], [
+          "cache-control",
+          "no-store",
+        ]],
+        JSON.stringify(stats),
+        ctx.wire.method,
+        ROOT_SITE,
+      )
+      : this.#send(
+        200,
+        [["content-type", "text/html; charset=utf-8"], [
+          "cache-control",
+          "no-store",
+        ]],
+        renderStatsPage(stats),
+        ctx.wire.method,
+        ROOT_SITE,
+      );
+  }
+
   /** Closes every websocket (the server is stopping). */
   closeSockets(): void {
     this.#sockets.closeAll(1001, "The server is shutting down");
@@ -1140,6 +1233,7 @@ export class Gateway {
 
 /** Websocket endpoints are routed as pages with ids from here on. */
 const WS_PAGE_BASE = 1_000_000_000;
+const VERSION: string = denoJson.version;
 
 /** What identifies a websocket channel across a site's generations. */
 function socketKey(reg: WireSocket): string {

@@ -140,6 +140,8 @@ export type FromSandbox =
   | { t: "loadFailed"; message: string; location: string | null }
   | { t: "reply"; id: number; reply: WireReply }
   | { t: "heartbeat"; id: number; ok: boolean }
+  /** The sandbox's resident memory in bytes, sent every few seconds. */
+  | { t: "usage"; rss: number }
   /** Send to one client of the channel, or to all (`client: null`); body = message. */
   | { t: "wsSend"; channel: number; client: string | null; binary: boolean }
   | {
@@ -282,6 +284,9 @@ export function parseFromSandbox(value: unknown): FromSandbox {
         if (isId(value.id) && typeof value.ok === "boolean") {
           return { t: "heartbeat", id: value.id, ok: value.ok };
         }
+        break;
+      case "usage":
+        if (isId(value.rss)) return { t: "usage", rss: value.rss };
         break;
       case "wsSend":
         if (

@@ -22,6 +22,9 @@ import {
 const ENCODER = new TextEncoder();
 const DECODER = new TextDecoder();
 
+/** How often the sandbox reports its memory to the gateway. */
+const USAGE_EVERY_MS = 5000;
+
 /** How long a worker may take to answer a ping before it counts as stuck. */
 const PING_TIMEOUT_MS = 1000;
 
@@ -140,6 +143,9 @@ class Pool {
       return;
     }
     this.#send(reports[0] as FromSandbox);
+    const usage = () => this.#send({ t: "usage", rss: Deno.memoryUsage().rss });
+    usage();
+    setInterval(usage, USAGE_EVERY_MS);
   }
 
   #spawn(index: number, permissions: WirePermissions): PoolWorker {

@@ -137,6 +137,8 @@ export class SandboxProcess {
   readonly exited: Promise<string>;
   /** What this generation registered, once loaded. */
   routes: WireRoutes | null = null;
+  /** Resident memory of the process as it last reported it. */
+  rssBytes: number | null = null;
   #child: Deno.ChildProcess;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #out: FrameWriter;
@@ -197,6 +199,11 @@ export class SandboxProcess {
     );
     void this.#readStderr();
     this.exited = this.#readFrames().then(() => this.#reap());
+  }
+
+  /** Requests sent to the sandbox and not answered yet. */
+  get pending(): number {
+    return this.#pending.size;
   }
 
   /** Requests in flight, and requests routed here that are on their way. */
@@ -397,6 +404,9 @@ export class SandboxProcess {
       }
       case "heartbeat":
         this.#heartbeats.get(msg.id)?.(msg.ok);
+        break;
+      case "usage":
+        this.rssBytes = msg.rss;
         break;
       case "wsSend":
       case "wsClose":

@@ -27,6 +27,8 @@ export interface SiteCounters {
   errors: number;
   restarts: number;
   reloads: number;
+  /** Requests refused because the site's queue was full. */
+  overloaded: number;
 }
 
 /** Options of a runner. */
@@ -35,6 +37,8 @@ export interface SiteRunnerOptions {
   threads: number;
   /** Seconds a callback may run when site.json does not say. */
   requestTimeout: number;
+  /** Requests in flight (or waiting for a restart) beyond which new ones get 503. */
+  queue: number;
   /** Starts a sandbox process for a site (a seam for tests). */
   spawn: (def: SiteDefinition) => SandboxProcess;
   /** How long a stuck-check waits for the sandbox to answer. @default {1500} */
@@ -62,6 +66,7 @@ export class SiteRunner {
     errors: 0,
     restarts: 0,
     reloads: 0,
+    overloaded: 0,
   };
   /** The routes of the generation being served. */
   routes: WireRoutes | null = null;
@@ -282,7 +287,9 @@ export class SiteRunner {
     if (this.#sandbox !== null && this.#sandbox.alive) {
       return Promise.resolve(this.#sandbox);
     }
-    if (this.#stopping) return Promise.resolve(null);
+    if (this.#stopping || this.#waiters.length >= this.#options.queue) {
+      return Promise.resolve(null);
+    }
     return new Promise((resolve) => {
       const waiter: Waiter = { resolve };
       this.#waiters.push(waiter);
@@ -315,6 +322,15 @@ export class SiteRunner {
       return this.#failed(
         503,
         `Site "${this.name}" is not available right now`,
+      );
+    }
+    // A site that does not answer cannot make the gateway hold requests
+    // without bound.
+    if (sandbox.pending >= this.#options.queue) {
+      this.counters.overloaded++;
+      return this.#failed(
+        503,
+        `Site "${this.name}" has ${this.#options.queue} requests in flight; try again later`,
       );
     }
     const { id, reply } = sandbox.request(page, captures, req, body);

@@ -1,0 +1,136 @@
+/**
+ * `/stats`: per-site requests, errors, latency, restarts, reloads, memory
+ * and open websockets — for local peers only, with nothing secret on it.
+ *
+ * @module
+ */
+
+import { escapeHtml } from "./html.ts";
+
+const WINDOW = 1024;
+
+/** The latest request durations of each site. */
+export class LatencyTracker {
+  #samples = new Map<
+    string,
+    { values: Float64Array; next: number; count: number }
+  >();
+
+  /** Records one request of `site` that took `ms`. */
+  record(site: string, ms: number): void {
+    let s = this.#samples.get(site);
+    if (s === undefined) {
+      this.#samples.set(
+        site,
+        s = { values: new Float64Array(WINDOW), next: 0, count: 0 },
+      );
+    }
+    s.values[s.next] = ms;
+    s.next = (s.next + 1) % WINDOW;
+    s.count = Math.min(WINDOW, s.count + 1);
+  }
+
+  /** p50 and p99 of the latest requests (null when none). */
+  percentiles(site: string): { p50: number; p99: number } | null {
+    const s = this.#samples.get(site);
+    if (s === undefined || s.count === 0) return null;
+    const sorted = Array.from(s.values.subarray(0, s.count)).sort((a, b) =>
+      a - b
+    );
+    const at = (p: number) =>
+      sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+    return { p50: at(0.5), p99: at(0.99) };
+  }
+
+  /** The latest durations, oldest first (for the chart). */
+  recent(site: string, n: number): number[] {
+    const s = this.#samples.get(site);
+    if (s === undefined) return [];
+    const out: number[] = [];
+    for (let i = Math.max(0, s.count - n); i < s.count; i++) {
+      out.push(s.values[(s.next - s.count + i + WINDOW) % WINDOW]!);
+    }
+    return out;
+  }
+}
+
+/** One site's line on /stats. */
+export interface SiteStats {
+  name: string;
+  state: "serving" | "restarting" | "not loaded";
+  requests: number;
+  errors: number;
+  overloaded: number;
+  restarts: number;
+  reloads: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  memoryMiB: number | null;
+  websockets: number;
+  lastProblem: string | null;
+  recentMs: number[];
+}
+
+/** Everything /stats shows. */
+export interface Stats {
+  version: string;
+  uptimeSeconds: number;
+  sites: SiteStats[];
+}
+
+/** True for loopback addresses (the peers /stats answers). */
+export function isLocalPeer(peer: string): boolean {
+  return peer === "::1" || peer.startsWith("127.") ||
+    peer.startsWith("::ffff:127.");
+}
+
+function sparkline(values: number[]): string {
+  if (values.length < 2) return "";
+  const max = Math.max(...values, 1);
+  const w = 160;
+  const h = 28;
+  const points = values.map((v, i) =>
+    `${((i / (values.length - 1)) * w).toFixed(1)},${
+      (h - (v / max) * h).toFixed(1)
+    }`
+  );
+  return `<svg width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img" aria-label="latest latencies, max ${
+    max.toFixed(1)
+  } ms"><polyline fill="none" stroke="#36c" stroke-width="1.5" points="${
+    points.join(" ")
+  }"/></svg>`;
+}
+
+function ms(value: number | null): string {
+  return value === null ? "—" : `${value.toFixed(1)} ms`;
+}
+
+/** The HTML page of /stats. */
+export function renderStatsPage(stats: Stats): string {
+  const rows = stats.sites.map((s) =>
+    `<tr class="${s.state === "serving" ? "" : "bad"}"><td>${
+      escapeHtml(s.name)
+    }</td><td>${s.state}</td><td>${s.requests}</td><td>${s.errors}</td><td>${
+      ms(s.p50Ms)
+    }</td><td>${ms(s.p99Ms)}</td><td>${
+      sparkline(s.recentMs)
+    }</td><td>${s.restarts}</td><td>${s.reloads}</td><td>${
+      s.memoryMiB === null ? "—" : `${s.memoryMiB} MiB`
+    }</td><td>${s.websockets}</td><td>${
+      s.lastProblem === null ? "" : escapeHtml(s.lastProblem)
+    }</td></tr>`
+  );
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Sandflare stats</title>
+<style>body{font:14px/1.5 system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}td,th{padding:.3rem .6rem;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}tr.bad td{background:#fff3f3}</style>
+</head><body>
+<h1>Sandflare ${escapeHtml(stats.version)}</h1>
+<p>Up ${Math.floor(stats.uptimeSeconds)} s · <a href="?format=json">JSON</a></p>
+<table>
+<tr><th>site</th><th>state</th><th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>websockets</th><th>last problem</th></tr>
+${rows.join("\n")}
+</table>
+</body></html>
+`;
+}

@@ -1,0 +1,112 @@
+/**
+ * Site faults that must stay the site's problem: a site that never answers
+ * fills only its own bounded queue (503 beyond it), a chatty site cannot
+ * flood the log, and /stats shows it all to local peers only.
+ */
+
+import assert from "node:assert/strict";
+import { delay, startServer, writeSites } from "../helpers/server.ts";
+
+const SITES = {
+  hang: {
+    "site.json": JSON.stringify({ hosts: ["hang.test"], requestTimeout: 3 }),
+    "autorun/ar_hang.ts": `
+import { hosts } from "sandflare";
+hosts.get("hang.test").add("/", () => new Promise(() => {}));
+hosts.get("hang.test").add("/spam", () => {
+  for (let i = 0; i < 5000; i++) console.log("spam line " + i);
+  return "spammed";
+});
+`,
+  },
+  fine: {
+    "site.json": JSON.stringify({ hosts: ["*"] }),
+    "autorun/ar_fine.ts":
+      `import { hosts } from "sandflare";\nhosts.any.add("/fine", () => "fine");\n`,
+  },
+};
+
+Deno.test("a site that never answers fills only its own queue; /stats shows it", async (t) => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({
+    sitesDir,
+    args: [
+      "--site-queue=5",
+      "--reverse-proxy",
+      "--trusted-reverse-proxies=127.0.0.1",
+    ],
+  });
+  const get = (host: string, path: string, extra = "") =>
+    server.raw(
+      `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`,
+      { timeoutMs: 15_000 },
+    );
+  try {
+    await t.step(
+      "beyond --site-queue requests in flight, new ones get 503 at once",
+      async () => {
+        const hanging = Array.from({ length: 5 }, () => get("hang.test", "/"));
+        await delay(300);
+        const t0 = performance.now();
+        const over = await get("hang.test", "/");
+        assert.equal(over.status, 503);
+        assert.ok(performance.now() - t0 < 1000, "refused at once, not queued");
+        assert.match(over.body, /requests in flight/);
+        assert.equal(
+          (await get("x.test", "/fine")).body,
+          "fine",
+          "other sites are unaffected",
+        );
+        for (const res of await Promise.all(hanging)) {
+          assert.equal(res.status, 503, "timed out");
+        }
+      },
+    );
+
+    await t.step("a site's output is rate-limited in the log", async () => {
+      assert.equal((await get("hang.test", "/spam")).body, "spammed");
+      await server.waitForLog(
+        /\[hang\] Dropped \d+ line\(s\) of site output/,
+        5000,
+      );
+      const lines = server.err.filter((l) =>
+        /\[hang\] spam line/.test(l)
+      ).length;
+      assert.ok(lines > 0 && lines <= 500, `${lines} lines logged of 5000`);
+    });
+
+    await t.step(
+      "/stats (JSON and HTML) for local peers, 403 for others",
+      async () => {
+        const json = await get("x.test", "/stats?format=json");
+        assert.equal(json.status, 200);
+        const stats = JSON.parse(json.body);
+        const hang = stats.sites.find((s: { name: string }) =>
+          s.name === "hang"
+        );
+        assert.equal(hang.state, "serving");
+        assert.ok(hang.requests >= 7, `requests counted: ${hang.requests}`);
+        assert.ok(hang.overloaded >= 1 && hang.errors >= 6);
+        assert.ok(hang.p99Ms > 1000, "the timed-out requests show in p99");
+        assert.ok(hang.memoryMiB > 0, JSON.stringify(hang));
+        assert.doesNotMatch(
+          json.body,
+          /\/tmp\/|sandflare-test/,
+          "no paths on /stats",
+        );
+        const html = await get("x.test", "/stats");
+        assert.match(html.headers["content-type"]!, /text\/html/);
+        assert.match(html.body, /<svg/);
+        const remote = await get(
+          "x.test",
+          "/stats",
+          "X-Real-IP: 203.0.113.5\r\n",
+        );
+        assert.equal(remote.status, 403);
+      },
+    );
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
