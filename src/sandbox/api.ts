@@ -22,14 +22,16 @@ import type { PageRequest } from "./request.ts";
 import { HaltSignal, type PageResponse } from "./response.ts";
 
 export type { PageRequest } from "./request.ts";
+export { escapeHtml, html, raw, SafeHtml } from "./html.ts";
+import type { SafeHtml } from "./html.ts";
 export type {
   CookieOptions,
   PageResponse,
   SetFileOptions,
 } from "./response.ts";
 
-/** What a page callback may return: nothing, text to append, or a Response. */
-export type PageResult = void | undefined | string | Response;
+/** What a page callback may return: nothing, text or `html` to append, or a Response. */
+export type PageResult = void | undefined | string | SafeHtml | Response;
 
 /** A page callback; captures of a pattern page follow `req` and `res`. */
 export type PageCallback = (

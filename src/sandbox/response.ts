@@ -6,6 +6,7 @@
  */
 
 import type { WireReply } from "../protocol/messages.ts";
+import { SafeHtml } from "./html.ts";
 
 /** Options of `res.setCookie`. */
 export interface CookieOptions {
@@ -58,15 +59,17 @@ export class PageResponse {
   #size = 0;
   #file: { path: string; listDirectory: boolean } | null = null;
 
-  /** Appends text or bytes to the body. */
-  append(data: string | Uint8Array): void {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+  /** Appends text, markup from `html`, or bytes to the body. */
+  append(data: string | Uint8Array | SafeHtml): void {
+    const bytes = data instanceof Uint8Array
+      ? data
+      : encoder.encode(String(data));
     this.#chunks.push(bytes);
     this.#size += bytes.length;
   }
 
   /** Replaces the body. */
-  setReply(data: string | Uint8Array): void {
+  setReply(data: string | Uint8Array | SafeHtml): void {
     this.clearContent();
     this.append(data);
   }

@@ -14,6 +14,7 @@ import { registry, routesOf, type SocketEntry } from "./_registry.ts";
 import { hook, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
+import { SafeHtml } from "./html.ts";
 import type {
   FromWorker,
   ToWorker,
@@ -151,8 +152,9 @@ function failed(id: number, why: string): void {
 }
 
 async function applyResult(result: unknown, res: PageResponse): Promise<void> {
-  if (typeof result === "string") res.append(result);
-  else if (result instanceof Response) {
+  if (typeof result === "string" || result instanceof SafeHtml) {
+    res.append(result);
+  } else if (result instanceof Response) {
     res.clear();
     res.status = result.status;
     result.headers.forEach((value, name) => res.setHeader(name, value));
