@@ -7,17 +7,23 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { log } from "../log.ts";
 import { listen } from "./listen.ts";
+import { mountCommand, sitesCommand, unmountCommand } from "./site_commands.ts";
 import { formatHelp, parseListenOptions, UsageError } from "./options.ts";
 
 /** The version of this Sandflare. */
 export const VERSION: string = denoJson.version;
 
-const COMMANDS = ["listen"] as const;
+const COMMANDS = ["listen", "sites", "mount", "unmount"] as const;
 
 const USAGE = `Usage: sandflare COMMAND [OPTIONS]
 
 Commands:
-  listen [OPTIONS]   serve every site until SIGINT or SIGTERM
+  listen [OPTIONS]         serve every site until SIGINT or SIGTERM
+  sites [OPTIONS] [--json] load every site, print its hosts, routes, permissions
+                           and problems; exit 1 if any fails to load
+  mount PATH [NAME]        link the site folder PATH into --sites-dir as NAME
+  unmount NAME             remove that link
+  (sites, mount and unmount take --sites-dir=PATH, default ./sites)
 
 Run "deno task cli listen --help" (or "npm start -- --help") for the options of listen.`;
 
@@ -53,6 +59,24 @@ export async function runCli(args: string[]): Promise<number> {
           return 0;
         }
         return await listen(options);
+      }
+      case "sites": {
+        const json = rest.includes("--json");
+        const options = parseListenOptions(rest.filter((a) => a !== "--json"));
+        if (options.help) {
+          print(USAGE);
+          return 0;
+        }
+        return await sitesCommand(options, json);
+      }
+      case "mount":
+      case "unmount": {
+        const flags = rest.filter((a) => a.startsWith("-"));
+        const positional = rest.filter((a) => !a.startsWith("-"));
+        const { sitesDir } = parseListenOptions(flags);
+        return command === "mount"
+          ? await mountCommand(positional, sitesDir)
+          : await unmountCommand(positional, sitesDir);
       }
       default:
         throw new UsageError(

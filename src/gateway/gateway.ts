@@ -82,6 +82,27 @@ export interface GatewayOptions {
   projectDir: string;
 }
 
+/** A site as `sandflare sites` shows it. */
+export interface SiteDescription {
+  name: string;
+  root: boolean;
+  dir: string;
+  loaded: boolean;
+  problem: string | null;
+  hosts: string[];
+  pages: { method: string; host: string; route: string }[];
+  staticFiles: number;
+  websockets: { host: string; path: string; protocol: string | null }[];
+  permissions: {
+    read: string[];
+    write: string[];
+    net: string[];
+    env: boolean | string[];
+  } | null;
+  workers: number | null;
+  memory: number | null;
+}
+
 /** A site that could not be loaded. */
 export interface SiteProblem {
   site: string;
@@ -1218,6 +1239,82 @@ export class Gateway {
         ctx.wire.method,
         ROOT_SITE,
       );
+  }
+
+  /** What every site registered and may do, for `sandflare sites`. */
+  describe(): SiteDescription[] {
+    const out: SiteDescription[] = [];
+    for (const runner of this.#runners.values()) {
+      const routes = runner.routes;
+      const files = this.#static.get(runner.name) ?? emptyStaticIndex();
+      const { permissions } = runner.def.manifest;
+      out.push({
+        name: runner.name,
+        root: runner.def.root,
+        dir: runner.def.dir,
+        loaded: true,
+        problem: null,
+        hosts: [
+          ...new Set(
+            [...(routes?.hosts ?? []), ...files.hosts].map((h) => h.pattern),
+          ),
+        ],
+        pages: (routes?.pages ?? []).map((p) => ({
+          method: p.method,
+          host: p.host,
+          route: p.path ??
+            `~ ${p.regex!.source}${
+              p.regex!.flags === "" ? "" : ` (flags ${p.regex!.flags})`
+            }`,
+        })),
+        staticFiles: files.entries.size,
+        websockets: (routes?.websockets ?? []).map((w) => ({
+          host: w.host,
+          path: w.path,
+          protocol: w.protocol,
+        })),
+        permissions: {
+          read: [...runner.def.baseRead, ...permissions.read],
+          write: permissions.write,
+          net: permissions.net,
+          env: permissions.env,
+        },
+        workers: runner.workersOf(runner.def),
+        memory: runner.def.manifest.memory,
+      });
+    }
+    for (const [name, problem] of this.#notLoaded) {
+      if (this.#runners.has(name)) continue;
+      out.push({
+        name,
+        root: name === ROOT_SITE,
+        dir: name === ROOT_SITE
+          ? this.options.projectDir
+          : join(this.options.listen.sitesDir, name),
+        loaded: false,
+        problem,
+        hosts: [],
+        pages: [],
+        staticFiles: 0,
+        websockets: [],
+        permissions: null,
+        workers: null,
+        memory: null,
+      });
+    }
+    return out.sort((
+      a,
+      b,
+    ) => (a.root
+      ? -1
+      : b.root
+      ? 1
+      : a.name < b.name
+      ? -1
+      : a.name > b.name
+      ? 1
+      : 0)
+    );
   }
 
   /** Closes every websocket (the server is stopping). */

@@ -1,0 +1,190 @@
+/**
+ * `sandflare sites`, `mount` and `unmount`: look at the sites without
+ * serving them, and link site folders into `--sites-dir`.
+ *
+ * @module
+ */
+
+import { basename, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Gateway, type SiteDescription } from "../gateway/gateway.ts";
+import { log } from "../log.ts";
+import type { ListenOptions } from "./options.ts";
+import { UsageError } from "./options.ts";
+
+const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url));
+const NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function print(text: string): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(text + "\n"));
+}
+
+/** Renders `sites` as text for people. */
+export function formatSites(sites: SiteDescription[]): string {
+  const lines: string[] = [];
+  for (const s of sites) {
+    const where = s.root ? "(built-in root site)" : s.dir;
+    if (!s.loaded) {
+      lines.push(`${s.name}  ${where}`, `  NOT LOADED: ${s.problem}`, "");
+      continue;
+    }
+    lines.push(`${s.name}  ${where}`);
+    lines.push(
+      `  hosts:       ${s.hosts.length === 0 ? "none" : s.hosts.join(", ")}`,
+    );
+    if (s.pages.length === 0) lines.push("  pages:       none");
+    else {
+      lines.push("  pages:");
+      const width = Math.max(...s.pages.map((p) => p.method.length));
+      for (const p of s.pages) {
+        lines.push(
+          `    ${p.method.padEnd(width)} ${p.route}${
+            p.host === "*" ? "" : `  (host ${p.host})`
+          }`,
+        );
+      }
+    }
+    if (s.staticFiles > 0) {
+      lines.push(`  static:      ${s.staticFiles} file(s)`);
+    }
+    if (s.websockets.length > 0) {
+      lines.push("  websockets:");
+      for (const w of s.websockets) {
+        lines.push(
+          `    ${w.path}${
+            w.protocol === null ? "" : ` (protocol ${w.protocol})`
+          }${w.host === "*" ? "" : `  (host ${w.host})`}`,
+        );
+      }
+    }
+    const p = s.permissions!;
+    const env = p.env === true
+      ? "all"
+      : p.env === false
+      ? "none"
+      : p.env.join(", ");
+    lines.push(
+      `  permissions: read ${p.read.join(", ")}; write ${
+        p.write.join(", ") || "none"
+      }; net ${p.net.join(", ") || "none"}; env ${env}`,
+    );
+    lines.push(`  sandbox:     ${s.workers} worker(s), ${s.memory} MiB`, "");
+  }
+  return lines.join("\n").trimEnd();
+}
+
+/**
+ * `sites`: loads every site as `listen` would (each in its sandbox), prints
+ * what it registered and may do, and stops them.
+ * @returns 0 when every site loaded, 1 otherwise
+ */
+export async function sitesCommand(
+  options: ListenOptions,
+  json: boolean,
+): Promise<number> {
+  const gateway = new Gateway({
+    listen: { ...options, reload: false },
+    projectDir: PROJECT_DIR,
+  });
+  let sites: SiteDescription[];
+  try {
+    await gateway.loadSites();
+    sites = gateway.describe();
+  } finally {
+    await gateway.stop(1000);
+  }
+  print(json ? JSON.stringify({ sites }, null, 2) : formatSites(sites));
+  return sites.every((s) => s.loaded) ? 0 : 1;
+}
+
+/**
+ * `mount PATH NAME`: links the folder PATH into the sites folder as NAME.
+ * @returns the exit code
+ */
+export async function mountCommand(
+  args: string[],
+  sitesDir: string,
+): Promise<number> {
+  const [
+    path,
+    name = path === undefined ? undefined : basename(resolve(path)),
+  ] = args;
+  if (path === undefined || args.length > 2) {
+    throw new UsageError(
+      "Usage: mount PATH [NAME] — link the site folder PATH into --sites-dir as NAME",
+    );
+  }
+  if (name === undefined || !NAME_REGEXP.test(name) || name === "root") {
+    throw new UsageError(
+      `Invalid site name ${
+        JSON.stringify(name)
+      }: use letters, digits, ".", "_" or "-" (at most 64, not "root")`,
+    );
+  }
+  let target: string;
+  try {
+    target = await Deno.realPath(path);
+    if (!(await Deno.stat(target)).isDirectory) throw new Error("not a folder");
+  } catch {
+    log.error(null, `Cannot mount ${JSON.stringify(path)}: it is not a folder`);
+    return 1;
+  }
+  const link = join(sitesDir, name);
+  try {
+    await Deno.lstat(link);
+    log.error(
+      null,
+      `Cannot mount as ${
+        JSON.stringify(name)
+      }: ${link} already exists; unmount it or pick another name`,
+    );
+    return 1;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  await Deno.mkdir(sitesDir, { recursive: true });
+  await Deno.symlink(target, link);
+  log.info(name, `Mounted ${target} as ${link}`);
+  return 0;
+}
+
+/**
+ * `unmount NAME`: removes the link NAME from the sites folder (never a real
+ * folder).
+ * @returns the exit code
+ */
+export async function unmountCommand(
+  args: string[],
+  sitesDir: string,
+): Promise<number> {
+  const [name] = args;
+  if (name === undefined || args.length > 1) {
+    throw new UsageError("Usage: unmount NAME");
+  }
+  if (!NAME_REGEXP.test(name)) {
+    throw new UsageError(`Invalid site name ${JSON.stringify(name)}`);
+  }
+  const link = join(sitesDir, name);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(link);
+  } catch {
+    log.error(
+      null,
+      `Cannot unmount ${JSON.stringify(name)}: there is no ${link}`,
+    );
+    return 1;
+  }
+  if (!info.isSymlink) {
+    log.error(
+      null,
+      `Cannot unmount ${
+        JSON.stringify(name)
+      }: ${link} is a folder, not a link made by mount; remove it yourself`,
+    );
+    return 1;
+  }
+  await Deno.remove(link);
+  log.info(name, `Unmounted ${link}`);
+  return 0;
+}

@@ -1,0 +1,147 @@
+/**
+ * `sites`, `mount` and `unmount`: output and exit codes.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { cliCommand, writeSites } from "./helpers/server.ts";
+
+async function run(args: string[]) {
+  const out = await cliCommand(args).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("sites prints hosts, routes, websockets, permissions and problems", async (t) => {
+  const sitesDir = await writeSites({
+    good: {
+      "site.json": JSON.stringify({
+        hosts: ["*", "good.test"],
+        permissions: { read: ["data"] },
+        workers: 2,
+      }),
+      "data/x.txt": "x",
+      "static/*/a.css": "a{}",
+      "autorun/ar_good.ts": `
+import { hosts, websocket } from "sandflare";
+hosts.any.add("/good", () => "good");
+hosts.get("good.test").addPattern("/item/(\\\\d+)", () => "item", "POST");
+websocket.register("/live", "v1");
+`,
+    },
+    bad: {
+      "site.json": JSON.stringify({ hosts: ["bad.test"] }),
+      "autorun/ar_bad.ts":
+        `import { hosts } from "sandflare";\nhosts.get("other.test").add("/", () => "");\n`,
+    },
+  });
+  try {
+    await t.step("text", async () => {
+      const { code, stdout } = await run(["sites", `--sites-dir=${sitesDir}`]);
+      assert.equal(code, 1, "a site failed to load");
+      assert.match(stdout, /^good  .*\/good$/m);
+      assert.match(stdout, /hosts: +\*, good\.test/);
+      assert.match(stdout, /GET +\/good/);
+      assert.match(stdout, /POST ~ \/item\/\(\\d\+\)  \(host good\.test\)/);
+      assert.match(stdout, /\/live \(protocol v1\)/);
+      assert.match(stdout, /static: +1 file/);
+      assert.match(
+        stdout,
+        /permissions: read .*\/good, .*\/good\/data; write none; net none; env none/,
+      );
+      assert.match(stdout, /sandbox: +2 worker\(s\), 256 MiB/);
+      assert.match(
+        stdout,
+        /^bad  .*\n  NOT LOADED: .*other\.test.*site\.json/m,
+      );
+    });
+    await t.step("--json", async () => {
+      const { code, stdout } = await run([
+        "sites",
+        `--sites-dir=${sitesDir}`,
+        "--json",
+      ]);
+      assert.equal(code, 1);
+      const { sites } = JSON.parse(stdout);
+      const good = sites.find((s: { name: string }) => s.name === "good");
+      assert.equal(good.loaded, true);
+      assert.deepEqual(good.websockets, [{
+        host: "*",
+        path: "/live",
+        protocol: "v1",
+      }]);
+      const bad = sites.find((s: { name: string }) => s.name === "bad");
+      assert.equal(bad.loaded, false);
+      assert.match(bad.problem, /other\.test/);
+      assert.equal(sites[0].name, "root");
+    });
+    await t.step("exit 0 when every site loads", async () => {
+      await Deno.remove(join(sitesDir, "bad"), { recursive: true });
+      const { code } = await run(["sites", `--sites-dir=${sitesDir}`]);
+      assert.equal(code, 0);
+    });
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("mount and unmount link site folders, with clear errors", async (t) => {
+  const root = await Deno.makeTempDir();
+  const sitesDir = join(root, "sites");
+  const site = join(root, "elsewhere", "mysite");
+  await Deno.mkdir(join(site, "autorun"), { recursive: true });
+  await Deno.mkdir(join(sitesDir, "real-folder"), { recursive: true });
+  const sd = `--sites-dir=${sitesDir}`;
+  try {
+    await t.step("mount links the folder under the name", async () => {
+      const { code, stderr } = await run(["mount", site, "blog", sd]);
+      assert.equal(code, 0, stderr);
+      assert.equal(
+        await Deno.realPath(join(sitesDir, "blog")),
+        await Deno.realPath(site),
+      );
+      assert.match(stderr, /Mounted/);
+    });
+    await t.step("the name defaults to the folder's", async () => {
+      assert.equal((await run(["mount", site, sd])).code, 0);
+      assert.ok((await Deno.lstat(join(sitesDir, "mysite"))).isSymlink);
+    });
+    await t.step("errors", async () => {
+      const missing = await run(["mount", join(root, "nope"), "x", sd]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /is not a folder/);
+      const taken = await run(["mount", site, "blog", sd]);
+      assert.equal(taken.code, 1);
+      assert.match(taken.stderr, /already exists/);
+      const badName = await run(["mount", site, "../evil", sd]);
+      assert.equal(badName.code, 2);
+      assert.match(badName.stderr, /Invalid site name/);
+      const notLink = await run(["unmount", "real-folder", sd]);
+      assert.equal(notLink.code, 1);
+      assert.match(notLink.stderr, /not a link/);
+      assert.ok(
+        (await Deno.stat(join(sitesDir, "real-folder"))).isDirectory,
+        "the folder is untouched",
+      );
+      const none = await run(["unmount", "ghost", sd]);
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /there is no/);
+    });
+    await t.step("unmount removes only the link", async () => {
+      assert.equal((await run(["unmount", "blog", sd])).code, 0);
+      await assert.rejects(
+        Deno.lstat(join(sitesDir, "blog")),
+        Deno.errors.NotFound,
+      );
+      assert.ok(
+        (await Deno.stat(site)).isDirectory,
+        "the site folder itself is kept",
+      );
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
