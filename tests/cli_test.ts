@@ -260,3 +260,14 @@ Deno.test("main.ts refuses an unknown command with exit 2", async (t) => {
     assert.match(result.stdout, /Usage: sandflare COMMAND/);
   });
 });
+
+Deno.test("the README's configuration reference is the current --help", async () => {
+  const readme = await Deno.readTextFile(
+    new URL("../README.md", import.meta.url),
+  );
+  const block = /<!-- help:start -->\s*```\n([\s\S]*?)\n```\s*<!-- help:end -->/
+    .exec(readme)?.[1];
+  assert.ok(block !== undefined, "README has the help block");
+  const out = await cliCommand(["listen", "--help"]).output();
+  assert.equal(block.trimEnd(), new TextDecoder().decode(out.stdout).trimEnd());
+});

@@ -328,7 +328,8 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: 2,
     placeholder: "S",
     max: MAX_SECONDS,
-    help: "close a connection idle for S seconds",
+    help: "a request body that stalls for S seconds gets 408 " +
+      "(idle connections are not closed yet: see the README)",
   },
   {
     name: "max-connections",
@@ -337,7 +338,7 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: 10000,
     placeholder: "N",
     min: 1,
-    help: "close new connections beyond N at once",
+    help: "accepted and validated, not enforced yet (see the README)",
   },
   {
     name: "request-timeout",
