@@ -2,7 +2,7 @@
  * A chat room: the page asks for a nickname (kept in a session), then talks
  * to everyone else on /chat over a websocket.
  */
-import { hosts, session, websocket } from "sandflare";
+import { hosts, html, raw, type SafeHtml, session, websocket } from "sandflare";
 
 const room = websocket.register("/chat/ws", "chat");
 
@@ -20,43 +20,42 @@ room.onMessage = (_client, message) => {
   room.send(JSON.stringify({ nick, text, at: Date.now() }));
 };
 
-function escape(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 hosts.any.add("/chat", async (req, res) => {
   const s = await session.get(req, res);
   const nick = typeof s.data.nick === "string" ? s.data.nick : null;
   if (nick === null) {
-    res.append(page(`
-<form method="post" action="/chat/nick">
-  <label>Pick a nickname <input name="nick" maxlength="32" required autofocus></label>
-  <button>Join</button>
-</form>`));
+    res.append(page(html`
+      <form method="post" action="/chat/nick">
+        <label>Pick a nickname <input name="nick" maxlength="32" required autofocus></label>
+        <button>Join</button>
+      </form>
+    `));
     return;
   }
-  res.append(page(`
-<p>You are <b id="me">${escape(nick)}</b>.</p>
-<ul id="log"></ul>
-<form id="say"><input id="text" maxlength="500" autocomplete="off" placeholder="Say something" required> <button>Send</button></form>
-<script>
-const nick = ${JSON.stringify(nick).replace(/</g, "\\u003c")};
-const log = document.getElementById("log");
-const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat/ws", "chat");
-ws.onopen = () => document.body.dataset.connected = "yes";
-ws.onmessage = (e) => {
-  const m = JSON.parse(e.data);
-  const li = document.createElement("li");
-  li.textContent = m.nick + ": " + m.text;
-  log.append(li);
-};
-document.getElementById("say").onsubmit = (e) => {
-  e.preventDefault();
-  const input = document.getElementById("text");
-  ws.send(JSON.stringify({ nick, text: input.value }));
-  input.value = "";
-};
-</script>`));
+  res.append(page(html`
+    <p>You are <b id="me">${nick}</b>.</p>
+    <ul id="log"></ul>
+    <form
+      id="say"><input id="text" maxlength="500" autocomplete="off" placeholder="Say something" required> <button>Send</button></form>
+    <script>
+    const nick = ${raw(JSON.stringify(nick).replace(/</g, "\\u003c"))};
+    const log = document.getElementById("log");
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat/ws", "chat");
+    ws.onopen = () => document.body.dataset.connected = "yes";
+    ws.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      const li = document.createElement("li");
+      li.textContent = m.nick + ": " + m.text;
+      log.append(li);
+    };
+    document.getElementById("say").onsubmit = (e) => {
+      e.preventDefault();
+      const input = document.getElementById("text");
+      ws.send(JSON.stringify({ nick, text: input.value }));
+      input.value = "";
+    };
+    </script>
+  `));
 });
 
 hosts.any.add("/chat/nick", async (req, res) => {
@@ -70,10 +69,17 @@ hosts.any.add("/chat/nick", async (req, res) => {
   res.setHeader("Location", "/chat");
 }, "POST");
 
-function page(body: string): string {
-  return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>Chat</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}#log{list-style:none;padding:0;min-height:8rem;border:1px solid #ddd;padding:.5rem}</style>
-</head><body><h1>Chat</h1>${body}</body></html>`;
+function page(body: SafeHtml): SafeHtml {
+  return html`
+    <!DOCTYPE html>
+    <html lang="en">
+      <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width">
+        <title>Chat</title>
+        <style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}#log{list-style:none;padding:0;min-height:8rem;border:1px solid #ddd;padding:.5rem}</style>
+      </head>
+      <body><h1>Chat</h1>${body}</body>
+    </html>
+  `;
 }
