@@ -75,9 +75,25 @@ function stamp(): string {
   return new Date().toISOString().replace(/\.\d+Z$/, "Z");
 }
 
+/**
+ * Control characters (newlines, carriage returns, terminal escapes) are
+ * written as escapes: a line of the log is one line, whatever a site or a
+ * client put in it.
+ */
+function clean(text: string): string {
+  return text.replace(
+    // deno-lint-ignore no-control-regex -- escaping control characters is the point
+    /[\x00-\x08\x0a-\x1f\x7f]/g,
+    (c) =>
+      c === "\n"
+        ? "\\n"
+        : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
 function line(level: string, site: string | null, message: string): string {
-  const where = site === null ? "" : ` [${site}]`;
-  return `${stamp()} ${level}${where} ${message}`;
+  const where = site === null ? "" : ` [${clean(site)}]`;
+  return `${stamp()} ${level}${where} ${clean(message)}`;
 }
 
 /** The logger. */

@@ -42,10 +42,10 @@ websocket.register("/live", "v1");
     await t.step("text", async () => {
       const { code, stdout } = await run(["sites", `--sites-dir=${sitesDir}`]);
       assert.equal(code, 1, "a site failed to load");
-      assert.match(stdout, /^good  .*\/good$/m);
+      assert.match(stdout, /^good {2}.*\/good$/m);
       assert.match(stdout, /hosts: +\*, good\.test/);
       assert.match(stdout, /GET +\/good/);
-      assert.match(stdout, /POST ~ \/item\/\(\\d\+\)  \(host good\.test\)/);
+      assert.match(stdout, /POST ~ \/item\/\(\\d\+\) {2}\(host good\.test\)/);
       assert.match(stdout, /\/live \(protocol v1\)/);
       assert.match(stdout, /static: +1 file/);
       assert.match(
@@ -55,7 +55,7 @@ websocket.register("/live", "v1");
       assert.match(stdout, /sandbox: +2 worker\(s\), 256 MiB/);
       assert.match(
         stdout,
-        /^bad  .*\n  NOT LOADED: .*other\.test.*site\.json/m,
+        /^bad {2}.*\n {2}NOT LOADED: .*other\.test.*site\.json/m,
       );
     });
     await t.step("--json", async () => {

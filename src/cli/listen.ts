@@ -123,6 +123,20 @@ async function readTls(
  * @returns the exit code
  */
 export async function listen(options: ListenOptions): Promise<number> {
+  // Defence in depth: a failure in a background task (a reload, a watcher)
+  // is logged, never the end of the server.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    const reason = event.reason;
+    log.error(
+      null,
+      `Unexpected failure: ${
+        reason instanceof Error
+          ? reason.stack ?? reason.message
+          : String(reason)
+      }`,
+    );
+  });
   try {
     if (!(await Deno.stat(options.sitesDir)).isDirectory) {
       throw new Deno.errors.NotFound();

@@ -18,6 +18,9 @@ import {
 } from "./conditional.ts";
 import { contentTypeFor, type MimeTable } from "./mime.ts";
 
+/** Statuses that cannot carry a body: never open a file for them. */
+const NO_BODY = new Set([204, 205, 304]);
+
 // fatal: refuse invalid UTF-8; ignoreBOM: keep a BOM, so the bytes round-trip.
 const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const ENCODER = new TextEncoder();
@@ -269,6 +272,9 @@ export async function fileAnswer(
     case 200: {
       headers.push(["content-length", String(file.size)]);
       if (head) {
+        return { response: new Response(null, { status, headers }), bytes: 0 };
+      }
+      if (NO_BODY.has(status)) {
         return { response: new Response(null, { status, headers }), bytes: 0 };
       }
       const body = file.text ?? file.body ??

@@ -109,8 +109,19 @@ export interface SiteProblem {
   message: string;
 }
 
-/** Headers a site may not set: they describe the connection, which the gateway owns. */
+/**
+ * Headers a site may not set: the connection's, which the gateway owns, and
+ * the file-handover ones a front proxy obeys (only the gateway may send
+ * those, for files it has checked).
+ */
 const HOP_BY_HOP = new Set([
+  "x-accel-redirect",
+  "x-sendfile",
+  "x-lighttpd-send-file",
+  "x-accel-buffering",
+  "x-accel-charset",
+  "x-accel-expires",
+  "x-accel-limit-rate",
   "connection",
   "content-length",
   "keep-alive",
@@ -138,6 +149,8 @@ interface RequestContext {
   wire: WireRequest;
   headers: Headers;
   accept: string | null;
+  /** Set once the site's Error hook has rendered for this request. */
+  errorRendered?: boolean;
 }
 
 interface Answer {
@@ -227,6 +240,12 @@ export class Gateway {
 
   async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
     const runner: SiteRunner = new SiteRunner(def, {
+      check: (d, routes) =>
+        this.#checkRoutes(
+          d,
+          routes,
+          this.#static.get(d.name) ?? emptyStaticIndex(),
+        ),
       threads: this.options.listen.threads,
       requestTimeout: this.options.listen.requestTimeout,
       queue: this.options.listen.siteQueue,
@@ -572,14 +591,22 @@ export class Gateway {
     files: StaticIndex,
   ): string | null {
     const table = this.#table(def.name, def.root, routes, files);
+    // Every host the site touches counts: declared hosts, the host of each
+    // page and of each websocket (a forged table could name others).
+    const touched = [
+      ...table.hosts,
+      ...table.pages.map((p) => ({ pattern: p.host, noFallback: false })),
+      ...routes.websockets.map((w) => ({ pattern: w.host, noFallback: false })),
+    ];
     const claim = checkHostClaims(
-      { hosts: table.hosts },
+      { hosts: touched },
       def.manifest.hosts,
       { root: def.root, file: join(def.dir, "site.json") },
     );
     if (claim !== null) return claim;
     try {
       buildRouter([table]);
+      buildRouter([{ ...table, pages: socketPages(routes) }]);
     } catch (err) {
       if (err instanceof RouteTableError) return err.message;
       throw err;
@@ -589,23 +616,33 @@ export class Gateway {
 
   #rebuild(): void {
     const tables: SiteRoutes[] = [];
+    const socketTables: SiteRoutes[] = [];
     for (const runner of this.#runners.values()) {
       if (runner.routes === null) continue;
       const files = this.#static.get(runner.name) ?? emptyStaticIndex();
-      tables.push(
-        this.#table(runner.name, runner.def.root, runner.routes, files),
+      const table = this.#table(
+        runner.name,
+        runner.def.root,
+        runner.routes,
+        files,
       );
+      const sockets = { ...table, pages: socketPages(runner.routes) };
+      // Checked at load; checked again here so one bad table can never
+      // take the router (and every other site) down with it.
+      try {
+        buildRouter([table]);
+        buildRouter([sockets]);
+      } catch (err) {
+        log.error(runner.name, `Routes left out: ${messageOf(err)}`);
+        continue;
+      }
+      tables.push(table);
+      socketTables.push(sockets);
     }
     this.#router = buildRouter(tables, { rootSite: ROOT_SITE });
     // Websocket endpoints get a router of their own (over the same hosts),
     // so a plain GET never meets them and an upgrade never meets a page.
-    this.#wsRouter = buildRouter(
-      tables.map((t) => ({
-        ...t,
-        pages: socketPages(this.#runners.get(t.site)?.routes ?? null),
-      })),
-      { rootSite: ROOT_SITE },
-    );
+    this.#wsRouter = buildRouter(socketTables, { rootSite: ROOT_SITE });
     const conflicts = new Set(findConflicts(tables));
     for (const c of conflicts) if (!this.#conflicts.has(c)) log.warn(null, c);
     this.#conflicts = conflicts;
@@ -1029,7 +1066,13 @@ export class Gateway {
     ctx: RequestContext,
   ): Promise<Answer> {
     const runner = this.#runners.get(owner);
-    if (runner !== undefined && runner.routes?.hooks.includes("Error")) {
+    // The Error hook renders at most once per request: an error page that
+    // itself fails (a missing setFile, say) gets the default page.
+    if (
+      runner !== undefined && runner.routes?.hooks.includes("Error") &&
+      !ctx.errorRendered
+    ) {
+      ctx.errorRendered = true;
       const rendered = await runner.renderError(code, message, ctx.wire);
       if (rendered !== null) return this.#fromReply(runner, rendered, ctx);
     }

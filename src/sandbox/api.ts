@@ -540,6 +540,14 @@ export const websocket: {
         `${call}: the protocol must be a token such as "chat"`,
       );
     }
+    if (
+      typeof host !== "object" || host === null ||
+      hostObjects.get(host.pattern) !== host
+    ) {
+      throw new TypeError(
+        `${call}: the host must come from hosts.get() or be hosts.any`,
+      );
+    }
     const taken = registry.sockets.some((s) =>
       s.spec.host === host.pattern && s.spec.path === path &&
       s.spec.protocol === protocol

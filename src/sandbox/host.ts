@@ -93,8 +93,7 @@ class Pool {
   #init: InitMessage;
   #out: FrameWriter;
   #workers: PoolWorker[] = [];
-  #pings = new Map<number, () => void>();
-  #pingId = 0;
+  #pings = new Map<number, { worker: PoolWorker; answer: () => void }>();
 
   constructor(init: InitMessage, out: FrameWriter) {
     this.#init = init;
@@ -201,9 +200,11 @@ class Pool {
         w.inflight = Math.max(0, w.inflight - 1);
         this.#send({ t: "reply", id: msg.id, reply: msg.reply }, msg.body);
         break;
-      case "pong":
-        this.#pings.get(msg.id)?.();
+      case "pong": {
+        const ping = this.#pings.get(msg.id);
+        if (ping?.worker === w) ping.answer();
         break;
+      }
       case "wsSend": {
         const binary = typeof msg.data !== "string";
         const body = binary
@@ -334,16 +335,21 @@ class Pool {
   }
 
   #ping(w: PoolWorker): Promise<boolean> {
-    const id = ++this.#pingId;
+    // Random ids, and only the pinged worker's pong counts: a worker cannot
+    // answer for a stuck neighbour.
+    const id = crypto.getRandomValues(new Uint32Array(1))[0]!;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#pings.delete(id);
         resolve(false);
       }, PING_TIMEOUT_MS);
-      this.#pings.set(id, () => {
-        clearTimeout(timer);
-        this.#pings.delete(id);
-        resolve(true);
+      this.#pings.set(id, {
+        worker: w,
+        answer: () => {
+          clearTimeout(timer);
+          this.#pings.delete(id);
+          resolve(true);
+        },
       });
       w.worker.postMessage({ t: "ping", id } satisfies ToWorker);
     });

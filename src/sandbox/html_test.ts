@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { escapeHtml, html, raw, SafeHtml } from "./html.ts";
+import { escapeHtml, html, raw, type SafeHtml } from "./html.ts";
 
 Deno.test("html`` escapes every interpolated value unless marked raw", async (t) => {
   const cases: [string, SafeHtml, string][] = [

@@ -6,7 +6,7 @@
  */
 
 import type { WireReply } from "../protocol/messages.ts";
-import { SafeHtml } from "./html.ts";
+import type { SafeHtml } from "./html.ts";
 
 /** Options of `res.setCookie`. */
 export interface CookieOptions {

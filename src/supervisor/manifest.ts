@@ -337,6 +337,16 @@ function resolveSitePath(
       entry,
     );
   }
+  // Deno's --allow-* flags take comma-separated lists: a comma would smuggle
+  // in a second path.
+  if (entry.includes(",")) {
+    throw fieldError(
+      file,
+      field,
+      "must not contain a comma (rename the folder)",
+      entry,
+    );
+  }
   if (isAbsolute(entry) || win32.isAbsolute(entry)) {
     throw fieldError(
       file,

@@ -82,6 +82,14 @@ export class LoadError extends Error {
 const PROJECT_ROOT = new URL("../../", import.meta.url);
 const MAIN = new URL("main.ts", PROJECT_ROOT);
 const LOAD_TIMEOUT_MS = 30_000;
+/** Largest body a site may send in one frame (a reply, a websocket message). */
+export const MAX_REPLY_BYTES = 64 * 1024 * 1024;
+
+/** An id a site cannot guess (heartbeats must not be forgeable). */
+function unguessableId(): number {
+  const [hi = 0, lo = 0] = crypto.getRandomValues(new Uint32Array(2));
+  return (hi & 0x1fffff) * 0x100000000 + lo;
+}
 
 interface Pending {
   resolve: (value: SandboxReply) => void;
@@ -149,6 +157,7 @@ export class SandboxProcess {
   #holds = 0;
   #gone: SandboxGoneError | null = null;
   #killReason: string | null = null;
+  #killKind: "killed" | "crash" = "killed";
   #onLoaded!: (routes: WireRoutes) => void;
   #onLoadFailed!: (err: Error) => void;
   #stderrLine: (line: string) => void;
@@ -322,7 +331,7 @@ export class SandboxProcess {
    */
   heartbeat(timeoutMs: number): Promise<boolean> {
     if (!this.alive) return Promise.resolve(false);
-    const id = this.#nextId++;
+    const id = unguessableId();
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#heartbeats.delete(id);
@@ -338,9 +347,10 @@ export class SandboxProcess {
   }
 
   /** Kills the process; pending requests fail with kind "killed". */
-  kill(reason: string): void {
+  kill(reason: string, kind: "killed" | "crash" = "killed"): void {
     if (this.#gone !== null || this.#killReason !== null) return;
     this.#killReason = reason;
+    this.#killKind = kind;
     try {
       this.#child.kill("SIGKILL");
     } catch {
@@ -374,7 +384,9 @@ export class SandboxProcess {
   }
 
   async #readFrames(): Promise<void> {
-    const decoder = new FrameDecoder({ maxBodyBytes: 512 * 1024 * 1024 });
+    // A reply larger than this is a protocol violation: the gateway holds
+    // replies in memory, and a site's "memory" limit does not cover it.
+    const decoder = new FrameDecoder({ maxBodyBytes: MAX_REPLY_BYTES });
     try {
       for await (const chunk of this.#child.stdout) {
         for (const frame of decoder.push(chunk)) {
@@ -383,7 +395,8 @@ export class SandboxProcess {
       }
       decoder.end();
     } catch (err) {
-      this.kill(`it broke the protocol: ${(err as Error).message}`);
+      // The site misbehaved: its requests get 502, as for a crash.
+      this.kill(`it broke the protocol: ${(err as Error).message}`, "crash");
     }
   }
 
@@ -459,7 +472,7 @@ export class SandboxProcess {
       : status.code === 0
       ? "it exited"
       : `it ${how}`;
-    const kind = this.#killReason !== null ? "killed" : "crash";
+    const kind = this.#killReason !== null ? this.#killKind : "crash";
     this.#gone = new SandboxGoneError(
       kind,
       `Sandbox of site "${this.spec.site}" stopped: ${reason}`,

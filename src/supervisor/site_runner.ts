@@ -37,6 +37,8 @@ export interface SiteRunnerOptions {
   threads: number;
   /** Seconds a callback may run when site.json does not say. */
   requestTimeout: number;
+  /** Checks a generation's routes before it serves (null when fine). */
+  check: (def: SiteDefinition, routes: WireRoutes) => string | null;
   /** Requests in flight (or waiting for a restart) beyond which new ones get 503. */
   queue: number;
   /** Starts a sandbox process for a site (a seam for tests). */
@@ -263,6 +265,12 @@ export class SiteRunner {
       if (this.#stopping) {
         sandbox.kill("the server is stopping");
         return;
+      }
+      // A restarted generation is checked like a reloaded one.
+      const problem = this.#options.check(this.def, routes);
+      if (problem !== null) {
+        sandbox.kill("its routes were refused");
+        throw new LoadError(`its routes were refused: ${problem}`, null);
       }
       this.adopt(sandbox, routes);
       log.info(this.name, `Sandbox restarted (pid ${sandbox.pid})`);
