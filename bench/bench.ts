@@ -69,7 +69,7 @@ interface WrkResult {
   socketErrors: number;
 }
 
-function wrkPath(): string {
+function findWrk(): string | null {
   for (const path of ["/usr/bin/wrk", "/usr/local/bin/wrk"]) {
     try {
       Deno.statSync(path);
@@ -78,7 +78,37 @@ function wrkPath(): string {
       // Try the next.
     }
   }
-  throw new Error("wrk is not installed: apt-get install wrk (.ci/run does)");
+  return null;
+}
+
+/** wrk's path, installing Debian's package first when it is missing (as root). */
+async function ensureWrk(): Promise<string> {
+  const found = findWrk();
+  if (found !== null) return found;
+  Deno.stderr.writeSync(
+    new TextEncoder().encode("wrk is missing: installing it with apt-get\n"),
+  );
+  const install = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk",
+    ],
+    stdout: "null",
+    stderr: "inherit",
+  }).output().catch(() => null);
+  const path = findWrk();
+  if (install === null || path === null) {
+    throw new Error(
+      "wrk is not installed and apt-get could not install it: run `apt-get install wrk` as root",
+    );
+  }
+  return path;
+}
+
+let WRK = "";
+
+function wrkPath(): string {
+  return WRK;
 }
 
 function toMs(value: string, unit: string): number {
@@ -653,6 +683,7 @@ if (import.meta.main) {
       fanout: 1000,
     };
   const only = values.only ?? null;
+  WRK = await ensureWrk();
   const measures: Measure[] = [];
   const load = await throughput(options, only, measures);
   if (only === null || "reload".includes(only)) {
