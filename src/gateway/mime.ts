@@ -59,8 +59,8 @@ export async function loadMimeTable(
     for (const [ext, type] of parseMimeTypes(await Deno.readTextFile(file))) {
       table.set(ext, type);
     }
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  } catch {
+    // Missing or unreadable (a locked-down service): mime-db alone serves.
   }
   return table;
 }

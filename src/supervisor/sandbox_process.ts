@@ -96,6 +96,24 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/**
+ * In a binary made by `deno compile`, the sandbox is the binary itself run
+ * with `__sandbox`: its permissions are those compiled in, so the workers'
+ * permissions are the only wall (ARCHITECTURE, "Sandbox process").
+ */
+const COMPILED = import.meta.url.includes("/deno-compile-");
+
+/** Each isolate's heap limit: the site's memory shared by its workers. */
+function perIsolateMiB(spec: SandboxSpec): number {
+  return Math.max(16, Math.floor(spec.memory / Math.max(1, spec.workers)));
+}
+
+function heapFlags(spec: SandboxSpec): string {
+  return `--max-old-space-size=${
+    perIsolateMiB(spec)
+  },--enable-experimental-regexp-engine`;
+}
+
 /** Builds the `deno run` arguments of a sandbox process. */
 export function sandboxArgs(spec: SandboxSpec): string[] {
   const runtime = [
@@ -103,10 +121,6 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
     new URL("src/protocol/", PROJECT_ROOT),
   ].map((u) => decodeURIComponent(u.pathname));
   const read = [...spec.permissions.read, ...runtime];
-  const perIsolate = Math.max(
-    16,
-    Math.floor(spec.memory / Math.max(1, spec.workers)),
-  );
   const args = [
     "run",
     "--no-prompt",
@@ -117,7 +131,7 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
     }`,
     // The linear engine lets a site's route patterns be checked where they
     // are written, so the load error names the file and line.
-    `--v8-flags=--max-old-space-size=${perIsolate},--enable-experimental-regexp-engine`,
+    `--v8-flags=${heapFlags(spec)}`,
     `--allow-read=${read.join(",")}`,
   ];
   if (spec.permissions.write.length > 0) {
@@ -175,14 +189,20 @@ export class SandboxProcess {
     });
     this.loaded.catch(() => {}); // observed by whoever awaits it
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: sandboxArgs(spec),
+      args: COMPILED ? ["__sandbox"] : sandboxArgs(spec),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
       clearEnv: true,
       // Relative paths in site code resolve inside the site, as setFile's do.
       cwd: spec.siteDir,
-      env: { ...inheritedEnv(), ...spec.env, NO_COLOR: "1" },
+      env: {
+        ...inheritedEnv(),
+        ...spec.env,
+        NO_COLOR: "1",
+        // A compiled binary takes no --v8-flags on its command line.
+        ...(COMPILED ? { DENO_V8_FLAGS: heapFlags(spec) } : {}),
+      },
     }).spawn();
     const writer = this.#child.stdin.getWriter();
     this.#stdin = writer;
