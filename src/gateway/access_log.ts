@@ -19,12 +19,19 @@ function pad(n: number): string {
  * ```
  */
 export function clfDate(date: Date): string {
-  return `${pad(date.getUTCDate())}/${
+  // Many requests share a second: format each second once.
+  const second = Math.floor(date.getTime() / 1000);
+  if (second === lastSecond) return lastText;
+  lastSecond = second;
+  return lastText = `${pad(date.getUTCDate())}/${
     MONTHS[date.getUTCMonth()]
   }/${date.getUTCFullYear()}:${pad(date.getUTCHours())}:${
     pad(date.getUTCMinutes())
   }:${pad(date.getUTCSeconds())} +0000`;
 }
+
+let lastSecond = -1;
+let lastText = "";
 
 /** One request as logged. */
 export interface AccessEntry {

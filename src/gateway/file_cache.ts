@@ -44,6 +44,8 @@ export interface CachedFile {
    * 27k req/s), and encoding valid UTF-8 back gives the identical bytes.
    */
   text: string | null;
+  /** Content-Type, Accept-Ranges, Last-Modified and ETag, made once. */
+  baseHeaders: [string, string][];
   checkedAt: number;
 }
 
@@ -63,6 +65,7 @@ export interface FileCacheOptions {
 /** The cache; one per gateway. */
 export class FileCache {
   #entries = new Map<string, Promise<CachedFile | null>>();
+  #ready = new Map<string, CachedFile>();
   #bytes = 0;
   #options: Required<FileCacheOptions>;
 
@@ -78,6 +81,7 @@ export class FileCache {
   /** Forgets everything (static files were re-indexed). */
   clear(): void {
     this.#entries.clear();
+    this.#ready.clear();
     this.#bytes = 0;
   }
 
@@ -85,6 +89,19 @@ export class FileCache {
    * The file at `path`, or null when it is gone, not a regular file, or its
    * real path is outside `boundary`.
    */
+  /**
+   * The file when it is cached and was checked against the disk within the
+   * revalidation time; otherwise null (use `get`).
+   */
+  peek(path: string, boundary: string): CachedFile | null {
+    const cached = this.#ready.get(`${boundary}\0${path}`);
+    if (
+      cached === undefined ||
+      Date.now() - cached.checkedAt >= this.#options.revalidateMs
+    ) return null;
+    return cached;
+  }
+
   async get(path: string, boundary: string): Promise<CachedFile | null> {
     const key = `${boundary}\0${path}`;
     const pending = this.#entries.get(key);
@@ -101,11 +118,13 @@ export class FileCache {
     this.#entries.set(key, loading);
     const loaded = await loading;
     if (loaded === null) this.#entries.delete(key);
+    else this.#ready.set(key, loaded);
     return loaded;
   }
 
   #forget(key: string, cached: CachedFile | null): void {
     this.#entries.delete(key);
+    this.#ready.delete(key);
     if (cached?.body || cached?.text) this.#bytes -= cached.size;
   }
 
@@ -166,17 +185,28 @@ export class FileCache {
         text = null; // not UTF-8: sent as bytes
       }
     }
+    const contentType = contentTypeFor(mime, real);
+    const lastModifiedText = lastModified === null
+      ? null
+      : formatHttpDate(lastModified);
+    const baseHeaders: [string, string][] = [["content-type", contentType], [
+      "accept-ranges",
+      "bytes",
+    ]];
+    if (lastModifiedText !== null) {
+      baseHeaders.push(["last-modified", lastModifiedText]);
+    }
+    if (etag !== null) baseHeaders.push(["etag", etag]);
     return {
       real,
       size: body?.length ?? info.size,
       mtimeMs: info.mtime?.getTime() ?? 0,
       ino: info.ino ?? 0,
       lastModified,
-      lastModifiedText: lastModified === null
-        ? null
-        : formatHttpDate(lastModified),
+      lastModifiedText,
       etag,
-      contentType: contentTypeFor(mime, real),
+      contentType,
+      baseHeaders,
       body,
       text,
       checkedAt: Date.now(),

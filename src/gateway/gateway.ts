@@ -756,7 +756,9 @@ export class Gateway {
       path: target.path,
       fullUrl: target.raw,
       query: target.query,
-      headers: flattenHeaders(request.headers),
+      // Filled only when a site sees the request (static files and
+      // gateway errors never need it): see withHeaders().
+      headers: [],
       host: hostOnly(hostHeader),
       peer,
       startTime,
@@ -835,6 +837,7 @@ export class Gateway {
         answer.response.headers.set("connection", "close");
         return answer;
       }
+      withHeaders(ctx);
       outcome = await runner.dispatch(
         route.pageId,
         route.captures,
@@ -988,7 +991,7 @@ export class Gateway {
     runner: SiteRunner,
     id: number,
     ctx: RequestContext,
-  ): Promise<Answer> {
+  ): Answer | Promise<Answer> {
     const entry = this.#static.get(runner.name)?.entries.get(id);
     if (entry === undefined) {
       return this.#error(
@@ -997,6 +1000,23 @@ export class Gateway {
         runner.name,
         ctx,
       );
+    }
+    // The common case, answered without a turn of the event loop: a small
+    // file checked within the last second, a plain GET.
+    const file = this.#files.peek(entry.file, runner.def.dir);
+    if (
+      file !== null && file.text !== null && ctx.wire.method === "GET" &&
+      !isConditional(ctx.headers)
+    ) {
+      const headers: HeaderList = [...file.baseHeaders, [
+        "content-length",
+        String(file.size),
+      ], SERVER_HEADER];
+      return {
+        response: new Response(file.text, { status: 200, headers }),
+        site: runner.name,
+        bytes: file.size,
+      };
     }
     // The real path must stay in the site (a link may have changed since the scan).
     return this.#sendFile(runner.name, entry.file, runner.def.dir, ctx);
@@ -1073,7 +1093,11 @@ export class Gateway {
       !ctx.errorRendered
     ) {
       ctx.errorRendered = true;
-      const rendered = await runner.renderError(code, message, ctx.wire);
+      const rendered = await runner.renderError(
+        code,
+        message,
+        withHeaders(ctx).wire,
+      );
       if (rendered !== null) return this.#fromReply(runner, rendered, ctx);
     }
     return this.#defaultError(
@@ -1446,6 +1470,20 @@ function upgradeToken(headers: Headers): string | null {
   );
   if (!asks) return null;
   return (upgrade.split(",")[0] ?? "").trim().toLowerCase();
+}
+
+/** True when the request asks for a conditional or partial answer. */
+function isConditional(headers: Headers): boolean {
+  return headers.has("if-none-match") || headers.has("if-modified-since") ||
+    headers.has("range");
+}
+
+/** Fills the request's header list for a site (once). */
+function withHeaders(ctx: RequestContext): RequestContext {
+  if (ctx.wire.headers.length === 0) {
+    ctx.wire.headers = flattenHeaders(ctx.headers);
+  }
+  return ctx;
 }
 
 function flattenHeaders(headers: Headers): string[] {
