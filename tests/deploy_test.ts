@@ -12,7 +12,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { curl, freePort, nginxPath } from "./helpers/nginx.ts";
+import {
+  curl,
+  freePort,
+  nginxConfig as nginxMain,
+  nginxPath,
+} from "./helpers/nginx.ts";
 import { delay, PROJECT_DIR, writeSites } from "./helpers/server.ts";
 
 const DEPLOY = join(PROJECT_DIR, "deploy");
@@ -445,27 +450,7 @@ async function nginxConfig(
     ),
   );
   const main = join(dir, "nginx.conf");
-  await Deno.writeTextFile(
-    main,
-    `
-${Deno.uid() === 0 ? "user root;" : ""}
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  types { text/plain txt; }
-  include ${site};
-}
-`,
-  );
+  await Deno.writeTextFile(main, nginxMain(dir, `  include ${site};`));
   return main;
 }
 

@@ -14,6 +14,32 @@ export interface Nginx {
   log(): string;
 }
 
+/**
+ * A whole nginx configuration that keeps every file in `dir` (pid, logs,
+ * temp folders) and runs in the foreground; `http` is the body of its http
+ * block (server blocks or an include).
+ */
+export function nginxConfig(dir: string, http: string): string {
+  return `
+${Deno.uid() === 0 ? "user root;" : ""}
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  types { text/plain txt; }
+${http}
+}
+`;
+}
+
 /** A free TCP port on 127.0.0.1 (closed again before it is returned). */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -44,27 +70,14 @@ export function nginxPath(): string {
 export async function startNginx(locations: string): Promise<Nginx> {
   const dir = await Deno.makeTempDir({ prefix: "sandflare-nginx-" });
   const port = freePort();
-  const conf = `
-user root;
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  types { text/plain txt; }
+  const conf = nginxConfig(
+    dir,
+    `
   server {
     listen 127.0.0.1:${port};
     ${locations}
-  }
-}
-`;
+  }`,
+  );
   await Deno.writeTextFile(join(dir, "nginx.conf"), conf);
   const child = new Deno.Command(nginxPath(), {
     args: ["-p", dir, "-c", join(dir, "nginx.conf")],
