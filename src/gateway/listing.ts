@@ -6,7 +6,7 @@
  * @module
  */
 
-import { escapeHtml } from "./html.ts";
+import { escapeHtml } from "../sandbox/html.ts";
 
 /** One entry of a listing. */
 export interface ListingEntry {

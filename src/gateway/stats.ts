@@ -5,7 +5,7 @@
  * @module
  */
 
-import { escapeHtml } from "./html.ts";
+import { escapeHtml } from "../sandbox/html.ts";
 
 const WINDOW = 1024;
 
