@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { Gateway } from "../gateway/gateway.ts";
 import { flushLog, log } from "../log.ts";
 import { Notifier } from "../gateway/systemd.ts";
+import { ConnectionServer } from "../gateway/connections.ts";
 import {
   resolveTrustedProxies,
   type TrustedProxies,
@@ -65,6 +66,18 @@ function serve(
   tls: { cert: string; key: string } | undefined,
   handle: Handle,
 ): Serving {
+  if (options.ownConnections) {
+    const owned = new ConnectionServer({
+      hostname: bindAddress(options.host),
+      port: options.port,
+      keepaliveMs: options.keepaliveTime * 1000,
+      maxConnections: options.maxConnections,
+      ...(tls !== undefined ? { tls } : {}),
+      onListen: (addr) => announce(addr, tls !== undefined),
+      onRefused: refused,
+    }, handle);
+    return { shutdown: (ms) => owned.shutdown(ms) };
+  }
   const server = Deno.serve({
     hostname: bindAddress(options.host),
     port: options.port,
@@ -78,6 +91,21 @@ function serve(
         new Promise<false>((r) => setTimeout(() => r(false), ms)),
       ]),
   };
+}
+
+/** Connections refused over --max-connections, logged at most once a second. */
+let refusedCount = 0;
+let refusedTimer: ReturnType<typeof setTimeout> | null = null;
+function refused(): void {
+  refusedCount++;
+  refusedTimer ??= setTimeout(() => {
+    log.warn(
+      null,
+      `Refused ${refusedCount} connection(s) over --max-connections`,
+    );
+    refusedCount = 0;
+    refusedTimer = null;
+  }, 1000);
 }
 
 /** The certificate and key, or a message saying what is wrong with them. */
