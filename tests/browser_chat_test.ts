@@ -5,11 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { cp } from "node:fs/promises";
-import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { launchChromium } from "./helpers/browser.ts";
-import { PROJECT_DIR, startServer, type TestServer } from "./helpers/server.ts";
+import { startExamples, type TestServer } from "./helpers/server.ts";
 
 /** How long any one browser wait may take. */
 const WAIT_MS = 10_000;
@@ -52,14 +50,7 @@ Deno.test("chat example works in two real browsers", async (t) => {
   let server: TestServer | undefined;
   let browser: Browser | undefined;
   try {
-    // The shipped example itself, not a copy of its code.
-    await cp(join(PROJECT_DIR, "sites", "chat"), join(sitesDir, "chat"), {
-      recursive: true,
-    });
-    server = await startServer({
-      sitesDir,
-      args: [`--data-dir=${join(sitesDir, ".data")}`],
-    });
+    server = await startExamples(sitesDir, ["chat"]);
     const origin = server.origin;
     browser = await launchChromium();
     // Separate contexts: separate cookie jars, so separate sessions.

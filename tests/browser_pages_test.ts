@@ -5,11 +5,10 @@
  */
 
 import assert from "node:assert/strict";
-import { cp } from "node:fs/promises";
 import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { launchChromium } from "./helpers/browser.ts";
-import { PROJECT_DIR, startServer, type TestServer } from "./helpers/server.ts";
+import { startExamples, type TestServer } from "./helpers/server.ts";
 
 /** How long any one browser wait may take. */
 const WAIT_MS = 10_000;
@@ -46,16 +45,7 @@ Deno.test("server pages and the blog example render in Chromium", async (t) => {
   let server: TestServer | undefined;
   let browser: Browser | undefined;
   try {
-    // The shipped examples themselves, not copies of their code.
-    for (const site of ["blog", "hello"]) {
-      await cp(join(PROJECT_DIR, "sites", site), join(sitesDir, site), {
-        recursive: true,
-      });
-    }
-    server = await startServer({
-      sitesDir,
-      args: [`--data-dir=${join(sitesDir, ".data")}`],
-    });
+    server = await startExamples(sitesDir, ["blog", "hello"]);
     const origin = server.origin;
     browser = await launchChromium();
     const context = await browser.newContext();

@@ -25,6 +25,7 @@ import {
   type SiteRoutes,
 } from "../router/router.ts";
 import { checkHostClaims } from "../supervisor/claims.ts";
+import { normalizeHost } from "../router/host_pattern.ts";
 import {
   LoadError,
   SandboxProcess,
@@ -71,7 +72,7 @@ import {
 import { errorPage, wantsJson } from "./error_page.ts";
 import { lookupSiteFile } from "./files.ts";
 import { contentTypeFor, loadMimeTable, type MimeTable } from "./mime.ts";
-import { parseTarget, TargetError } from "./request_target.ts";
+import { parseTarget, requestTarget, TargetError } from "./request_target.ts";
 
 /** What the gateway needs to run. */
 export interface GatewayOptions {
@@ -222,10 +223,10 @@ export class Gateway {
     } catch (err) {
       problems.push({ site: ROOT_SITE, message: messageOf(err) });
     }
-    const { sites, errors } = await discoverSites(this.options.listen.sitesDir);
-    this.#folderNames = new Set(
-      await siteFolderNames(this.options.listen.sitesDir),
+    const { sites, errors, names } = await discoverSites(
+      this.options.listen.sitesDir,
     );
+    this.#folderNames = new Set(names);
     defs.push(...sites);
     for (const e of errors) problems.push({ site: e.site, message: e.message });
     const results = await Promise.all(defs.map((def) => this.#startSite(def)));
@@ -661,12 +662,6 @@ export class Gateway {
     this.#sessions = null;
   }
 
-  /** The request handler for `Deno.serve`. */
-  handler = async (
-    request: Request,
-    info: Deno.ServeHandlerInfo,
-  ): Promise<Response> => (await this.handle(request, info)).response;
-
   /** Handles one request; also says how many body bytes the answer sends. */
   handle = async (
     request: Request,
@@ -698,7 +693,7 @@ export class Gateway {
       peer,
       time,
       method,
-      target: targetOf(url),
+      target: requestTarget(url),
       status: answer.response.status,
       bytes: answer.bytes,
       ms: performance.now() - started,
@@ -759,7 +754,7 @@ export class Gateway {
       // Filled only when a site sees the request (static files and
       // gateway errors never need it): see withHeaders().
       headers: [],
-      host: hostOnly(hostHeader),
+      host: normalizeHost(hostHeader),
       peer,
       startTime,
       upgraded: false,
@@ -1490,23 +1485,6 @@ function flattenHeaders(headers: Headers): string[] {
   const flat: string[] = [];
   headers.forEach((value, name) => flat.push(name, value));
   return flat;
-}
-
-function hostOnly(hostHeader: string): string {
-  let host = hostHeader.trim().toLowerCase();
-  if (host.startsWith("[")) {
-    const end = host.indexOf("]");
-    host = end > 0 ? host.slice(0, end + 1) : host;
-  } else {
-    const colon = host.indexOf(":");
-    if (colon >= 0) host = host.slice(0, colon);
-  }
-  return host.endsWith(".") ? host.slice(0, -1) : host;
-}
-
-function targetOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  return start < 0 ? "/" : url.slice(start);
 }
 
 /** A site's response headers, without those the gateway owns; null if invalid. */

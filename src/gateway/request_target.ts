@@ -32,8 +32,7 @@ export class TargetError extends Error {
  * ```
  */
 export function parseTarget(url: string): Target {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  const raw = start < 0 ? "/" : url.slice(start);
+  const raw = requestTarget(url);
   const hash = raw.indexOf("#");
   const noHash = hash < 0 ? raw : raw.slice(0, hash);
   const q = noHash.indexOf("?");
@@ -49,6 +48,19 @@ export function parseTarget(url: string): Target {
     throw new TargetError("The path contains a NUL byte");
   }
   return { path: removeDotSegments(decoded), query, raw: noHash };
+}
+
+/**
+ * The request target of an absolute URL: its path and query, as received.
+ *
+ * @example
+ * ```ts
+ * requestTarget("http://a.test:8080/x?y=1"); // "/x?y=1"
+ * ```
+ */
+export function requestTarget(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  return start < 0 ? "/" : url.slice(start);
 }
 
 /**

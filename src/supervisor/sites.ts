@@ -182,57 +182,65 @@ export async function defineRootSite(
   };
 }
 
-/**
- * Every site folder of `sitesDir` (folders and links to folders), with the
- * problems of those that cannot be defined.
- */
-export async function discoverSites(
-  sitesDir: string,
-): Promise<{ sites: SiteDefinition[]; errors: SiteError[] }> {
-  const sites: SiteDefinition[] = [];
-  const errors: SiteError[] = [];
+/** A non-hidden entry of the sites folder, with its stat or why it has none. */
+interface SitesEntry {
+  name: string;
+  folder: string;
+  info: Deno.FileInfo | Error;
+}
+
+/** The non-hidden entries of `sitesDir`, sorted by name (none if it is missing). */
+async function listSitesDir(sitesDir: string): Promise<SitesEntry[]> {
   let entries: Deno.DirEntry[];
   try {
     entries = await Array.fromAsync(Deno.readDir(sitesDir));
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return { sites, errors };
+    if (err instanceof Deno.errors.NotFound) return [];
     throw err;
   }
-  entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-  for (const entry of entries) {
-    if (entry.name.startsWith(".")) continue;
-    const folder = join(sitesDir, entry.name);
+  const names = entries.map((e) => e.name).filter((n) => !n.startsWith("."))
+    .sort();
+  return await Promise.all(names.map(async (name) => {
+    const folder = join(sitesDir, name);
+    const info = await Deno.stat(folder).catch((err: Error) => err);
+    return { name, folder, info };
+  }));
+}
+
+/**
+ * Every site folder of `sitesDir` (folders and links to folders), with the
+ * problems of those that cannot be defined, and the names of the folders.
+ */
+export async function discoverSites(
+  sitesDir: string,
+): Promise<{ sites: SiteDefinition[]; errors: SiteError[]; names: string[] }> {
+  const sites: SiteDefinition[] = [];
+  const errors: SiteError[] = [];
+  const names: string[] = [];
+  for (const { name, folder, info } of await listSitesDir(sitesDir)) {
+    if (info instanceof Error) {
+      // A link to nothing: worth saying, since it was probably mounted.
+      errors.push(new SiteError(name, info.message));
+      continue;
+    }
+    if (!info.isDirectory) continue;
+    names.push(name);
     try {
-      const info = await Deno.stat(folder);
-      if (!info.isDirectory) continue;
-      sites.push(await defineSite(entry.name, folder));
+      sites.push(await defineSite(name, folder));
     } catch (err) {
       errors.push(
         err instanceof SiteError
           ? err
-          : new SiteError(entry.name, (err as Error).message),
+          : new SiteError(name, (err as Error).message),
       );
     }
   }
-  return { sites, errors };
+  return { sites, errors, names };
 }
 
 /** Names of the site folders in `sitesDir` (folders and links to folders). */
 export async function siteFolderNames(sitesDir: string): Promise<string[]> {
-  const names: string[] = [];
-  try {
-    for await (const entry of Deno.readDir(sitesDir)) {
-      if (entry.name.startsWith(".")) continue;
-      try {
-        if ((await Deno.stat(join(sitesDir, entry.name))).isDirectory) {
-          names.push(entry.name);
-        }
-      } catch {
-        // A dangling link: not a site.
-      }
-    }
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
-  return names.sort();
+  return (await listSitesDir(sitesDir))
+    .filter((e) => !(e.info instanceof Error) && e.info.isDirectory)
+    .map((e) => e.name);
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { cp } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -329,4 +330,24 @@ function parseResponse(
     ? new TextEncoder().encode(body).length >= Number(length)
     : headers["transfer-encoding"] === "chunked" && body.endsWith("0\r\n\r\n");
   return { response: { status, headers, body, raw: text }, complete };
+}
+
+/**
+ * Copies shipped example sites (`sites/NAME`, the examples themselves, not
+ * copies of their code) into `sitesDir` and starts the server on them, with
+ * its data folder inside `sitesDir`.
+ */
+export async function startExamples(
+  sitesDir: string,
+  names: string[],
+): Promise<TestServer> {
+  for (const name of names) {
+    await cp(join(PROJECT_DIR, "sites", name), join(sitesDir, name), {
+      recursive: true,
+    });
+  }
+  return await startServer({
+    sitesDir,
+    args: [`--data-dir=${join(sitesDir, ".data")}`],
+  });
 }
