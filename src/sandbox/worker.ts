@@ -78,6 +78,8 @@ function stackOf(err: unknown): string {
         ` (a site gets only what its site.json asks for: add it under "permissions"${
           what === "run" || what === "ffi" || what === "sys"
             ? ", though sites may never have this one"
+            : what === "read" || what === "write"
+            ? "; paths must be inside the site folder"
             : ""
         })`,
     );
