@@ -6,7 +6,9 @@
  * generator (`wrk -t1 -c50`), alternating them, and prints requests/s,
  * p50/p99 latency and the ratio to the baseline, so a figure means the same
  * on any machine. It also measures reload latency (save → served), memory per
- * idle site and start time for 1, 10 and 100 sites.
+ * idle site and start time for 1, 10 and 100 sites. Two rows repeat the 404
+ * and static scenarios with `--fast-connections`, to show what owning each
+ * connection (the default) costs.
  *
  * `--json` prints the results as JSON; `--quick` runs short rounds and fewer
  * sites (the smoke test uses it). `--only=NAME` runs the scenarios whose
@@ -347,6 +349,34 @@ async function throughput(
     if (want("static")) {
       results.push(await staticScenario(server, sitesDir, options));
     }
+    if (want("fast")) {
+      // The same gateway with connections left to Deno.serve (for a server
+      // behind nginx or haproxy): what owning them costs.
+      const fast = await startServer({
+        sitesDir,
+        args: ["--no-reload", "--fast-connections"],
+        discardStdout: true,
+      });
+      try {
+        results.push(
+          await compare(
+            "404, --fast-connections",
+            () => wrk(`${fast.origin}/missing`, s),
+            hello,
+            options,
+            false,
+          ),
+          await staticScenario(
+            fast,
+            sitesDir,
+            options,
+            "static 64 KiB, --fast-connections",
+          ),
+        );
+      } finally {
+        await fast.stop();
+      }
+    }
     if (want("websocket")) {
       const wsOrigin = (origin: string) => origin.replace("http:", "ws:");
       measures.push(
@@ -377,6 +407,7 @@ async function staticScenario(
   server: TestServer,
   sitesDir: string,
   options: Options,
+  scenario = "static 64 KiB",
 ): Promise<LoadResult> {
   const root = join(sitesDir, "bench", "static", "*");
   let nginx: Awaited<ReturnType<typeof startNginx>> | null = null;
@@ -397,7 +428,7 @@ async function staticScenario(
         wrk(`http://127.0.0.1:${nginx!.port}/64k.txt`, options.seconds),
     };
     return await compare(
-      "static 64 KiB",
+      scenario,
       () => wrk(`${server.origin}/64k.txt`, options.seconds),
       base,
       options,

@@ -52,21 +52,24 @@ function announce(
 }
 
 /**
- * Binds the port with `Deno.serve`.
+ * Binds the port. By default the gateway owns each connection
+ * ({@linkcode ConnectionServer}): idle and half-sent connections are closed
+ * and --max-connections is a cap, which a server facing clients directly
+ * needs. `--fast-connections` leaves them to `Deno.serve` instead.
  *
- * Measured on this Deno (2.9.6) while looking for a way to own each
- * connection (for --keepalive-time and --max-connections): Deno.serve
- * 175k req/s hello world; Deno.serveHttp per connection 44k (and the
- * gateway's 404 path fell from 41k to 19k with it); the per-connection
- * internal of Deno.serve 112k, but it cannot upgrade websockets; node:http
- * 33k; a JS TCP relay in front 33k. Deno.serve is kept; see the README.
+ * Measured on this Deno (2.9.6), wrk -t1 -c50, raw hello world / 64 KiB:
+ * Deno.serve 118k / 36k req/s; Deno.serveHttp per connection (what
+ * ConnectionServer uses) 66k / 17k; the per-connection internal of
+ * Deno.serve 113k / 38k, but a websocket upgraded on it is closed as soon
+ * as its HTTP connection ends; node:http 33k; a JS TCP relay 33k. Only
+ * Deno.serveHttp both owns the connection and upgrades websockets.
  */
 function serve(
   options: ListenOptions,
   tls: { cert: string; key: string } | undefined,
   handle: Handle,
 ): Serving {
-  if (options.ownConnections) {
+  if (!options.fastConnections) {
     const owned = new ConnectionServer({
       hostname: bindAddress(options.host),
       port: options.port,

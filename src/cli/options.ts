@@ -75,8 +75,11 @@ export interface ListenOptions {
   websocketMaxBuffer: number;
   /** Requests in flight per site beyond which new ones get 503. */
   siteQueue: number;
-  /** The gateway owns each connection (idle ones closed, a cap enforced). */
-  ownConnections: boolean;
+  /**
+   * Leave connections to `Deno.serve` (faster, but idle ones stay open and
+   * no cap is enforced): for a server behind nginx or haproxy.
+   */
+  fastConnections: boolean;
   /** Whether `-h`/`--help` was given. */
   help: boolean;
   /** Whether `-v`/`--version` was given. */
@@ -330,8 +333,8 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: 2,
     placeholder: "S",
     max: MAX_SECONDS,
-    help: "a request body that stalls for S seconds gets 408; with " +
-      "--own-connections, an idle connection is closed",
+    help: "a connection idle for S seconds, or without a whole request " +
+      "head, is closed; a request body that stalls that long gets 408",
   },
   {
     name: "max-connections",
@@ -340,7 +343,7 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: 10000,
     placeholder: "N",
     min: 1,
-    help: "with --own-connections, close new connections beyond N at once",
+    help: "close new connections beyond N at once",
   },
   {
     name: "request-timeout",
@@ -402,13 +405,13 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     help: "a websocket client with more unsent bytes is closed",
   },
   {
-    name: "own-connections",
-    key: "ownConnections",
+    name: "fast-connections",
+    key: "fastConnections",
     kind: "flag",
     default: false,
-    help: "own each connection: close idle ones after --keepalive-time and " +
-      "cap them at --max-connections (about half the throughput; for a " +
-      "server without nginx or haproxy in front)",
+    help: "leave connections to Deno.serve: about twice the throughput for " +
+      "static files, but idle connections stay open and --max-connections " +
+      "is not enforced; only behind nginx or haproxy, which close them",
   },
   {
     name: "site-queue",

@@ -34,7 +34,7 @@ const DEFAULTS: ListenOptions = {
   websocketMaxMessage: 1024 * 1024,
   websocketMaxBuffer: 4 * 1024 * 1024,
   siteQueue: 1000,
-  ownConnections: false,
+  fastConnections: false,
   help: false,
   version: false,
 };

@@ -1,15 +1,14 @@
 /**
- * `--own-connections`: the gateway accepts each connection itself, caps
- * their number at `--max-connections`, and closes those that sit idle —
- * between requests, or before a whole request arrived (slowloris) — after
- * `--keepalive-time`.
+ * The gateway's own connections (the default; `--fast-connections` turns
+ * it off): it accepts each connection itself, caps their number at
+ * `--max-connections`, and closes those that sit idle — between requests,
+ * or before a whole request arrived (slowloris) — after `--keepalive-time`.
  *
- * `Deno.serve` (the default) gives no handle on connections. This mode uses
- * `Deno.serveHttp` per connection, the one API of Deno 2.9.6 that hands over
- * each connection and still upgrades websockets. It runs at about half the
- * gateway's default throughput (measured: 404s 41k → 19k req/s), which is
- * why it is a choice: for a server facing clients directly, rather than
- * behind nginx or haproxy, which do this job in front.
+ * `Deno.serve` gives no handle on connections. This uses `Deno.serveHttp`
+ * per connection, the one API of Deno 2.9.6 that hands over each connection
+ * and still upgrades websockets. It is slower than `Deno.serve` (measured
+ * raw: 66k vs 118k hello-world req/s), which is why `--fast-connections`
+ * exists for a server behind nginx or haproxy, which do this job in front.
  *
  * @module
  */
@@ -58,7 +57,8 @@ function serveHttp(): ServeHttp {
   const fn = (Deno as unknown as { serveHttp?: unknown }).serveHttp;
   if (typeof fn !== "function") {
     throw new Error(
-      "--own-connections needs Deno.serveHttp, which this Deno does not have",
+      "Owning connections needs Deno.serveHttp, which this Deno does not " +
+        "have; run with --fast-connections",
     );
   }
   return fn as ServeHttp;
@@ -172,8 +172,9 @@ export class ConnectionServer {
     event: RequestEvent,
     info: Deno.ServeHandlerInfo,
   ): Promise<void> {
+    const refusal = refuse(event.request);
     try {
-      const { response } = await this.#handler(event.request, info);
+      const { response } = refusal ?? await this.#handler(event.request, info);
       if (response.status === 101) c.upgraded = true;
       // Resolves once the whole body has been written.
       await event.respondWith(response);
@@ -181,6 +182,7 @@ export class ConnectionServer {
       // The client went away mid-answer.
     } finally {
       c.inflight--;
+      if (refusal !== null) c.ended = true;
       if (c.ended) this.#settle(c);
       else if (c.inflight === 0 && !c.upgraded) this.#idle(c);
     }
@@ -247,6 +249,46 @@ export class ConnectionServer {
     for (const c of [...this.#connections]) this.#close(c);
     return false;
   }
+}
+
+/** The most bytes of request head (line and headers) accepted. */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+/**
+ * What `Deno.serve`'s HTTP engine refuses and `Deno.serveHttp`'s older one
+ * lets through: a request with both `Transfer-Encoding` and `Content-Length`
+ * (the ingredients of request smuggling; RFC 9112 §6.1 says to close the
+ * connection after answering it) and an oversized head. Answered here, and
+ * the connection closed after.
+ * @returns the answer, or null when the request may go on
+ */
+export function refuse(request: Request): Handled | null {
+  const headers = request.headers;
+  let status = 0;
+  if (headers.has("transfer-encoding") && headers.has("content-length")) {
+    status = 400;
+  } else {
+    let bytes = request.method.length + request.url.length + 12;
+    for (const [name, value] of headers) {
+      bytes += name.length + value.length + 4;
+    }
+    if (bytes > MAX_HEAD_BYTES) status = 431;
+  }
+  if (status === 0) return null;
+  const body = status === 400
+    ? "Bad Request: both Transfer-Encoding and Content-Length\n"
+    : `Request Header Fields Too Large: more than ${MAX_HEAD_BYTES} bytes\n`;
+  return {
+    response: new Response(body, {
+      status,
+      headers: {
+        "content-type": "text/plain; charset=utf-8",
+        "connection": "close",
+        "server": "sandflare",
+      },
+    }),
+    bytes: body.length,
+  };
 }
 
 function closeQuietly(closer: { close(): void }): void {

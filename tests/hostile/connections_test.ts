@@ -1,5 +1,5 @@
 /**
- * `--own-connections`: idle connections (between requests, or before a whole
+ * Owned connections (the default): idle connections (between requests, or before a whole
  * request) are closed after --keepalive-time, --max-connections is a cap,
  * and none of it delays a normal client; websockets still work.
  */
@@ -62,11 +62,11 @@ async function ok(server: TestServer): Promise<number> {
   return performance.now() - t0;
 }
 
-Deno.test("--own-connections closes idle connections and caps their number", async (t) => {
+Deno.test("idle connections are closed and their number capped", async (t) => {
   const sitesDir = await writeSites(SITES);
   const server = await startServer({
     sitesDir,
-    args: ["--own-connections", "--keepalive-time=1", "--max-connections=20"],
+    args: ["--keepalive-time=1", "--max-connections=20"],
   });
   try {
     await t.step(
