@@ -69,7 +69,8 @@ interface Connection {
   http: HttpConn;
   inflight: number;
   upgraded: boolean;
-  timer: ReturnType<typeof setTimeout> | null;
+  /** When it last fell idle (nothing in flight), in ms since the epoch. */
+  idleSince: number;
   closed: boolean;
   /** No more requests will come on it (the client closed, or it upgraded). */
   ended: boolean;
@@ -86,6 +87,7 @@ export class ConnectionServer {
   #connections = new Set<Connection>();
   #closing = false;
   #accepting: Promise<void>;
+  #sweeper: ReturnType<typeof setInterval>;
 
   /**
    * Binds and starts accepting.
@@ -108,6 +110,8 @@ export class ConnectionServer {
     this.addr = this.#listener.addr as Deno.NetAddr;
     options.onListen?.(this.addr);
     this.#accepting = this.#accept();
+    const tick = Math.max(50, Math.min(250, options.keepaliveMs / 4));
+    this.#sweeper = setInterval(() => this.#sweep(), tick);
   }
 
   /** Connections open now. */
@@ -141,12 +145,11 @@ export class ConnectionServer {
       http: this.#serveHttp(conn),
       inflight: 0,
       upgraded: false,
-      timer: null,
+      idleSince: Date.now(),
       closed: false,
       ended: false,
     };
     this.#connections.add(c);
-    this.#idle(c);
     const info = {
       remoteAddr: conn.remoteAddr as Deno.NetAddr,
       completed: Promise.resolve(),
@@ -155,7 +158,6 @@ export class ConnectionServer {
       try {
         for await (const event of c.http) {
           c.inflight++;
-          this.#busy(c);
           void this.#respond(c, event, info);
         }
       } catch {
@@ -184,7 +186,7 @@ export class ConnectionServer {
       c.inflight--;
       if (refusal !== null) c.ended = true;
       if (c.ended) this.#settle(c);
-      else if (c.inflight === 0 && !c.upgraded) this.#idle(c);
+      else if (c.inflight === 0) c.idleSince = Date.now();
     }
   }
 
@@ -195,31 +197,29 @@ export class ConnectionServer {
   #settle(c: Connection): void {
     if (c.inflight > 0) return;
     if (c.upgraded) {
-      this.#busy(c);
       this.#connections.delete(c);
     } else {
       this.#close(c);
     }
   }
 
-  #busy(c: Connection): void {
-    if (c.timer !== null) clearTimeout(c.timer);
-    c.timer = null;
-  }
-
-  /** Closes the connection after the keepalive time unless a request comes. */
-  #idle(c: Connection): void {
-    this.#busy(c);
-    c.timer = setTimeout(() => {
-      c.timer = null;
-      if (c.inflight === 0 && !c.upgraded) this.#close(c);
-    }, this.#options.keepaliveMs);
+  /**
+   * Closes the connections idle (or without a whole request) for the
+   * keepalive time. One sweep a tick, rather than a timer set and cleared
+   * per request: measured, the timers cost the 404 path a tenth.
+   */
+  #sweep(): void {
+    const limit = Date.now() - this.#options.keepaliveMs;
+    for (const c of this.#connections) {
+      if (c.inflight === 0 && !c.upgraded && c.idleSince <= limit) {
+        this.#close(c);
+      }
+    }
   }
 
   #close(c: Connection): void {
     if (c.closed) return;
     c.closed = true;
-    this.#busy(c);
     this.#connections.delete(c);
     try {
       c.http.close();
@@ -236,6 +236,7 @@ export class ConnectionServer {
    */
   async shutdown(timeoutMs: number): Promise<boolean> {
     this.#closing = true;
+    clearInterval(this.#sweeper);
     closeQuietly(this.#listener);
     await this.#accepting;
     const deadline = Date.now() + timeoutMs;
