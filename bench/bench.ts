@@ -582,12 +582,28 @@ async function reloadLatency(rounds: number): Promise<Measure> {
 }
 
 /** Resident memory of a process, in KiB. */
-function rssKiB(pid: number): number {
+/** A process's memory in KiB, from /proc/PID/smaps_rollup. */
+interface Memory {
+  /** Resident pages, shared ones counted whole in every process. */
+  rss: number;
+  /** Proportional: each shared page divided among the processes sharing it. */
+  pss: number;
+  /** Pages no other process shares. */
+  private: number;
+}
+
+function memoryOf(pid: number): Memory {
   try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    const text = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+    const kib = (name: string) =>
+      Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
+    return {
+      rss: kib("Rss"),
+      pss: kib("Pss"),
+      private: kib("Private_Clean") + kib("Private_Dirty"),
+    };
   } catch {
-    return 0;
+    return { rss: 0, pss: 0, private: 0 };
   }
 }
 
@@ -614,9 +630,10 @@ async function sitesScenario(count: number): Promise<Measure[]> {
     const pids = [...server.logs().matchAll(/sandbox pid (\d+)/g)].map((m) =>
       Number(m[1])
     );
-    const sandboxes = pids.map(rssKiB);
-    const gateway = rssKiB(server.child.pid);
-    const perSite = sandboxes.reduce((a, b) => a + b, 0) /
+    const sandboxes = pids.map(memoryOf);
+    const gateway = memoryOf(server.child.pid);
+    const mean = (key: keyof Memory) =>
+      sandboxes.reduce((sum, m) => sum + m[key], 0) /
       Math.max(1, sandboxes.length) / 1024;
     return [
       {
@@ -629,11 +646,12 @@ async function sitesScenario(count: number): Promise<Measure[]> {
         scenario: `memory per idle site (${count} site${
           count === 1 ? "" : "s"
         })`,
-        value: perSite,
+        value: mean("pss"),
         unit: "MiB",
-        detail: `sandbox RSS, 1 worker; gateway ${
-          (gateway / 1024).toFixed(0)
-        } MiB`,
+        detail: `sandbox PSS, 1 worker (RSS ${mean("rss").toFixed(0)}, ` +
+          `private ${mean("private").toFixed(0)}); gateway PSS ${
+            (gateway.pss / 1024).toFixed(0)
+          } MiB`,
       },
     ];
   } finally {
