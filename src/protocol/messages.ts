@@ -504,7 +504,16 @@ function describe(value: unknown): string {
 
 /** Host → worker. */
 export type ToWorker =
-  | { t: "load"; site: string; siteDir: string; scripts: string[] }
+  | {
+    t: "load";
+    site: string;
+    siteDir: string;
+    scripts: string[];
+    /** The shared stdout lock and counters (see src/sandbox/out.ts). */
+    out: SharedArrayBuffer;
+    /** This worker's slot among the counters. */
+    index: number;
+  }
   | {
     t: "request";
     id: number;
@@ -544,7 +553,6 @@ export type ToWorker =
 export type FromWorker =
   | { t: "loaded"; routes: WireRoutes }
   | { t: "loadFailed"; message: string; location: string | null }
-  | { t: "reply"; id: number; reply: WireReply; body: Uint8Array }
   | { t: "pong"; id: number }
   | {
     t: "wsSend";
@@ -579,11 +587,6 @@ export function parseFromWorker(value: unknown): FromWorker | null {
     case "loaded":
     case "loadFailed":
       return msg as FromWorker; // re-checked by the gateway's parseFromSandbox
-    case "reply":
-      if (Number.isSafeInteger(msg.id) && msg.body instanceof Uint8Array) {
-        return msg as FromWorker;
-      }
-      return null;
     case "pong":
       return Number.isSafeInteger(msg.id) ? msg as FromWorker : null;
     case "wsSend":

@@ -8,6 +8,7 @@
 // deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
 import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
+import { SharedOut } from "./out.ts";
 import {
   type FromSandbox,
   type FromWorker,
@@ -30,7 +31,6 @@ const PING_TIMEOUT_MS = 1000;
 
 interface PoolWorker {
   worker: Worker;
-  inflight: number;
   /** Websocket clients this worker holds. */
   clients: number;
   index: number;
@@ -48,7 +48,12 @@ export async function runSandbox(): Promise<number> {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     Deno.addSignalListener(signal, () => {});
   }
-  const out = new FrameWriter((bytes) => writeAll(bytes), () => Deno.exit(70));
+  // Stdout is shared with the workers once they exist (see ./out.ts).
+  let shared: SharedOut | null = null;
+  const out = new FrameWriter(
+    (bytes) => writeAll(shared, bytes),
+    () => Deno.exit(70),
+  );
   const decoder = new FrameDecoder({ maxBodyBytes: 1024 * 1024 * 1024 });
   const reader = Deno.stdin.readable.getReader();
   let pool: Pool | null = null;
@@ -60,7 +65,8 @@ export async function runSandbox(): Promise<number> {
         const msg = parseToSandbox(frame.header);
         if (msg.t === "init") {
           if (pool !== null) throw new Error("Sandbox received a second init");
-          pool = new Pool(msg, out);
+          shared = new SharedOut(Math.max(1, msg.workers));
+          pool = new Pool(msg, out, shared);
           void pool.start();
         } else if (msg.t === "shutdown") {
           pool?.stop();
@@ -88,7 +94,14 @@ export async function runSandbox(): Promise<number> {
  * pipe blocks the sandbox until the gateway reads, which is the back-pressure
  * wanted; a gateway that is gone makes it fail, and the sandbox exits.
  */
-function writeAll(bytes: Uint8Array): Promise<void> {
+function writeAll(
+  shared: SharedOut | null,
+  bytes: Uint8Array,
+): Promise<void> {
+  if (shared !== null) {
+    shared.write(bytes);
+    return Promise.resolve();
+  }
   let offset = 0;
   while (offset < bytes.length) {
     offset += Deno.stdout.writeSync(bytes.subarray(offset));
@@ -99,12 +112,14 @@ function writeAll(bytes: Uint8Array): Promise<void> {
 class Pool {
   #init: InitMessage;
   #out: FrameWriter;
+  #shared: SharedOut;
   #workers: PoolWorker[] = [];
   #pings = new Map<number, { worker: PoolWorker; answer: () => void }>();
 
-  constructor(init: InitMessage, out: FrameWriter) {
+  constructor(init: InitMessage, out: FrameWriter, shared: SharedOut) {
     this.#init = init;
     this.#out = out;
+    this.#shared = shared;
   }
 
   #send(message: FromSandbox, body?: Uint8Array): void {
@@ -120,7 +135,14 @@ class Pool {
       }
       reports = await Promise.all(
         this.#workers.map((w) =>
-          this.#load(w, { t: "load", site, siteDir, scripts })
+          this.#load(w, {
+            t: "load",
+            site,
+            siteDir,
+            scripts,
+            out: this.#shared.buffer,
+            index: w.index,
+          })
         ),
       );
     } catch (err) {
@@ -171,7 +193,7 @@ class Pool {
         },
       },
     });
-    const entry: PoolWorker = { worker, inflight: 0, clients: 0, index };
+    const entry: PoolWorker = { worker, clients: 0, index };
     worker.addEventListener("error", (event) => {
       event.preventDefault();
       console.error(`Worker ${index + 1} failed: ${event.message}`);
@@ -203,10 +225,6 @@ class Pool {
         resolve?.(msg);
         break;
       }
-      case "reply":
-        w.inflight = Math.max(0, w.inflight - 1);
-        this.#send({ t: "reply", id: msg.id, reply: msg.reply }, msg.body);
-        break;
       case "pong": {
         const ping = this.#pings.get(msg.id);
         if (ping?.worker === w) ping.answer();
@@ -253,7 +271,7 @@ class Pool {
     switch (msg.t) {
       case "request": {
         const w = this.#pick();
-        w.inflight++;
+        this.#shared.started(w.index);
         // A copy that owns its buffer, so it can be transferred.
         const own =
           body.byteOffset === 0 && body.byteLength === body.buffer.byteLength
@@ -266,7 +284,7 @@ class Pool {
       }
       case "error": {
         const w = this.#pick();
-        w.inflight++;
+        this.#shared.started(w.index);
         w.worker.postMessage(msg satisfies ToWorker);
         break;
       }
@@ -331,7 +349,11 @@ class Pool {
 
   #pick(): PoolWorker {
     let best = this.#workers[0]!;
-    for (const w of this.#workers) if (w.inflight < best.inflight) best = w;
+    let least = this.#shared.inflight(best.index);
+    for (const w of this.#workers) {
+      const n = this.#shared.inflight(w.index);
+      if (n < least) [best, least] = [w, n];
+    }
     return best;
   }
 

@@ -15,6 +15,8 @@ import { hook, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
 import { SafeHtml } from "./html.ts";
+import { SharedOut } from "./out.ts";
+import { encodeFrame } from "../protocol/frames.ts";
 import type {
   FromWorker,
   ToWorker,
@@ -64,6 +66,22 @@ registry.ask = (question) =>
 
 function send(message: FromWorker, transfer: Transferable[] = []): void {
   post(message, transfer);
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Stdout shared with the host, and this worker's slot (set by "load"). */
+let out: SharedOut | null = null;
+let slot = 0;
+
+/** Writes a reply frame straight to the gateway (see ./out.ts). */
+function sendReply(id: number, reply: WireReply, body: Uint8Array): void {
+  if (out === null) throw new Error("Reply before load");
+  try {
+    out.write(encodeFrame({ t: "reply", id, reply }, body));
+  } finally {
+    out.finished(slot);
+  }
 }
 
 /** The error's stack without the sandbox's own frames. */
@@ -135,22 +153,17 @@ function reply(id: number, res: PageResponse): void {
     failed(id, `The response could not be sent: ${stackOf(err)}`);
     return;
   }
-  send({ t: "reply", id, ...wire }, [wire.body.buffer as ArrayBuffer]);
+  sendReply(id, wire.reply, wire.body);
 }
 
 function failed(id: number, why: string): void {
   const ref = crypto.randomUUID().slice(0, 8);
   logError(`[ref ${ref}] ${why}`);
-  send({
-    t: "reply",
-    id,
-    reply: {
-      kind: "error",
-      code: 500,
-      message: `Internal Server Error (ref ${ref})`,
-    },
-    body: new Uint8Array(0),
-  });
+  sendReply(id, {
+    kind: "error",
+    code: 500,
+    message: `Internal Server Error (ref ${ref})`,
+  }, EMPTY);
 }
 
 async function applyResult(result: unknown, res: PageResponse): Promise<void> {
@@ -241,12 +254,7 @@ async function runError(
   } catch (err) {
     logError(`Error hook failed while rendering ${code}: ${stackOf(err)}`);
   }
-  send({
-    t: "reply",
-    id,
-    reply: { kind: "error", code, message },
-    body: new Uint8Array(0),
-  });
+  sendReply(id, { kind: "error", code, message }, EMPTY);
 }
 
 self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
@@ -254,6 +262,8 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
   switch (msg.t) {
     case "load":
       siteDir = msg.siteDir;
+      out = new SharedOut(msg.out);
+      slot = msg.index;
       void load(msg.scripts);
       break;
     case "request":
