@@ -68,6 +68,7 @@ function serve(
   options: ListenOptions,
   tls: { cert: string; key: string } | undefined,
   handle: Handle,
+  openWebsockets: () => number,
 ): Serving {
   if (!options.fastConnections) {
     const owned = new ConnectionServer({
@@ -78,6 +79,7 @@ function serve(
       ...(tls !== undefined ? { tls } : {}),
       onListen: (addr) => announce(addr, tls !== undefined),
       onRefused: refused,
+      openWebsockets,
     }, handle);
     return { shutdown: (ms) => owned.shutdown(ms) };
   }
@@ -214,7 +216,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     server = serve(options, tls, async (request, info) => {
       await loaded.promise;
       return gateway.handle(request, info);
-    });
+    }, () => gateway.openSockets());
   } catch (err) {
     log.error(
       null,

@@ -343,7 +343,7 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: 10000,
     placeholder: "N",
     min: 1,
-    help: "close new connections beyond N at once",
+    help: "close new connections beyond N (websockets included) at once",
   },
   {
     name: "request-timeout",

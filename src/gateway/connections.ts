@@ -39,6 +39,16 @@ export interface ConnectionServerOptions {
   onListen?: (addr: Deno.NetAddr) => void;
   /** Called for each connection refused for being over the cap. */
   onRefused?: () => void;
+  /**
+   * Websockets open now: an upgraded connection leaves this server's hands
+   * but still counts towards `maxConnections`.
+   */
+  openWebsockets?: () => number;
+  /**
+   * The slowest a client may read an answer; one slower is closed (default
+   * {@linkcode MIN_SEND_BYTES_PER_SECOND}).
+   */
+  minSendBytesPerSecond?: number;
 }
 
 interface RequestEvent {
@@ -66,8 +76,20 @@ function serveHttp(): ServeHttp {
 
 interface Connection {
   conn: Deno.Conn;
-  http: HttpConn;
+  /** Null until a TLS connection has finished its handshake. */
+  http: HttpConn | null;
+  /** HTTP/2 (by ALPN): no connection-level headers in its answers. */
+  http2: boolean;
   inflight: number;
+  /** Answers handed to the engine whose writing has not finished. */
+  sending: number;
+  /**
+   * When the answers given so far must be out, at the minimum send rate
+   * after the keepalive time. The engine may take a whole body at once and
+   * write it later, so until then a connection does not count as idle; and
+   * a client that does not read is closed then, so it cannot hold one.
+   */
+  sendDeadline: number;
   upgraded: boolean;
   /** When it last fell idle (nothing in flight), in ms since the epoch. */
   idleSince: number;
@@ -130,7 +152,9 @@ export class ConnectionServer {
         await new Promise((r) => setTimeout(r, 50));
         continue;
       }
-      if (this.#connections.size >= this.#options.maxConnections) {
+      const open = this.#connections.size +
+        (this.#options.openWebsockets?.() ?? 0);
+      if (open >= this.#options.maxConnections) {
         this.#options.onRefused?.();
         closeQuietly(conn);
         continue;
@@ -142,8 +166,11 @@ export class ConnectionServer {
   #serve(conn: Deno.Conn): void {
     const c: Connection = {
       conn,
-      http: this.#serveHttp(conn),
+      http: null,
+      http2: false,
       inflight: 0,
+      sending: 0,
+      sendDeadline: 0,
       upgraded: false,
       idleSince: Date.now(),
       closed: false,
@@ -156,12 +183,23 @@ export class ConnectionServer {
     } as Deno.ServeHandlerInfo;
     (async () => {
       try {
+        if (this.#options.tls !== undefined) {
+          // The protocol chosen by ALPN decides how a refusal is answered.
+          // (A client that never starts its handshake cannot be closed: on
+          // Deno 2.9.6 closing such a connection leaves its socket open
+          // until the client goes. The sweep forgets it after the keepalive
+          // time, so it does not count towards the cap. See the README.)
+          const handshake = await (conn as Deno.TlsConn).handshake();
+          if (c.closed) return;
+          c.http2 = handshake.alpnProtocol === "h2";
+        }
+        c.http = this.#serveHttp(conn);
         for await (const event of c.http) {
           c.inflight++;
           void this.#respond(c, event, info);
         }
       } catch {
-        // A malformed request or a reset: the connection is over.
+        // A failed handshake, a malformed request or a reset: it is over.
       } finally {
         c.ended = true;
         this.#settle(c);
@@ -174,17 +212,29 @@ export class ConnectionServer {
     event: RequestEvent,
     info: Deno.ServeHandlerInfo,
   ): Promise<void> {
-    const refusal = refuse(event.request);
     try {
-      const { response } = refusal ?? await this.#handler(event.request, info);
+      const { response, bytes } = refuse(event.request, c.http2) ??
+        await this.#handler(event.request, info);
       if (response.status === 101) c.upgraded = true;
-      // Resolves once the whole body has been written.
-      await event.respondWith(response);
+      else {
+        const rate = this.#options.minSendBytesPerSecond ??
+          MIN_SEND_BYTES_PER_SECOND;
+        const due = Date.now() + this.#options.keepaliveMs +
+          (bytes / rate) * 1000;
+        c.sendDeadline = Math.max(c.sendDeadline, due);
+      }
+      c.sending++;
+      try {
+        // Resolves once the engine has the body: for a stream, once it is
+        // written; for a string or bytes, possibly before.
+        await event.respondWith(response);
+      } finally {
+        c.sending--;
+      }
     } catch {
       // The client went away mid-answer.
     } finally {
       c.inflight--;
-      if (refusal !== null) c.ended = true;
       if (c.ended) this.#settle(c);
       else if (c.inflight === 0) c.idleSince = Date.now();
     }
@@ -209,11 +259,14 @@ export class ConnectionServer {
    * per request: measured, the timers cost the 404 path a tenth.
    */
   #sweep(): void {
-    const limit = Date.now() - this.#options.keepaliveMs;
+    const now = Date.now();
+    const limit = now - this.#options.keepaliveMs;
     for (const c of this.#connections) {
-      if (c.inflight === 0 && !c.upgraded && c.idleSince <= limit) {
-        this.#close(c);
-      }
+      if (c.upgraded) continue;
+      const idle = c.inflight === 0 && c.idleSince <= limit &&
+        now >= c.sendDeadline;
+      const slowReader = c.sending > 0 && now > c.sendDeadline;
+      if (idle || slowReader) this.#close(c);
     }
   }
 
@@ -221,11 +274,7 @@ export class ConnectionServer {
     if (c.closed) return;
     c.closed = true;
     this.#connections.delete(c);
-    try {
-      c.http.close();
-    } catch {
-      // Already closed.
-    }
+    if (c.http !== null) closeQuietly(c.http);
     closeQuietly(c.conn);
   }
 
@@ -241,8 +290,15 @@ export class ConnectionServer {
     await this.#accepting;
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
+      const settled = Date.now() - SHUTDOWN_GRACE_MS;
       for (const c of [...this.#connections]) {
-        if (c.inflight === 0 && !c.upgraded) this.#close(c);
+        // The last answer's bytes may still be on their way out.
+        if (
+          c.inflight === 0 && !c.upgraded && c.idleSince <= settled &&
+          Date.now() >= c.sendDeadline
+        ) {
+          this.#close(c);
+        }
       }
       if ([...this.#connections].every((c) => c.upgraded)) return true;
       await new Promise((r) => setTimeout(r, 25));
@@ -252,6 +308,12 @@ export class ConnectionServer {
   }
 }
 
+/** The slowest a client may read an answer (nginx's send_timeout, as a rate). */
+export const MIN_SEND_BYTES_PER_SECOND = 16 * 1024;
+
+/** At shutdown, how long an idle connection's last answer is given to leave. */
+const SHUTDOWN_GRACE_MS = 100;
+
 /** The most bytes of request head (line and headers) accepted. */
 export const MAX_HEAD_BYTES = 64 * 1024;
 
@@ -259,11 +321,11 @@ export const MAX_HEAD_BYTES = 64 * 1024;
  * What `Deno.serve`'s HTTP engine refuses and `Deno.serveHttp`'s older one
  * lets through: a request with both `Transfer-Encoding` and `Content-Length`
  * (the ingredients of request smuggling; RFC 9112 §6.1 says to close the
- * connection after answering it) and an oversized head. Answered here, and
- * the connection closed after.
+ * connection after answering it) and an oversized head. Answered here; an
+ * HTTP/1.1 connection is closed after the answer.
  * @returns the answer, or null when the request may go on
  */
-export function refuse(request: Request): Handled | null {
+export function refuse(request: Request, http2 = false): Handled | null {
   const headers = request.headers;
   let status = 0;
   if (headers.has("transfer-encoding") && headers.has("content-length")) {
@@ -279,15 +341,16 @@ export function refuse(request: Request): Handled | null {
   const body = status === 400
     ? "Bad Request: both Transfer-Encoding and Content-Length\n"
     : `Request Header Fields Too Large: more than ${MAX_HEAD_BYTES} bytes\n`;
+  const answer: [string, string][] = [
+    ["content-type", "text/plain; charset=utf-8"],
+    ["server", "sandflare"],
+  ];
+  // HTTP/1.1: the engine closes the connection once this answer is out, so
+  // nothing sent after it on the connection is read. HTTP/2 has no such
+  // header; there the refusal is of one stream only.
+  if (!http2) answer.push(["connection", "close"]);
   return {
-    response: new Response(body, {
-      status,
-      headers: {
-        "content-type": "text/plain; charset=utf-8",
-        "connection": "close",
-        "server": "sandflare",
-      },
-    }),
+    response: new Response(body, { status, headers: answer }),
     bytes: body.length,
   };
 }

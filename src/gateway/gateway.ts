@@ -824,7 +824,7 @@ export class Gateway {
       if (body === "stalled") {
         const answer = this.#defaultError(
           408,
-          `No part of the request body arrived for ${this.options.listen.keepaliveTime} s`,
+          `The request body paused for ${this.options.listen.keepaliveTime} s, or arrived at under ${MIN_BODY_BYTES_PER_SECOND} bytes a second`,
           accept,
           method,
           route.site,
@@ -1388,6 +1388,11 @@ export class Gateway {
   socketCount(site: string): number {
     return this.#sockets.count(site);
   }
+
+  /** Open websocket clients of every site. */
+  openSockets(): number {
+    return this.#sockets.size;
+  }
 }
 
 /** Websocket endpoints are routed as pages with ids from here on. */
@@ -1519,6 +1524,9 @@ function hasHeader(headers: HeaderList, name: string): boolean {
 }
 
 /** Reads a body of at most `limit` bytes; null when it is larger. */
+/** The slowest average rate a request body may arrive at, past its start. */
+const MIN_BODY_BYTES_PER_SECOND = 500;
+
 async function readBody(
   request: Request,
   limit: number,
@@ -1530,11 +1538,21 @@ async function readBody(
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = request.body.getReader();
+  const started = Date.now();
   while (true) {
-    // A client that stops sending its body (slow POST) is not waited for.
+    // A client that stops sending its body (slow POST) is not waited for,
+    // nor one that trickles it: after 4 stall times it must have sent
+    // MIN_BODY_BYTES_PER_SECOND on average (like Apache's mod_reqtimeout).
+    const deadline = started + 4 * stallMs +
+      (size / MIN_BODY_BYTES_PER_SECOND) * 1000;
+    const wait = Math.min(stallMs, deadline - Date.now());
+    if (wait <= 0) {
+      await reader.cancel().catch(() => {});
+      return "stalled";
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const stalled = new Promise<"stalled">((resolve) => {
-      timer = setTimeout(() => resolve("stalled"), stallMs);
+      timer = setTimeout(() => resolve("stalled"), wait);
     });
     const next = await Promise.race([reader.read(), stalled]);
     clearTimeout(timer);

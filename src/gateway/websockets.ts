@@ -60,6 +60,11 @@ export class WebSocketHub {
     this.#options = options;
   }
 
+  /** Open clients of every site. */
+  get size(): number {
+    return this.#clients.size;
+  }
+
   /** Open clients of a site. */
   count(site: string): number {
     let n = 0;

@@ -549,11 +549,11 @@ export type ToWorker =
     error: string | null;
   };
 
-/** Worker → host. */
-export type FromWorker =
-  | { t: "loaded"; routes: WireRoutes }
-  | { t: "loadFailed"; message: string; location: string | null }
-  | { t: "pong"; id: number }
+/**
+ * A worker's websocket output. The worker writes it to the gateway itself
+ * (as `wsSend` and `wsClose` frames), in order with its replies.
+ */
+export type SocketOut =
   | {
     t: "wsSend";
     channel: number;
@@ -566,7 +566,13 @@ export type FromWorker =
     client: string;
     code: number;
     reason: string;
-  }
+  };
+
+/** Worker → host. */
+export type FromWorker =
+  | { t: "loaded"; routes: WireRoutes }
+  | { t: "loadFailed"; message: string; location: string | null }
+  | { t: "pong"; id: number }
   | { t: "sessionGet"; call: number; name: string; id: string | null }
   | {
     t: "sessionSave";
@@ -589,12 +595,6 @@ export function parseFromWorker(value: unknown): FromWorker | null {
       return msg as FromWorker; // re-checked by the gateway's parseFromSandbox
     case "pong":
       return Number.isSafeInteger(msg.id) ? msg as FromWorker : null;
-    case "wsSend":
-      return Number.isSafeInteger(msg.channel) &&
-          (typeof msg.data === "string" || msg.data instanceof Uint8Array)
-        ? msg as FromWorker
-        : null;
-    case "wsClose":
     case "sessionGet":
     case "sessionSave":
       return msg as FromWorker; // re-checked by the gateway's parseFromSandbox

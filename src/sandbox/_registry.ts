@@ -8,6 +8,7 @@
 
 import type {
   FromWorker,
+  SocketOut,
   WireHost,
   WirePage,
   WireRoutes,
@@ -66,7 +67,7 @@ export interface Registry {
   sealed: boolean;
   sockets: SocketEntry[];
   /** Sends a message to the host (set by the worker entry). */
-  post: (message: FromWorker) => void;
+  post: (message: FromWorker | SocketOut) => void;
   /** Asks the gateway about a session (set by the worker entry). */
   ask: (question: SessionAsk) => Promise<WireSession>;
   tasks: TaskEntry[];

@@ -20,7 +20,6 @@ import {
   type WireRoutes,
 } from "../protocol/messages.ts";
 
-const ENCODER = new TextEncoder();
 const DECODER = new TextDecoder();
 
 /** How often the sandbox reports its memory to the gateway. */
@@ -69,8 +68,9 @@ export async function runSandbox(): Promise<number> {
           pool = new Pool(msg, out, shared);
           void pool.start();
         } else if (msg.t === "shutdown") {
-          pool?.stop();
+          // Drain first: a worker stopped mid-write would keep the lock.
           await out.drained();
+          pool?.stop();
           return 0;
         } else if (pool === null) {
           throw new Error(`Sandbox received "${msg.t}" before init`);
@@ -230,22 +230,6 @@ class Pool {
         if (ping?.worker === w) ping.answer();
         break;
       }
-      case "wsSend": {
-        const binary = typeof msg.data !== "string";
-        const body = binary
-          ? msg.data as Uint8Array
-          : ENCODER.encode(msg.data as string);
-        this.#send({
-          t: "wsSend",
-          channel: msg.channel,
-          client: msg.client,
-          binary,
-        }, body);
-        break;
-      }
-      case "wsClose":
-        this.#send(msg);
-        break;
       case "sessionGet":
       case "sessionSave": {
         // Calls are numbered per worker; the gateway sees one number space.

@@ -12,16 +12,20 @@
  * counts each worker's requests in flight: the host adds one when it hands a
  * request over, the worker takes it away when it has written the reply.
  *
- * Everything used here is captured when the module loads, before any site
- * code runs, so a site replacing `Atomics` or `Deno.stdout` later cannot
- * reach these writes. A site writing to stdout directly garbles only its own
- * sandbox's frames: the gateway then stops that sandbox and restarts it.
+ * What runs while the lock is held is captured when the module loads, before
+ * any site code runs, so no site code runs inside it. A site can still garble
+ * its own sandbox's frames (by writing to stdout itself, or by replacing the
+ * built-ins the frame encoding uses); the gateway then stops that sandbox and
+ * restarts it, and no other site is affected.
  *
  * @module
  */
 
 const writeSync = Deno.stdout.writeSync.bind(Deno.stdout);
 const { add, compareExchange, load, notify, store, sub, wait } = Atomics;
+const now = performance.now.bind(performance);
+const apply = Reflect.apply;
+const subarray = Uint8Array.prototype.subarray;
 
 /** Slot of the lock; the counters of workers 0, 1, … follow it. */
 const LOCK = 0;
@@ -48,9 +52,9 @@ export class SharedOut {
    */
   write(bytes: Uint8Array): void {
     const state = this.#state;
-    const deadline = performance.now() + LOCK_TIMEOUT_MS;
+    const deadline = now() + LOCK_TIMEOUT_MS;
     while (compareExchange(state, LOCK, 0, 1) !== 0) {
-      if (performance.now() > deadline) {
+      if (now() > deadline) {
         throw new Error("The sandbox's stdout stayed locked for 10 s");
       }
       wait(state, LOCK, 1, 50);
@@ -58,7 +62,7 @@ export class SharedOut {
     try {
       let offset = 0;
       while (offset < bytes.length) {
-        offset += writeSync(bytes.subarray(offset));
+        offset += writeSync(apply(subarray, bytes, [offset]));
       }
     } finally {
       store(state, LOCK, 0);

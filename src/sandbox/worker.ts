@@ -18,6 +18,7 @@ import { SafeHtml } from "./html.ts";
 import { SharedOut } from "./out.ts";
 import { encodeFrame } from "../protocol/frames.ts";
 import type {
+  FromSandbox,
   FromWorker,
   ToWorker,
   WireReply,
@@ -56,7 +57,23 @@ const sessionCalls = new Map<
 >();
 let sessionCall = 0;
 
-registry.post = (message) => send(message);
+// Websocket sends go to the gateway the way replies do, so that a page that
+// broadcasts and then answers has its broadcast written first.
+registry.post = (message) => {
+  if (message.t === "wsSend") {
+    const binary = typeof message.data !== "string";
+    const body = binary
+      ? message.data as Uint8Array
+      : ENCODER.encode(message.data as string);
+    writeFrame({
+      t: "wsSend",
+      channel: message.channel,
+      client: message.client,
+      binary,
+    }, body);
+  } else if (message.t === "wsClose") writeFrame(message);
+  else send(message);
+};
 registry.ask = (question) =>
   new Promise<WireSession>((resolve, reject) => {
     const call = ++sessionCall;
@@ -69,18 +86,29 @@ function send(message: FromWorker, transfer: Transferable[] = []): void {
 }
 
 const EMPTY = new Uint8Array(0);
+const ENCODER = new TextEncoder();
 
 /** Stdout shared with the host, and this worker's slot (set by "load"). */
 let out: SharedOut | null = null;
 let slot = 0;
+/** Requests handed to this worker and not answered yet. */
+const answering = new Set<number>();
 
-/** Writes a reply frame straight to the gateway (see ./out.ts). */
+/** Writes a frame straight to the gateway (see ./out.ts). */
+function writeFrame(header: FromSandbox, body?: Uint8Array): void {
+  if (out === null) throw new Error("The sandbox is not connected");
+  out.write(encodeFrame(header, body));
+}
+
+/** Answers request `id`, once: a second answer is dropped. */
 function sendReply(id: number, reply: WireReply, body: Uint8Array): void {
-  if (out === null) throw new Error("Reply before load");
+  if (!answering.delete(id)) return;
   try {
-    out.write(encodeFrame({ t: "reply", id, reply }, body));
+    writeFrame({ t: "reply", id, reply }, body);
+  } catch (err) {
+    logError(`A reply could not be written: ${(err as Error).message}`);
   } finally {
-    out.finished(slot);
+    out?.finished(slot);
   }
 }
 
@@ -258,6 +286,8 @@ async function runError(
 }
 
 self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
+  // Only the host's messages: site code can dispatch events on `self` too.
+  if (!event.isTrusted) return;
   const msg = event.data;
   switch (msg.t) {
     case "load":
@@ -267,9 +297,11 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
       void load(msg.scripts);
       break;
     case "request":
+      answering.add(msg.id);
       void runPage(msg);
       break;
     case "error":
+      answering.add(msg.id);
       void runError(
         msg.id,
         msg.code,

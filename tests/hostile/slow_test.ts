@@ -93,6 +93,43 @@ Deno.test("a request body that stalls gets 408 after --keepalive-time", async ()
   }
 });
 
+Deno.test("a request body trickled in under the stall time still gets 408", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir, args: ["--keepalive-time=1"] });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    const t0 = Date.now();
+    await conn.write(
+      new TextEncoder().encode(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+      ),
+    );
+    // One byte every 0.5 s: never a 1 s pause, but far under 500 bytes a
+    // second. Bounded: 30 bytes at most.
+    const answer = (async () => {
+      const buf = new Uint8Array(4096);
+      const n = await conn.read(buf);
+      return new TextDecoder().decode(buf.subarray(0, n ?? 0));
+    })();
+    let text: string | null = null;
+    void answer.then((t) => text = t);
+    for (let i = 0; i < 30 && text === null; i++) {
+      await conn.write(new TextEncoder().encode("x")).catch(() => {});
+      await delay(500);
+    }
+    const got = await answer;
+    const ms = Date.now() - t0;
+    assert.match(got, /^HTTP\/1\.1 408/);
+    assert.match(got, /under 500 bytes a second/);
+    assert.ok(ms >= 3500 && ms < 8000, `answered after ${ms} ms`);
+    assert.equal((await server.fetch("/ok")).text, "ok");
+  } finally {
+    conn.close();
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
 const SLOW_READ = ["-k", "2", "-w", "10", "-y", "20", "-n", "5", "-z", "32"];
 
 for (

@@ -40,45 +40,51 @@ async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
   return { cert, key };
 }
 
-Deno.test("HTTPS serves HTTP/2 by ALPN and HTTP/1.1", async () => {
-  const sitesDir = await writeSites({
-    tls: {
-      "site.json": JSON.stringify({ hosts: ["*"] }),
-      "autorun/ar_tls.ts":
-        `import { hosts } from "sandflare";\nhosts.any.add("/secure", () => "over tls");\n`,
-    },
+for (const mode of ["", "--fast-connections"]) {
+  Deno.test(`HTTPS serves HTTP/2 by ALPN and HTTP/1.1${mode === "" ? "" : ` (${mode})`}`, async () => {
+    const sitesDir = await writeSites({
+      tls: {
+        "site.json": JSON.stringify({ hosts: ["*"] }),
+        "autorun/ar_tls.ts":
+          `import { hosts } from "sandflare";\nhosts.any.add("/secure", () => "over tls");\n`,
+      },
+    });
+    const { cert, key } = await selfSigned(sitesDir);
+    const server = await startServer({
+      sitesDir,
+      args: [
+        `--tls-cert=${cert}`,
+        `--tls-key=${key}`,
+        ...(mode === "" ? [] : [mode]),
+      ],
+    });
+    try {
+      await server.waitForLog(/Listening on https:\/\/127\.0\.0\.1:\d+/);
+      const url = `https://127.0.0.1:${server.port}/secure`;
+      const h2 = await curl([
+        "--cacert",
+        cert,
+        "--http2",
+        "-w",
+        " %{http_version}",
+        url,
+      ]);
+      assert.equal(h2.stdout, "over tls 2", h2.stderr);
+      const h1 = await curl([
+        "--cacert",
+        cert,
+        "--http1.1",
+        "-w",
+        " %{http_version}",
+        url,
+      ]);
+      assert.equal(h1.stdout, "over tls 1.1", h1.stderr);
+    } finally {
+      await server.stop();
+      await Deno.remove(sitesDir, { recursive: true });
+    }
   });
-  const { cert, key } = await selfSigned(sitesDir);
-  const server = await startServer({
-    sitesDir,
-    args: [`--tls-cert=${cert}`, `--tls-key=${key}`],
-  });
-  try {
-    await server.waitForLog(/Listening on https:\/\/127\.0\.0\.1:\d+/);
-    const url = `https://127.0.0.1:${server.port}/secure`;
-    const h2 = await curl([
-      "--cacert",
-      cert,
-      "--http2",
-      "-w",
-      " %{http_version}",
-      url,
-    ]);
-    assert.equal(h2.stdout, "over tls 2", h2.stderr);
-    const h1 = await curl([
-      "--cacert",
-      cert,
-      "--http1.1",
-      "-w",
-      " %{http_version}",
-      url,
-    ]);
-    assert.equal(h1.stdout, "over tls 1.1", h1.stderr);
-  } finally {
-    await server.stop();
-    await Deno.remove(sitesDir, { recursive: true });
-  }
-});
+}
 
 Deno.test("bad --tls-cert or --tls-key files are a clear startup error", async (t) => {
   const dir = await Deno.makeTempDir();
