@@ -122,6 +122,16 @@ export class FrameDecoder {
     return frames;
   }
 
+  /** Removes and returns the bytes not yet part of a whole frame. */
+  takeRest(): Uint8Array {
+    if (this.#buffered === 0) return new Uint8Array(0);
+    this.#join();
+    const rest = this.#chunks[0]!;
+    this.#chunks = [];
+    this.#buffered = 0;
+    return rest;
+  }
+
   /**
    * Marks the end of the stream.
    * @throws {FrameError} if a partial frame is left over

@@ -513,6 +513,11 @@ export type ToWorker =
     out: SharedArrayBuffer;
     /** This worker's slot among the counters. */
     index: number;
+    /**
+     * The site's only worker reads the gateway's frames from stdin itself,
+     * starting with these bytes the host had already read.
+     */
+    direct: Uint8Array | null;
   }
   | {
     t: "request";
@@ -573,6 +578,8 @@ export type FromWorker =
   | { t: "loaded"; routes: WireRoutes }
   | { t: "loadFailed"; message: string; location: string | null }
   | { t: "pong"; id: number }
+  /** A direct worker's stdin ended: `shutdown` if the gateway asked. */
+  | { t: "ended"; shutdown: boolean; failed: boolean }
   | { t: "sessionGet"; call: number; name: string; id: string | null }
   | {
     t: "sessionSave";
@@ -595,6 +602,11 @@ export function parseFromWorker(value: unknown): FromWorker | null {
       return msg as FromWorker; // re-checked by the gateway's parseFromSandbox
     case "pong":
       return Number.isSafeInteger(msg.id) ? msg as FromWorker : null;
+    case "ended":
+      return typeof msg.shutdown === "boolean" &&
+          typeof msg.failed === "boolean"
+        ? msg as FromWorker
+        : null;
     case "sessionGet":
     case "sessionSave":
       return msg as FromWorker; // re-checked by the gateway's parseFromSandbox

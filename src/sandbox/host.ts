@@ -7,7 +7,7 @@
 
 // deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
-import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
+import { encodeFrame, FrameDecoder, FrameWriter } from "../protocol/frames.ts";
 import { SharedOut } from "./out.ts";
 import {
   type FromSandbox,
@@ -54,19 +54,36 @@ export async function runSandbox(): Promise<number> {
     () => Deno.exit(70),
   );
   const decoder = new FrameDecoder({ maxBodyBytes: 1024 * 1024 * 1024 });
-  const reader = Deno.stdin.readable.getReader();
+  // Plain reads, not a stream: a stream reads ahead, and in direct mode the
+  // worker must get every byte after the init frame.
+  const buffer = new Uint8Array(64 * 1024);
   let pool: Pool | null = null;
   try {
     while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      for (const frame of decoder.push(value)) {
+      const n = await Deno.stdin.read(buffer);
+      if (n === null) break;
+      const frames = decoder.push(buffer.slice(0, n));
+      for (let i = 0; i < frames.length; i++) {
+        const frame = frames[i]!;
         const msg = parseToSandbox(frame.header);
         if (msg.t === "init") {
           if (pool !== null) throw new Error("Sandbox received a second init");
           shared = new SharedOut(Math.max(1, msg.workers));
           pool = new Pool(msg, out, shared);
-          void pool.start();
+          if (msg.workers <= 1) {
+            // One worker: it reads the gateway's frames itself, which saves
+            // a thread hop per request. What was read past init goes first.
+            const rest = [
+              ...frames.slice(i + 1).map((f) => encodeFrame(f.header, f.body)),
+              decoder.takeRest(),
+            ];
+            void pool.start(concat(rest));
+            const { failed } = await pool.ended;
+            await out.drained();
+            pool.stop();
+            return failed ? 70 : 0;
+          }
+          void pool.start(null);
         } else if (msg.t === "shutdown") {
           // Drain first: a worker stopped mid-write would keep the lock.
           await out.drained();
@@ -94,6 +111,16 @@ export async function runSandbox(): Promise<number> {
  * pipe blocks the sandbox until the gateway reads, which is the back-pressure
  * wanted; a gateway that is gone makes it fail, and the sandbox exits.
  */
+function concat(parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    all.set(p, offset);
+    offset += p.length;
+  }
+  return all;
+}
+
 function writeAll(
   shared: SharedOut | null,
   bytes: Uint8Array,
@@ -120,13 +147,22 @@ class Pool {
     this.#init = init;
     this.#out = out;
     this.#shared = shared;
+    this.ended = new Promise((resolve) => this.#onEnded = resolve);
   }
 
   #send(message: FromSandbox, body?: Uint8Array): void {
     this.#out.send(message, body);
   }
 
-  async start(): Promise<void> {
+  /** Settles when a direct worker's stdin ends (see `start`). */
+  readonly ended: Promise<{ shutdown: boolean; failed: boolean }>;
+  #onEnded!: (how: { shutdown: boolean; failed: boolean }) => void;
+
+  /**
+   * Spawns and loads the workers. `direct`: the bytes already read past
+   * init, for a single worker that reads stdin itself; null otherwise.
+   */
+  async start(direct: Uint8Array | null): Promise<void> {
     const { site, siteDir, scripts, workers, permissions } = this.#init;
     let reports: FromWorker[];
     try {
@@ -142,6 +178,7 @@ class Pool {
             scripts,
             out: this.#shared.buffer,
             index: w.index,
+            direct,
           })
         ),
       );
@@ -225,6 +262,9 @@ class Pool {
         resolve?.(msg);
         break;
       }
+      case "ended":
+        this.#onEnded({ shutdown: msg.shutdown, failed: msg.failed });
+        break;
       case "pong": {
         const ping = this.#pings.get(msg.id);
         if (ping?.worker === w) ping.answer();

@@ -16,10 +16,12 @@ import { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
 import { SafeHtml } from "./html.ts";
 import { SharedOut } from "./out.ts";
-import { encodeFrame } from "../protocol/frames.ts";
+import { encodeFrame, FrameDecoder } from "../protocol/frames.ts";
+import { parseToSandbox } from "../protocol/messages.ts";
 import type {
   FromSandbox,
   FromWorker,
+  ToSandbox,
   ToWorker,
   WireReply,
   WireSession,
@@ -78,7 +80,10 @@ registry.ask = (question) =>
   new Promise<WireSession>((resolve, reject) => {
     const call = ++sessionCall;
     sessionCalls.set(call, { resolve, reject });
-    send({ ...question, call });
+    // A direct worker talks to the gateway itself; otherwise the host
+    // renumbers calls across its workers.
+    if (direct) writeFrame({ ...question, call });
+    else send({ ...question, call });
   });
 
 function send(message: FromWorker, transfer: Transferable[] = []): void {
@@ -87,12 +92,17 @@ function send(message: FromWorker, transfer: Transferable[] = []): void {
 
 const EMPTY = new Uint8Array(0);
 const ENCODER = new TextEncoder();
+const DECODER = new TextDecoder();
+// Captured before any site code runs (see ./out.ts).
+const readStdin = Deno.stdin.read.bind(Deno.stdin);
 
 /** Stdout shared with the host, and this worker's slot (set by "load"). */
 let out: SharedOut | null = null;
 let slot = 0;
 /** Requests handed to this worker and not answered yet. */
 const answering = new Set<number>();
+/** This worker reads the gateway's frames from stdin itself (one worker). */
+let direct = false;
 
 /** Writes a frame straight to the gateway (see ./out.ts). */
 function writeFrame(header: FromSandbox, body?: Uint8Array): void {
@@ -108,7 +118,7 @@ function sendReply(id: number, reply: WireReply, body: Uint8Array): void {
   } catch (err) {
     logError(`A reply could not be written: ${(err as Error).message}`);
   } finally {
-    out?.finished(slot);
+    if (!direct) out?.finished(slot);
   }
 }
 
@@ -289,13 +299,88 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
   // Only the host's messages: site code can dispatch events on `self` too.
   if (!event.isTrusted) return;
   const msg = event.data;
+  if (msg.t === "load") {
+    siteDir = msg.siteDir;
+    out = new SharedOut(msg.out);
+    slot = msg.index;
+    void load(msg.scripts);
+    if (msg.direct !== null) {
+      direct = true;
+      void readFrames(msg.direct);
+    }
+    return;
+  }
+  if (!direct) dispatch(msg);
+});
+
+/**
+ * Direct mode: reads the gateway's frames from stdin, starting with the
+ * bytes the host had read, until stdin ends or the gateway says shutdown.
+ */
+async function readFrames(first: Uint8Array): Promise<void> {
+  const decoder = new FrameDecoder({ maxBodyBytes: 1024 * 1024 * 1024 });
+  const buffer = new Uint8Array(64 * 1024);
+  let chunk = first;
+  try {
+    while (true) {
+      for (const frame of decoder.push(chunk)) {
+        const msg = parseToSandbox(frame.header);
+        if (msg.t === "shutdown") {
+          send({ t: "ended", shutdown: true, failed: false });
+          return;
+        }
+        fromGateway(msg, frame.body);
+      }
+      const n = await readStdin(buffer);
+      if (n === null) break;
+      chunk = buffer.slice(0, n);
+    }
+  } catch (err) {
+    logError(`Sandbox protocol failure: ${(err as Error).message}`);
+    send({ t: "ended", shutdown: false, failed: true });
+    return;
+  }
+  // The gateway went away: nobody is left to answer.
+  send({ t: "ended", shutdown: false, failed: false });
+}
+
+/** A frame from the gateway, in direct mode. */
+function fromGateway(
+  msg: Exclude<ToSandbox, { t: "shutdown" }>,
+  body: Uint8Array,
+): void {
   switch (msg.t) {
-    case "load":
-      siteDir = msg.siteDir;
-      out = new SharedOut(msg.out);
-      slot = msg.index;
-      void load(msg.scripts);
+    case "init":
+      throw new Error("Sandbox received a second init");
+    case "heartbeat":
+      // The only worker answers for itself: a stuck one cannot.
+      writeFrame({ t: "heartbeat", id: msg.id, ok: true });
       break;
+    case "activate":
+      dispatch({ t: "startTasks" });
+      break;
+    case "reloading":
+      dispatch({ t: "hook", name: "ReloadScripts" });
+      break;
+    case "request":
+      dispatch({ ...msg, body });
+      break;
+    case "wsMessage":
+      dispatch({
+        t: "wsMessage",
+        channel: msg.channel,
+        client: msg.client,
+        data: msg.binary ? body.slice() : DECODER.decode(body),
+      });
+      break;
+    default:
+      dispatch(msg);
+  }
+}
+
+/** A message for this worker, from the host or (direct) the gateway. */
+function dispatch(msg: Exclude<ToWorker, { t: "load" }>): void {
+  switch (msg.t) {
     case "request":
       answering.add(msg.id);
       void runPage(msg);
@@ -345,4 +430,4 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
     default:
       msg satisfies never;
   }
-});
+}
