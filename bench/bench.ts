@@ -114,7 +114,8 @@ function benchSites(): SiteFiles {
   ).join("\n");
   return {
     bench: {
-      "site.json": JSON.stringify({ hosts: ["*"], workers: 2 }),
+      // One worker, the default (--threads=1).
+      "site.json": JSON.stringify({ hosts: ["*"] }),
       "static/*/64k.txt": STATIC_64K,
       "autorun/ar_bench.ts": `
 import { hosts, websocket } from "sandflare";
@@ -126,6 +127,14 @@ const echo = websocket.register("/ws");
 echo.onMessage = (client, message) => client.send(message);
 const fanout = websocket.register("/fanout");
 fanout.onMessage = (_client, message) => fanout.send(message);
+`,
+    },
+    // A pool: the sandbox host hands each request to the least busy worker.
+    pool: {
+      "site.json": JSON.stringify({ hosts: ["*"], workers: 2 }),
+      "autorun/ar_pool.ts": `
+import { hosts } from "sandflare";
+hosts.any.add("/pool/hello", () => "hello world");
 `,
     },
   };
@@ -196,8 +205,18 @@ async function throughput(
     if (want("hello")) {
       results.push(
         await compare(
-          "hello (sandboxed page)",
+          "hello (a sandboxed page, 1 worker)",
           () => wrk(`${server.origin}/hello`, s),
+          hello,
+          options,
+        ),
+      );
+    }
+    if (want("hello")) {
+      results.push(
+        await compare(
+          "hello, a site of 2 workers",
+          () => wrk(`${server.origin}/pool/hello`, s),
           hello,
           options,
         ),
