@@ -469,9 +469,16 @@ async function reloadLatency(rounds: number): Promise<Measure> {
       const want = `version ${version}`;
       while (true) {
         const res = await fetch(`${server.origin}/bench-reload`);
-        if ((await res.text()) === want) break;
+        const text = await res.text();
+        if (text === want) break;
         if (performance.now() - saved > 10_000) {
-          throw new Error(`reload ${version} not served in 10 s`);
+          throw new Error(
+            `reload ${version} not served in 10 s (still ${res.status} ${
+              JSON.stringify(text.slice(0, 80))
+            }); server log:\n${
+              server.logs().split("\n").slice(-15).join("\n")
+            }`,
+          );
         }
         await delay(2);
       }

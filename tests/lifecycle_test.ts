@@ -183,3 +183,40 @@ Deno.test("a second stop signal exits at once", async () => {
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("if the gateway is killed, its sandboxes exit, even one stuck in site code", async () => {
+  const sitesDir = await writeSites({
+    stuck: {
+      // One worker: it reads its own frames, and this page never returns.
+      "site.json": JSON.stringify({ hosts: ["*"], requestTimeout: 60 }),
+      "autorun/ar_stuck.ts": `
+import { hosts } from "sandflare";
+hosts.any.add("/spin", () => { while (true) {} });
+hosts.any.add("/ok", () => "ok");
+`,
+    },
+  });
+  const server = await startServer({ sitesDir });
+  try {
+    const pids = sandboxPids(server.logs());
+    assert.equal(pids.length, 2, "root and stuck sandboxes");
+    assert.equal((await server.fetch("/ok")).text, "ok");
+    void server.fetch("/spin").catch(() => {});
+    await delay(300);
+    await server.stop("SIGKILL");
+    // Within 3 s: before the sandbox's next memory report (every 5 s) would
+    // find the pipe broken.
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      const alive = await Promise.all(pids.map(processExists));
+      if (!alive.some(Boolean)) break;
+      await delay(100);
+    }
+    for (const pid of pids) {
+      assert.equal(await processExists(pid), false, `sandbox ${pid} exited`);
+    }
+  } finally {
+    await server.stop("SIGKILL");
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});

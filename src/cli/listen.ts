@@ -228,6 +228,8 @@ export async function listen(options: ListenOptions): Promise<number> {
   }
   const problems = await gateway.loadSites();
   loaded.resolve();
+  // Watch before saying Ready: a file saved just after Ready is picked up.
+  if (options.reload) gateway.watch();
   const ready = [...gateway.runners.keys()];
   if (options.outPid !== null) {
     await Deno.writeTextFile(options.outPid, `${Deno.pid}\n`);
@@ -247,7 +249,6 @@ export async function listen(options: ListenOptions): Promise<number> {
     ? Notifier.open(Deno.env, { warn: (m) => log.warn(null, m) })
     : null;
   await notifier?.send(`READY=1\nSTATUS=Serving ${ready.length} site(s)`);
-  if (options.reload) gateway.watch();
   const onHangup = async () => {
     log.info(null, "SIGHUP: reloading every site");
     await notifier?.reloading();

@@ -45,10 +45,11 @@ export interface ConnectionServerOptions {
    */
   openWebsockets?: () => number;
   /**
-   * The slowest a client may read an answer; one slower is closed (default
-   * {@linkcode MIN_SEND_BYTES_PER_SECOND}).
+   * How long an answer being sent may make no progress (the client does not
+   * read) before its connection is closed (default
+   * {@linkcode SEND_TIMEOUT_MS}).
    */
-  minSendBytesPerSecond?: number;
+  sendTimeoutMs?: number;
 }
 
 interface RequestEvent {
@@ -83,13 +84,13 @@ interface Connection {
   inflight: number;
   /** Answers handed to the engine whose writing has not finished. */
   sending: number;
+  /** When an answer being sent last moved (a chunk was taken). */
+  progressAt: number;
   /**
-   * When the answers given so far must be out, at the minimum send rate
-   * after the keepalive time. The engine may take a whole body at once and
-   * write it later, so until then a connection does not count as idle; and
-   * a client that does not read is closed then, so it cannot hold one.
+   * The engine takes a small body whole and writes it later: the connection
+   * does not count as idle before it has had time to leave.
    */
-  sendDeadline: number;
+  bufferedUntil: number;
   upgraded: boolean;
   /** When it last fell idle (nothing in flight), in ms since the epoch. */
   idleSince: number;
@@ -170,7 +171,8 @@ export class ConnectionServer {
       http2: false,
       inflight: 0,
       sending: 0,
-      sendDeadline: 0,
+      progressAt: 0,
+      bufferedUntil: 0,
       upgraded: false,
       idleSince: Date.now(),
       closed: false,
@@ -215,19 +217,21 @@ export class ConnectionServer {
     try {
       const { response, bytes } = refuse(event.request, c.http2) ??
         await this.#handler(event.request, info);
+      let answer = response;
       if (response.status === 101) c.upgraded = true;
-      else {
-        const rate = this.#options.minSendBytesPerSecond ??
-          MIN_SEND_BYTES_PER_SECOND;
-        const due = Date.now() + this.#options.keepaliveMs +
-          (bytes / rate) * 1000;
-        c.sendDeadline = Math.max(c.sendDeadline, due);
+      else if (bytes > STREAM_OVER_BYTES && response.body !== null) {
+        // Streamed in chunks, so each chunk taken shows the client reading
+        // and the end of the answer is seen.
+        answer = progressing(response, bytes, () => c.progressAt = Date.now());
+      } else {
+        const leaving = Date.now() + (bytes / MIN_SEND_BYTES_PER_SECOND) * 1000;
+        c.bufferedUntil = Math.max(c.bufferedUntil, leaving);
       }
       c.sending++;
+      c.progressAt = Date.now();
       try {
-        // Resolves once the engine has the body: for a stream, once it is
-        // written; for a string or bytes, possibly before.
-        await event.respondWith(response);
+        // Resolves once the engine has taken the whole body.
+        await event.respondWith(answer);
       } finally {
         c.sending--;
       }
@@ -264,8 +268,9 @@ export class ConnectionServer {
     for (const c of this.#connections) {
       if (c.upgraded) continue;
       const idle = c.inflight === 0 && c.idleSince <= limit &&
-        now >= c.sendDeadline;
-      const slowReader = c.sending > 0 && now > c.sendDeadline;
+        now >= c.bufferedUntil;
+      const sendTimeout = this.#options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
+      const slowReader = c.sending > 0 && now - c.progressAt > sendTimeout;
       if (idle || slowReader) this.#close(c);
     }
   }
@@ -295,7 +300,7 @@ export class ConnectionServer {
         // The last answer's bytes may still be on their way out.
         if (
           c.inflight === 0 && !c.upgraded && c.idleSince <= settled &&
-          Date.now() >= c.sendDeadline
+          Date.now() >= c.bufferedUntil
         ) {
           this.#close(c);
         }
@@ -308,8 +313,58 @@ export class ConnectionServer {
   }
 }
 
-/** The slowest a client may read an answer (nginx's send_timeout, as a rate). */
-export const MIN_SEND_BYTES_PER_SECOND = 16 * 1024;
+/**
+ * How long an answer being sent may stall (nginx's send_timeout is 60 s
+ * between two writes).
+ */
+export const SEND_TIMEOUT_MS = 30_000;
+
+/** Answers larger than this are streamed in chunks of this size. */
+const STREAM_OVER_BYTES = 64 * 1024;
+
+/** How fast a small answer handed over whole is assumed to leave, at worst. */
+const MIN_SEND_BYTES_PER_SECOND = 16 * 1024;
+
+/**
+ * `response` with its body re-streamed in chunks of at most
+ * {@linkcode STREAM_OVER_BYTES}; `onProgress` is called as each is taken.
+ */
+function progressing(
+  response: Response,
+  bytes: number,
+  onProgress: () => void,
+): Response {
+  const source = response.body!.getReader();
+  let rest = new Uint8Array(0);
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      onProgress();
+      if (rest.length === 0) {
+        const { value, done } = await source.read();
+        if (done) {
+          controller.close();
+          return;
+        }
+        rest = value;
+      }
+      const piece = rest.subarray(0, STREAM_OVER_BYTES);
+      rest = rest.subarray(piece.length);
+      controller.enqueue(piece);
+    },
+    cancel(reason) {
+      return source.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  const headers = new Headers(response.headers);
+  if (!headers.has("content-length")) {
+    headers.set("content-length", String(bytes));
+  }
+  return new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers,
+  });
+}
 
 /** At shutdown, how long an idle connection's last answer is given to leave. */
 const SHUTDOWN_GRACE_MS = 100;

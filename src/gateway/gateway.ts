@@ -478,6 +478,9 @@ export class Gateway {
       permissions: { read: [...def.baseRead, ...read], write, net, env },
       memory: def.manifest.memory,
       env: passed,
+      // Room for two of the largest request bodies on top of the default.
+      maxInputBacklog: 64 * 1024 * 1024 +
+        2 * this.options.listen.maxPostLength,
     }, {
       onStderr: siteOutput(def.name),
       onSiteMessage: (from, msg, body) => {
@@ -1523,10 +1526,10 @@ function hasHeader(headers: HeaderList, name: string): boolean {
   return headers.some(([n]) => n.toLowerCase() === name);
 }
 
-/** Reads a body of at most `limit` bytes; null when it is larger. */
 /** The slowest average rate a request body may arrive at, past its start. */
 const MIN_BODY_BYTES_PER_SECOND = 500;
 
+/** Reads a body of at most `limit` bytes; null when it is larger. */
 async function readBody(
   request: Request,
   limit: number,

@@ -203,13 +203,26 @@ export class FrameWriter {
   #chain: Promise<void> = Promise.resolve();
   #write: (bytes: Uint8Array) => Promise<unknown>;
   #onError: (err: unknown) => void;
+  #backlog = 0;
+  #limit: { bytes: number; onOver: () => void } | null;
 
+  /**
+   * `limit`: when more than `bytes` wait to be written (the reader stopped
+   * reading), `onOver` is called once; nothing is dropped.
+   */
   constructor(
     write: (bytes: Uint8Array) => Promise<unknown>,
     onError: (err: unknown) => void = () => {},
+    limit: { bytes: number; onOver: () => void } | null = null,
   ) {
     this.#write = write;
     this.#onError = onError;
+    this.#limit = limit;
+  }
+
+  /** Bytes handed to the writer and not written yet. */
+  get backlog(): number {
+    return this.#backlog + this.#size;
   }
 
   /** Queues one frame; it is written at the end of the current tick. */
@@ -245,8 +258,16 @@ export class FrameWriter {
         offset += f.length;
       }
     }
+    this.#backlog += size;
+    if (this.#limit !== null && this.#backlog > this.#limit.bytes) {
+      const { onOver } = this.#limit;
+      this.#limit = null;
+      onOver();
+    }
     this.#chain = this.#chain
       .then(() => this.#write(bytes))
-      .then(() => {}, this.#onError);
+      .then(() => {
+        this.#backlog -= size;
+      }, this.#onError);
   }
 }

@@ -419,3 +419,28 @@ Deno.test("FrameWriter coalesces and orders writes", async (t) => {
     },
   );
 });
+
+Deno.test("FrameWriter: a backlog over its limit is reported once, nothing dropped", async () => {
+  const written: Uint8Array[] = [];
+  let release: () => void = () => {};
+  const blocked = new Promise<void>((r) => release = r);
+  let over = 0;
+  const writer = new FrameWriter(
+    async (bytes) => {
+      await blocked;
+      written.push(bytes);
+    },
+    () => {},
+    { bytes: 1000, onOver: () => over++ },
+  );
+  for (let i = 0; i < 5; i++) {
+    writer.send({ i }, new Uint8Array(300));
+    await Promise.resolve(); // one write a tick
+  }
+  assert.equal(over, 1, "reported once");
+  assert.ok(writer.backlog > 1000);
+  release();
+  await writer.drained();
+  assert.equal(written.length, 5, "every frame written");
+  assert.equal(writer.backlog, 0);
+});

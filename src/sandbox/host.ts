@@ -78,7 +78,15 @@ export async function runSandbox(): Promise<number> {
               decoder.takeRest(),
             ];
             void pool.start(concat(rest));
-            const { failed } = await pool.ended;
+            // The worker may be stuck in site code and never see stdin end:
+            // if the gateway dies, this sandbox must not outlive it.
+            const parent = Deno.ppid;
+            const orphaned = new Promise<{ failed: boolean }>((resolve) => {
+              setInterval(() => {
+                if (Deno.ppid !== parent) resolve({ failed: false });
+              }, 1000);
+            });
+            const { failed } = await Promise.race([pool.ended, orphaned]);
             await out.drained();
             pool.stop();
             return failed ? 70 : 0;
@@ -263,7 +271,10 @@ class Pool {
         break;
       }
       case "ended":
-        this.#onEnded({ shutdown: msg.shutdown, failed: msg.failed });
+        // Only a direct worker reads stdin; from any other, site code sent it.
+        if (this.#init.workers <= 1) {
+          this.#onEnded({ shutdown: msg.shutdown, failed: msg.failed });
+        }
         break;
       case "pong": {
         const ping = this.#pings.get(msg.id);

@@ -95,6 +95,9 @@ const ENCODER = new TextEncoder();
 const DECODER = new TextDecoder();
 // Captured before any site code runs (see ./out.ts).
 const readStdin = Deno.stdin.read.bind(Deno.stdin);
+const apply = Reflect.apply;
+const isTrusted = Object.getOwnPropertyDescriptor(Event.prototype, "isTrusted")
+  ?.get ?? (() => false);
 
 /** Stdout shared with the host, and this worker's slot (set by "load"). */
 let out: SharedOut | null = null;
@@ -296,18 +299,18 @@ async function runError(
 }
 
 self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
-  // Only the host's messages: site code can dispatch events on `self` too.
-  if (!event.isTrusted) return;
+  // Only the host's messages: site code can dispatch events on `self` too,
+  // and can fake an event's own isTrusted, but not Event.prototype's getter.
+  if (apply(isTrusted, event, []) !== true) return;
   const msg = event.data;
   if (msg.t === "load") {
+    if (out !== null) return; // once
     siteDir = msg.siteDir;
     out = new SharedOut(msg.out);
     slot = msg.index;
+    direct = msg.direct !== null;
+    if (msg.direct !== null) void readFrames(msg.direct);
     void load(msg.scripts);
-    if (msg.direct !== null) {
-      direct = true;
-      void readFrames(msg.direct);
-    }
     return;
   }
   if (!direct) dispatch(msg);

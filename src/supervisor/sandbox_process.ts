@@ -31,7 +31,14 @@ export interface SandboxSpec {
   memory: number;
   /** Extra variables for the process (only those the site may read). */
   env: Record<string, string>;
+  /**
+   * Bytes that may wait to be written to the sandbox before it is stopped
+   * as not reading them (default 64 MiB).
+   */
+  maxInputBacklog?: number;
 }
+
+const DEFAULT_INPUT_BACKLOG = 64 * 1024 * 1024;
 
 /** Messages a site sends on its own (not replies): websockets and sessions. */
 export type SiteMessage = Extract<
@@ -209,6 +216,20 @@ export class SandboxProcess {
     this.#out = new FrameWriter(
       (bytes) => writer.write(bytes),
       () => this.kill("its input pipe broke"),
+      {
+        // A sandbox that stops reading (a worker stuck while websocket
+        // messages keep coming) must not grow the gateway's memory.
+        bytes: spec.maxInputBacklog ?? DEFAULT_INPUT_BACKLOG,
+        onOver: () =>
+          this.kill(
+            "it stopped reading its input (more than " +
+              `${
+                Math.round(
+                  (spec.maxInputBacklog ?? DEFAULT_INPUT_BACKLOG) / 1048576,
+                )
+              } MiB waiting)`,
+          ),
+      },
     );
     this.#send({
       t: "init",

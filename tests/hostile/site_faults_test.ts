@@ -110,3 +110,52 @@ Deno.test("a site that never answers fills only its own queue; /stats shows it",
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("a sandbox that stops reading its input is stopped before the gateway's memory grows", async () => {
+  const sitesDir = await writeSites({
+    wsstuck: {
+      // One worker, which reads its own input: while it spins, nothing does.
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_wsstuck.ts": `
+import { websocket } from "sandflare";
+const stuck = websocket.register("/stuck");
+stuck.onMessage = () => { while (true) {} };
+`,
+    },
+    fine: SITES.fine,
+  });
+  const server = await startServer({
+    sitesDir,
+    args: ["--max-post-length=1MiB"], // input backlog limit: 64 + 2 MiB
+  });
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/stuck`);
+  try {
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = reject;
+    });
+    const closed = new Promise<number>((resolve) =>
+      ws.onclose = (e) => resolve(e.code)
+    );
+    const chunk = new Uint8Array(512 * 1024);
+    // 100 MiB at most, in a bounded loop; the sandbox is stopped long before.
+    for (let i = 0; i < 200 && ws.readyState === WebSocket.OPEN; i++) {
+      ws.send(chunk);
+      while (ws.bufferedAmount > 4 * 1024 * 1024) await delay(5);
+    }
+    await server.waitForLog(
+      /\[wsstuck\].*stopped reading its input \(more than 66 MiB waiting\)/,
+      20_000,
+    );
+    assert.equal(
+      await closed,
+      1011,
+      "its clients are told the sandbox stopped",
+    );
+    assert.equal((await server.fetch("/fine")).text, "fine");
+  } finally {
+    ws.close();
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
