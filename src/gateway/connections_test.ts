@@ -74,6 +74,15 @@ async function exchange(
   return { text, closed };
 }
 
+/** A connection that has sent one GET. */
+async function get(port: number): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(
+    new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+  );
+  return conn;
+}
+
 function serve(
   options: Partial<ConnectionServerOptions>,
   body: (path: string) => string = () => "ok",
@@ -126,13 +135,7 @@ Deno.test("ConnectionServer: a client that does not read its answer is closed", 
   const big = "x".repeat(32 * 1024 * 1024); // far beyond the socket buffers
   const server = serve({ sendTimeoutMs: 2000 }, () => big);
   try {
-    const conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: server.addr.port,
-    });
-    await conn.write(
-      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-    );
+    const conn = await get(server.addr.port);
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(server.connections, 1, "held while the answer is written");
     const t0 = Date.now();
@@ -187,13 +190,7 @@ Deno.test("ConnectionServer: a slow but steady reader of a large answer is not c
   // for the send timeout.
   const server = serve({ sendTimeoutMs: 1000 }, () => big);
   try {
-    const conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: server.addr.port,
-    });
-    await conn.write(
-      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-    );
+    const conn = await get(server.addr.port);
     const buf = new Uint8Array(64 * 1024);
     let received = 0;
     const t0 = Date.now();
@@ -215,13 +212,7 @@ Deno.test("ConnectionServer: a large answer read at once leaves its connection i
   const big = "z".repeat(4 * 1024 * 1024);
   const server = serve({}, () => big);
   try {
-    const conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: server.addr.port,
-    });
-    await conn.write(
-      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-    );
+    const conn = await get(server.addr.port);
     const buf = new Uint8Array(256 * 1024);
     let received = 0;
     let text = "";

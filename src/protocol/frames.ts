@@ -58,6 +58,17 @@ export function encodeFrame(
   return out;
 }
 
+/** The parts joined into one array. */
+export function concat(parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    all.set(p, offset);
+    offset += p.length;
+  }
+  return all;
+}
+
 /**
  * Incremental decoder: feed it chunks as they arrive, take whole frames out.
  *
@@ -248,16 +259,7 @@ export class FrameWriter {
     const size = this.#size;
     this.#pending = [];
     this.#size = 0;
-    let bytes: Uint8Array;
-    if (frames.length === 1) bytes = frames[0]!;
-    else {
-      bytes = new Uint8Array(size);
-      let offset = 0;
-      for (const f of frames) {
-        bytes.set(f, offset);
-        offset += f.length;
-      }
-    }
+    const bytes = frames.length === 1 ? frames[0]! : concat(frames);
     this.#backlog += size;
     if (this.#limit !== null && this.#backlog > this.#limit.bytes) {
       const { onOver } = this.#limit;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  concat,
   encodeFrame,
   type Frame,
   FrameDecoder,
@@ -11,16 +12,6 @@ const encoder = new TextEncoder();
 
 function bytes(...values: number[]): Uint8Array {
   return new Uint8Array(values);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /** An 8-byte frame prefix with the given lengths, big endian. */

@@ -7,7 +7,12 @@
 
 // deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
-import { encodeFrame, FrameDecoder, FrameWriter } from "../protocol/frames.ts";
+import {
+  concat,
+  encodeFrame,
+  FrameDecoder,
+  FrameWriter,
+} from "../protocol/frames.ts";
 import { SharedOut } from "./out.ts";
 import {
   type FromSandbox,
@@ -119,16 +124,6 @@ export async function runSandbox(): Promise<number> {
  * pipe blocks the sandbox until the gateway reads, which is the back-pressure
  * wanted; a gateway that is gone makes it fail, and the sandbox exits.
  */
-function concat(parts: Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    all.set(p, offset);
-    offset += p.length;
-  }
-  return all;
-}
-
 function writeAll(
   shared: SharedOut | null,
   bytes: Uint8Array,

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { concat } from "../../src/protocol/frames.ts";
 import { cp } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -292,16 +293,6 @@ export async function rawHttp(
     };
   }
   return parsed.response;
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.length;
-  }
-  return out;
 }
 
 function parseResponse(
