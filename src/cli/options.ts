@@ -10,6 +10,7 @@
 import { isIP } from "node:net";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { formatSize, parseSize, SIZE_SYNTAX } from "./sizes.ts";
+import { MAX_WORKERS } from "../protocol/messages.ts";
 
 /**
  * A bad command line. The message is one line that names the option and
@@ -243,7 +244,7 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: 1,
     placeholder: "N",
     min: 1,
-    max: 64,
+    max: MAX_WORKERS,
     help: 'workers per site, unless its site.json sets "workers"',
   },
   {

@@ -264,14 +264,13 @@ export class ConnectionServer {
    */
   #sweep(): void {
     const now = Date.now();
-    const limit = now - this.#options.keepaliveMs;
+    const sendTimeout = this.#options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
     for (const c of this.#connections) {
-      if (c.upgraded) continue;
-      const idle = c.inflight === 0 && c.idleSince <= limit &&
-        now >= c.bufferedUntil;
-      const sendTimeout = this.#options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
-      const slowReader = c.sending > 0 && now - c.progressAt > sendTimeout;
-      if (idle || slowReader) this.#close(c);
+      const slowReader = !c.upgraded && c.sending > 0 &&
+        now - c.progressAt > sendTimeout;
+      if (idleFor(c, this.#options.keepaliveMs, now) || slowReader) {
+        this.#close(c);
+      }
     }
   }
 
@@ -295,15 +294,10 @@ export class ConnectionServer {
     await this.#accepting;
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const settled = Date.now() - SHUTDOWN_GRACE_MS;
+      const now = Date.now();
       for (const c of [...this.#connections]) {
         // The last answer's bytes may still be on their way out.
-        if (
-          c.inflight === 0 && !c.upgraded && c.idleSince <= settled &&
-          Date.now() >= c.bufferedUntil
-        ) {
-          this.#close(c);
-        }
+        if (idleFor(c, SHUTDOWN_GRACE_MS, now)) this.#close(c);
       }
       if ([...this.#connections].every((c) => c.upgraded)) return true;
       await new Promise((r) => setTimeout(r, 25));
@@ -311,6 +305,15 @@ export class ConnectionServer {
     for (const c of [...this.#connections]) this.#close(c);
     return false;
   }
+}
+
+/**
+ * Nothing in flight for `ms`, and its last small answer has had time to
+ * leave; an upgraded connection belongs to its websocket and never is.
+ */
+function idleFor(c: Connection, ms: number, now: number): boolean {
+  return !c.upgraded && c.inflight === 0 && c.idleSince <= now - ms &&
+    now >= c.bufferedUntil;
 }
 
 /**

@@ -499,6 +499,9 @@ function describe(value: unknown): string {
   return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }
 
+/** The most workers a site may have (site.json "workers", --threads). */
+export const MAX_WORKERS = 64;
+
 // Inside a sandbox: between the sandbox host and its workers (postMessage).
 // The worker runs site code, so the host narrows what it receives.
 

@@ -17,6 +17,7 @@ import { SharedOut } from "./out.ts";
 import {
   type FromSandbox,
   type FromWorker,
+  MAX_WORKERS,
   parseFromWorker,
   parseToSandbox,
   type ToSandbox,
@@ -52,10 +53,10 @@ export async function runSandbox(): Promise<number> {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     Deno.addSignalListener(signal, () => {});
   }
-  // Stdout is shared with the workers once they exist (see ./out.ts).
-  let shared: SharedOut | null = null;
+  // Stdout is shared with the workers (see ./out.ts).
+  const shared = new SharedOut(MAX_WORKERS);
   const out = new FrameWriter(
-    (bytes) => writeAll(shared, bytes),
+    (bytes) => Promise.resolve(shared.write(bytes)),
     () => Deno.exit(70),
   );
   const decoder = new FrameDecoder({ maxBodyBytes: 1024 * 1024 * 1024 });
@@ -73,9 +74,13 @@ export async function runSandbox(): Promise<number> {
         const msg = parseToSandbox(frame.header);
         if (msg.t === "init") {
           if (pool !== null) throw new Error("Sandbox received a second init");
-          shared = new SharedOut(Math.max(1, msg.workers));
+          if (msg.workers > MAX_WORKERS) {
+            throw new Error(
+              `Sandbox asked for more than ${MAX_WORKERS} workers`,
+            );
+          }
           pool = new Pool(msg, out, shared);
-          if (msg.workers <= 1) {
+          if (pool.direct) {
             // One worker: it reads the gateway's frames itself, which saves
             // a thread hop per request. What was read past init goes first.
             const rest = [
@@ -118,27 +123,6 @@ export async function runSandbox(): Promise<number> {
   return 0;
 }
 
-/**
- * Writes frames with a blocking write: measured 30 % more sandboxed pages a
- * second than the async write (13.2–14.3k against 10.4–10.6k req/s). A full
- * pipe blocks the sandbox until the gateway reads, which is the back-pressure
- * wanted; a gateway that is gone makes it fail, and the sandbox exits.
- */
-function writeAll(
-  shared: SharedOut | null,
-  bytes: Uint8Array,
-): Promise<void> {
-  if (shared !== null) {
-    shared.write(bytes);
-    return Promise.resolve();
-  }
-  let offset = 0;
-  while (offset < bytes.length) {
-    offset += Deno.stdout.writeSync(bytes.subarray(offset));
-  }
-  return Promise.resolve();
-}
-
 class Pool {
   #init: InitMessage;
   #out: FrameWriter;
@@ -155,6 +139,11 @@ class Pool {
 
   #send(message: FromSandbox, body?: Uint8Array): void {
     this.#out.send(message, body);
+  }
+
+  /** One worker, which reads the gateway's frames from stdin itself. */
+  get direct(): boolean {
+    return this.#init.workers <= 1;
   }
 
   /** Settles when a direct worker's stdin ends (see `start`). */
@@ -267,7 +256,7 @@ class Pool {
       }
       case "ended":
         // Only a direct worker reads stdin; from any other, site code sent it.
-        if (this.#init.workers <= 1) {
+        if (this.direct) {
           this.#onEnded({ shutdown: msg.shutdown, failed: msg.failed });
         }
         break;

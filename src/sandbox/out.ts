@@ -8,7 +8,12 @@
  * process-wide lock around each stdout write, and a blocking write to a pipe
  * writes everything, but neither is promised, and a write that returns short
  * would let another thread's bytes in: so each frame is written whole under
- * a lock in a `SharedArrayBuffer`. The same buffer
+ * a lock in a `SharedArrayBuffer`.
+ *
+ * Writes block: measured, 30 % more sandboxed pages a second than async
+ * writes (13.2–14.3k against 10.4–10.6k req/s). A full pipe blocks the
+ * writer until the gateway reads, which is the back-pressure wanted; a
+ * gateway that is gone makes the write fail, and the sandbox exits. The same buffer
  * counts each worker's requests in flight: the host adds one when it hands a
  * request over, the worker takes it away when it has written the reply.
  *

@@ -12,6 +12,7 @@
  */
 import { isIP } from "node:net";
 import { isAbsolute, relative, resolve, sep, win32 } from "node:path";
+import { MAX_WORKERS } from "../protocol/messages.ts";
 
 /** The Deno permissions of a site's workers, beyond reading its folder. */
 export interface SitePermissions {
@@ -80,7 +81,7 @@ const PERMISSIONS = ["read", "write", "net", "env"] as const;
 const FORBIDDEN_PERMISSIONS = ["run", "ffi", "sys", "import", "hrtime", "all"];
 
 const LIMITS = {
-  workers: { min: 1, max: 64 },
+  workers: { min: 1, max: MAX_WORKERS },
   requestTimeout: { max: 3600 },
   memory: { min: 16, max: 65536 },
 } as const;

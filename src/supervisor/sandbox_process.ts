@@ -213,21 +213,19 @@ export class SandboxProcess {
     }).spawn();
     const writer = this.#child.stdin.getWriter();
     this.#stdin = writer;
+    // A sandbox that stops reading (a worker stuck while websocket messages
+    // keep coming) must not grow the gateway's memory.
+    const backlog = spec.maxInputBacklog ?? DEFAULT_INPUT_BACKLOG;
     this.#out = new FrameWriter(
       (bytes) => writer.write(bytes),
       () => this.kill("its input pipe broke"),
       {
-        // A sandbox that stops reading (a worker stuck while websocket
-        // messages keep coming) must not grow the gateway's memory.
-        bytes: spec.maxInputBacklog ?? DEFAULT_INPUT_BACKLOG,
+        bytes: backlog,
         onOver: () =>
           this.kill(
-            "it stopped reading its input (more than " +
-              `${
-                Math.round(
-                  (spec.maxInputBacklog ?? DEFAULT_INPUT_BACKLOG) / 1048576,
-                )
-              } MiB waiting)`,
+            `it stopped reading its input (more than ${
+              Math.round(backlog / 1048576)
+            } MiB waiting)`,
           ),
       },
     );

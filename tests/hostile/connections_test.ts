@@ -1,7 +1,8 @@
 /**
- * Owned connections (the default): idle connections (between requests, or before a whole
- * request) are closed after --keepalive-time, --max-connections is a cap,
- * and none of it delays a normal client; websockets still work.
+ * Owned connections (the default): idle connections (between requests, or
+ * before a whole request) are closed after --keepalive-time,
+ * --max-connections is a cap, and none of it delays a normal client;
+ * websockets still work.
  */
 
 import assert from "node:assert/strict";
