@@ -44,11 +44,13 @@ export function compileArgs(extra: readonly string[] = []): string[] {
     "--exclude-unused-npm",
     // Loaded at run time, not by a static import: the sandbox entry and the
     // worker module (new Worker(new URL("./worker.ts", …))), the wire
-    // protocol, the config with the "sandflare" import map, the root site.
+    // protocol, the escaping both layers share, the config with the "sandflare" import map, the root site.
     "--include",
     "src/sandbox",
     "--include",
     "src/protocol",
+    "--include",
+    "src/shared",
     "--include",
     "deno.json",
     "--include",

@@ -5,7 +5,8 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { Gateway } from "../gateway/gateway.ts";
+import { Gateway, type GatewayOptions } from "../gateway/gateway.ts";
+import type { IpMatcher } from "../gateway/proxy.ts";
 import { flushLog, log } from "../log.ts";
 import { Notifier } from "../gateway/systemd.ts";
 import { ConnectionServer } from "../gateway/connections.ts";
@@ -21,7 +22,37 @@ const DRAIN_MS = 10_000;
 /** Signals closer together than this are one signal delivered twice. */
 const DUPLICATE_SIGNAL_MS = 250;
 
-const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url));
+/** The folder holding `autorun/` (the root site). */
+export const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url));
+
+/** The gateway's options from the flags of `listen`. */
+export function gatewayOptions(
+  options: ListenOptions,
+  trustedProxies: IpMatcher | null,
+): GatewayOptions {
+  return {
+    sites: {
+      projectDir: PROJECT_DIR,
+      sitesDir: options.sitesDir,
+      threads: options.threads,
+      requestTimeout: options.requestTimeout,
+      siteQueue: options.siteQueue,
+    },
+    maxPostLength: options.maxPostLength,
+    bodyStallSeconds: options.keepaliveTime,
+    trustedProxies: options.reverseProxy
+      ? trustedProxies ?? (() => false)
+      : null,
+    maxEtagSize: options.maxEtagSize,
+    xSendfile: options.xSendfile,
+    xAccelRedirect: options.xAccelRedirect,
+    dataDir: options.dataDir,
+    sessionMaxAge: options.sessionMaxAge,
+    secureCookies: options.tlsCert !== null,
+    websocketMaxMessage: options.websocketMaxMessage,
+    websocketMaxBuffer: options.websocketMaxBuffer,
+  };
+}
 
 function bindAddress(host: string): string {
   return host === "*" ? "0.0.0.0" : host;
@@ -194,11 +225,9 @@ export async function listen(options: ListenOptions): Promise<number> {
     }
     log.info(null, `Trusting reverse proxies: ${trusted.described.join("; ")}`);
   }
-  const gateway = new Gateway({
-    listen: options,
-    projectDir: PROJECT_DIR,
-    ...(trusted !== null ? { trusted: trusted.matches } : {}),
-  });
+  const gateway = new Gateway(
+    gatewayOptions(options, trusted?.matches ?? null),
+  );
   let tls: { cert: string; key: string } | undefined;
   if (options.tlsCert !== null && options.tlsKey !== null) {
     const loadedTls = await readTls(options.tlsCert, options.tlsKey);
@@ -226,11 +255,11 @@ export async function listen(options: ListenOptions): Promise<number> {
     );
     return 1;
   }
-  const problems = await gateway.loadSites();
+  const problems = await gateway.start();
   loaded.resolve();
   // Watch before saying Ready: a file saved just after Ready is picked up.
-  if (options.reload) gateway.watch();
-  const ready = [...gateway.runners.keys()];
+  if (options.reload) gateway.sites.watch();
+  const ready = gateway.sites.siteNames;
   if (options.outPid !== null) {
     await Deno.writeTextFile(options.outPid, `${Deno.pid}\n`);
   }
@@ -252,9 +281,9 @@ export async function listen(options: ListenOptions): Promise<number> {
   const onHangup = async () => {
     log.info(null, "SIGHUP: reloading every site");
     await notifier?.reloading();
-    await gateway.reloadAll();
+    await gateway.sites.reloadAll();
     await notifier?.send(
-      `READY=1\nSTATUS=Serving ${gateway.runners.size} site(s)`,
+      `READY=1\nSTATUS=Serving ${gateway.sites.siteNames.length} site(s)`,
     );
   };
   Deno.addSignalListener("SIGHUP", onHangup);

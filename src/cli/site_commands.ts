@@ -6,13 +6,13 @@
  */
 
 import { basename, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { Gateway, type SiteDescription } from "../gateway/gateway.ts";
+import { Gateway } from "../gateway/gateway.ts";
+import type { SiteDescription } from "../supervisor/describe.ts";
+import { gatewayOptions } from "./listen.ts";
 import { log } from "../log.ts";
 import type { ListenOptions } from "./options.ts";
 import { UsageError } from "./options.ts";
 
-const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url));
 const NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 function print(text: string): void {
@@ -82,14 +82,11 @@ export async function sitesCommand(
   options: ListenOptions,
   json: boolean,
 ): Promise<number> {
-  const gateway = new Gateway({
-    listen: { ...options, reload: false },
-    projectDir: PROJECT_DIR,
-  });
+  const gateway = new Gateway(gatewayOptions(options, null));
   let sites: SiteDescription[];
   try {
-    await gateway.loadSites();
-    sites = gateway.describe();
+    await gateway.start();
+    sites = gateway.sites.describe();
   } finally {
     await gateway.stop(1000);
   }

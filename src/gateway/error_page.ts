@@ -6,7 +6,7 @@
  */
 
 import { STATUS_CODES } from "node:http";
-import { escapeHtml } from "../sandbox/html.ts";
+import { escapeHtml } from "../shared/escape.ts";
 
 const STYLE =
   "body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}h1{font-weight:600}";

@@ -61,3 +61,14 @@ export async function lookupSiteFile(
   }
   return { kind: "file", path: real, info };
 }
+
+/**
+ * `X-Accel-Redirect` for a file: the prefix and the real path joined with
+ * one slash, each segment percent-encoded.
+ */
+export function accelPath(prefix: string, path: string): string {
+  const encoded = path.split("/").filter((s) => s !== "").map(
+    encodeURIComponent,
+  ).join("/");
+  return `${prefix.replace(/\/+$/, "")}/${encoded}`;
+}

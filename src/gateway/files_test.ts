@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { isInside } from "../supervisor/sites.ts";
-import { lookupSiteFile } from "./files.ts";
-import { accelPath } from "./gateway.ts";
+import { accelPath, lookupSiteFile } from "./files.ts";
 
 Deno.test("isInside() decides containment by path segments", async (t) => {
   const cases: [string, string, boolean][] = [

@@ -6,7 +6,9 @@
  * @module
  */
 
-import { escapeHtml } from "../sandbox/html.ts";
+import { join } from "node:path";
+import { escapeHtml } from "../shared/escape.ts";
+import { isInside } from "../supervisor/sites.ts";
 
 /** One entry of a listing. */
 export interface ListingEntry {
@@ -81,4 +83,28 @@ ${rows.join("\n")}
 </body>
 </html>
 `;
+}
+
+/**
+ * The entries of folder `dir` that may be listed: those whose real path stays
+ * inside `boundary` (the site folder).
+ */
+export async function readListing(
+  dir: string,
+  boundary: string,
+): Promise<ListingEntry[]> {
+  const entries: ListingEntry[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const info = await Deno.stat(join(dir, e.name)).catch(() => null);
+    if (info === null) continue;
+    const real = await Deno.realPath(join(dir, e.name)).catch(() => "");
+    if (!isInside(boundary, real)) continue;
+    entries.push({
+      name: e.name,
+      directory: info.isDirectory,
+      size: info.size,
+      modified: info.mtime?.getTime() ?? null,
+    });
+  }
+  return entries;
 }

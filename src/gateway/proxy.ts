@@ -357,3 +357,38 @@ export function clientAddress(
   }
   return leftmost === null ? malformed : { kind: "ok", peer: leftmost };
 }
+
+/**
+ * The client's address of a request: the peer, or, behind trusted reverse
+ * proxies, the address they forward.
+ *
+ * @param headers the request's headers
+ * @param peer the address of the connection
+ * @param trusted who may forward; null when not behind a proxy
+ * @returns the address, or the refusal (status and message)
+ */
+export function requestPeer(
+  headers: Headers,
+  peer: string,
+  trusted: IpMatcher | null,
+): string | { status: 400 | 403; message: string } {
+  if (trusted === null) return peer;
+  const client = clientAddress(peer, {
+    realIp: headers.get("x-real-ip"),
+    forwardedFor: headers.get("x-forwarded-for"),
+  }, trusted);
+  switch (client.kind) {
+    case "untrusted":
+      return {
+        status: 403,
+        message: "Only trusted reverse proxies may connect to this server",
+      };
+    case "malformed":
+      return {
+        status: 400,
+        message: `The ${client.header} header is not a valid address`,
+      };
+    default:
+      return client.peer;
+  }
+}

@@ -90,3 +90,13 @@ export function removeDotSegments(path: string): string {
   }
   return "/" + out.join("/");
 }
+
+/** The request target, or why it is refused (400). */
+export function readTarget(url: string): Target | string {
+  try {
+    return parseTarget(url);
+  } catch (err) {
+    if (err instanceof TargetError) return err.message;
+    throw err;
+  }
+}

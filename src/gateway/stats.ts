@@ -5,7 +5,11 @@
  * @module
  */
 
-import { escapeHtml } from "../sandbox/html.ts";
+import { escapeHtml } from "../shared/escape.ts";
+import { type Answer, type RequestContext, send } from "./answer.ts";
+import { wantsJson } from "./error_page.ts";
+import { ROOT_SITE } from "../supervisor/sites.ts";
+import type { Snapshot } from "../supervisor/snapshot.ts";
 
 const WINDOW = 1024;
 
@@ -133,4 +137,84 @@ ${rows.join("\n")}
 </table>
 </body></html>
 `;
+}
+
+/** What {@linkcode collectStats} reads. */
+export interface StatsSources {
+  snapshot: Snapshot;
+  /** Sites whose last load failed, with why. */
+  notLoaded: ReadonlyMap<string, string>;
+  latency: LatencyTracker;
+  /** Open websocket clients of a site. */
+  websockets: (site: string) => number;
+  version: string;
+  /** When the server started, in ms since the epoch. */
+  startedAt: number;
+}
+
+/** Everything /stats shows, as it is now. */
+export function collectStats(from: StatsSources): Stats {
+  const sites: SiteStats[] = [];
+  for (const { runner } of from.snapshot.sites.values()) {
+    const latency = from.latency.percentiles(runner.name);
+    const rss = runner.generation?.rssBytes ?? null;
+    sites.push({
+      name: runner.name,
+      state: runner.ready ? "serving" : "restarting",
+      ...runner.counters,
+      p50Ms: latency?.p50 ?? null,
+      p99Ms: latency?.p99 ?? null,
+      memoryMiB: rss === null ? null : Math.round(rss / 1024 / 102.4) / 10,
+      websockets: from.websockets(runner.name),
+      lastProblem: runner.lastProblem,
+      recentMs: from.latency.recent(runner.name, 60),
+    });
+  }
+  for (const [name, problem] of from.notLoaded) {
+    if (from.snapshot.sites.has(name)) continue;
+    sites.push({
+      name,
+      state: "not loaded",
+      requests: 0,
+      errors: 0,
+      overloaded: 0,
+      restarts: 0,
+      reloads: 0,
+      p50Ms: null,
+      p99Ms: null,
+      memoryMiB: null,
+      websockets: 0,
+      lastProblem: problem,
+      recentMs: [],
+    });
+  }
+  return {
+    version: from.version,
+    uptimeSeconds: (Date.now() - from.startedAt) / 1000,
+    sites,
+  };
+}
+
+/** The /stats answer: JSON for `?format=json` or an `Accept` asking for it, else HTML. */
+export function statsAnswer(
+  ctx: RequestContext,
+  query: string,
+  from: StatsSources,
+): Answer {
+  const stats = collectStats(from);
+  const json = new URLSearchParams(query).get("format") === "json" ||
+    wantsJson(ctx.accept);
+  return send(
+    200,
+    [
+      [
+        "content-type",
+        json ? "application/json; charset=utf-8" : "text/html; charset=utf-8",
+      ],
+      ["cache-control", "no-store"],
+    ],
+    json ? JSON.stringify(stats) : renderStatsPage(stats),
+    ctx.wire.method,
+    ROOT_SITE,
+  );
 }

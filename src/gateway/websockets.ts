@@ -9,6 +9,7 @@
 import { log } from "../log.ts";
 import type { SiteMessage } from "../supervisor/sandbox_process.ts";
 import type { SandboxProcess } from "../supervisor/sandbox_process.ts";
+import { socketKey } from "../supervisor/snapshot.ts";
 
 /** Options of {@linkcode WebSocketHub}. */
 export interface HubOptions {
@@ -16,8 +17,12 @@ export interface HubOptions {
   maxMessage: number;
   /** Unsent bytes allowed per client; beyond, the slow client is closed (1008). */
   maxBuffer: number;
-  /** The channel key of a generation's channel number, or null. */
-  keyOf: (generation: SandboxProcess, channel: number) => string | null;
+}
+
+/** The channel key of a generation's channel number, or null. */
+function keyOf(generation: SandboxProcess, channel: number): string | null {
+  const reg = generation.routes?.websockets[channel];
+  return reg === undefined ? null : socketKey(reg);
 }
 
 /** One connected client. */
@@ -140,7 +145,7 @@ export class WebSocketHub {
     msg: Extract<SiteMessage, { t: "wsSend" | "wsClose" }>,
     body: Uint8Array,
   ): void {
-    const key = this.#options.keyOf(generation, msg.channel);
+    const key = keyOf(generation, msg.channel);
     if (key === null) return;
     if (msg.t === "wsClose") {
       const client = this.#clients.get(msg.client);

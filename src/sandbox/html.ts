@@ -15,13 +15,9 @@
  * @module
  */
 
-const ESCAPES: Record<string, string> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#39;",
-};
+import { escapeHtml } from "../shared/escape.ts";
+
+export { escapeHtml };
 
 /** Markup that is inserted as is: made by `html` or marked with `raw`. */
 export class SafeHtml {
@@ -33,19 +29,6 @@ export class SafeHtml {
   toString(): string {
     return this.#text;
   }
-}
-
-/**
- * Escapes text for HTML content and quoted attributes.
- *
- * @example
- * ```ts
- * import { escapeHtml } from "./html.ts";
- * escapeHtml(`<"a" & 'b'>`); // "&lt;&quot;a&quot; &amp; &#39;b&#39;&gt;"
- * ```
- */
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
 }
 
 /**

@@ -126,6 +126,7 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
   const runtime = [
     new URL("src/sandbox/", PROJECT_ROOT),
     new URL("src/protocol/", PROJECT_ROOT),
+    new URL("src/shared/", PROJECT_ROOT),
   ].map((u) => decodeURIComponent(u.pathname));
   const read = [...spec.permissions.read, ...runtime];
   const args = [

@@ -1,0 +1,176 @@
+/**
+ * What the gateway sends back: an {@linkcode Answer} (the response, the site
+ * it is logged under, the body bytes sent), built from a status, headers and
+ * a body, and the checks a site's reply headers pass first.
+ *
+ * @module
+ */
+
+import type { WireRequest } from "../protocol/messages.ts";
+import { log } from "../log.ts";
+import { errorPage } from "./error_page.ts";
+
+/** A response with what the access log needs to know of it. */
+export interface Answer {
+  response: Response;
+  /** The site the request is logged under. */
+  site: string;
+  /** Body bytes sent. */
+  bytes: number;
+}
+
+/** Response headers as the Response constructor takes them, cheaply. */
+export type HeaderList = [string, string][];
+
+/** One request on its way through the gateway. */
+export interface RequestContext {
+  wire: WireRequest;
+  headers: Headers;
+  accept: string | null;
+  /** Set once the site's Error hook has rendered for this request. */
+  errorRendered?: boolean;
+}
+
+/** Answers an error for a request, through the owning site's `Error` hook when it has one. */
+export type ErrorAnswer = (
+  code: number,
+  message: string,
+  owner: string,
+  ctx: RequestContext,
+) => Promise<Answer>;
+
+export const EMPTY = new Uint8Array(0);
+export const SERVER_HEADER: [string, string] = ["server", "sandflare"];
+
+/**
+ * Headers a site may not set: the connection's, which the gateway owns, and
+ * the file-handover ones a front proxy obeys (only the gateway may send
+ * those, for files it has checked).
+ */
+const HOP_BY_HOP = new Set([
+  "x-accel-redirect",
+  "x-sendfile",
+  "x-lighttpd-send-file",
+  "x-accel-buffering",
+  "x-accel-charset",
+  "x-accel-expires",
+  "x-accel-limit-rate",
+  "connection",
+  "content-length",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "server",
+  "date",
+]);
+
+const TOKEN_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const BAD_VALUE_REGEXP = /[\0\r\n]/;
+
+/** An answer with a body (none for HEAD, 204 and 304). */
+export function send(
+  status: number,
+  headers: HeaderList,
+  body: Uint8Array | string,
+  method: string,
+  site: string,
+): Answer {
+  headers.push(SERVER_HEADER);
+  const bytes = typeof body === "string" ? utf8Length(body) : body.length;
+  if (method === "HEAD" || status === 204 || status === 304) {
+    if (method === "HEAD") headers.push(["content-length", String(bytes)]);
+    return {
+      response: new Response(null, { status, headers }),
+      site,
+      bytes: 0,
+    };
+  }
+  return {
+    response: new Response(body as BodyInit, { status, headers }),
+    site,
+    bytes,
+  };
+}
+
+/** The gateway's own error page, in HTML or JSON as the client accepts. */
+export function defaultError(
+  code: number,
+  message: string,
+  request: { accept: string | null; method: string },
+  site: string,
+): Answer {
+  const page = errorPage(code, message, request.accept);
+  return send(
+    code,
+    [["content-type", page.contentType]],
+    page.body,
+    request.method,
+    site,
+  );
+}
+
+/** A failure of the gateway itself: logged with a reference, never shown. */
+export function internalError(
+  err: unknown,
+  method: string,
+  site: string,
+): Answer {
+  const ref = crypto.randomUUID().slice(0, 8);
+  log.error(
+    null,
+    `[ref ${ref}] Request failed in the gateway: ${
+      err instanceof Error ? err.stack ?? err.message : String(err)
+    }`,
+  );
+  return defaultError(
+    500,
+    `Internal Server Error (ref ${ref})`,
+    { accept: null, method },
+    site,
+  );
+}
+
+/** Fills the request's header list for a site (once). */
+export function withHeaders(ctx: RequestContext): RequestContext {
+  if (ctx.wire.headers.length === 0) {
+    const flat: WireRequest["headers"] = [];
+    ctx.headers.forEach((value, name) => flat.push(name, value));
+    ctx.wire.headers = flat;
+  }
+  return ctx;
+}
+
+/** A site's response headers, without those the gateway owns; null if invalid. */
+export function siteHeaders(flat: string[]): HeaderList | null {
+  const headers: HeaderList = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const name = flat[i]!;
+    const value = flat[i + 1]!;
+    if (!TOKEN_REGEXP.test(name) || BAD_VALUE_REGEXP.test(value)) return null;
+    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    headers.push([name, value]);
+  }
+  return headers;
+}
+
+/** Whether `headers` has `name` (lower-case). */
+export function hasHeader(headers: HeaderList, name: string): boolean {
+  return headers.some(([n]) => n.toLowerCase() === name);
+}
+
+/** Bytes of `text` in UTF-8, without encoding it. */
+function utf8Length(text: string): number {
+  let n = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c >= 0xd800 && c <= 0xdbff) {
+      n += 2; // a surrogate pair: 2 UTF-16 units, 4 bytes
+      i++;
+    } else n += c < 0x800 ? 1 : 2;
+  }
+  return n;
+}

@@ -1,0 +1,132 @@
+/**
+ * The session bridge: answers a site's session questions from the store the
+ * gateway owns. Sessions are keyed by the site's name, which the gateway
+ * knows from the sandbox that asked: a site can never reach another's
+ * sessions, whatever id it sends.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { log } from "../log.ts";
+import type { ToSandbox } from "../protocol/messages.ts";
+import type { SiteMessage } from "../supervisor/sandbox_process.ts";
+import {
+  isSessionId,
+  newSessionId,
+  openSqliteSessionStore,
+  SessionLimitError,
+  type SessionStore,
+} from "../supervisor/session_store.ts";
+
+/** Options of {@linkcode SessionBridge}. */
+export interface SessionBridgeOptions {
+  /** The folder of `sessions.sqlite`. */
+  dataDir: string;
+  /** Seconds a session lives after it was last saved. */
+  maxAge: number;
+  /** Whether session cookies are `Secure` (the server speaks HTTPS). */
+  secure: boolean;
+}
+
+type SessionQuestion = Extract<
+  SiteMessage,
+  { t: "sessionGet" | "sessionSave" }
+>;
+type SessionResult = Extract<ToSandbox, { t: "sessionResult" }>;
+
+const PURGE_MS = 60_000;
+
+/** Sessions of every site, in one store. */
+export class SessionBridge {
+  readonly #options: SessionBridgeOptions;
+  #store: SessionStore | null = null;
+  #purge: ReturnType<typeof setInterval> | null = null;
+
+  constructor(options: SessionBridgeOptions) {
+    this.#options = options;
+  }
+
+  /** Opens the store and purges expired sessions now and every minute. */
+  open(): void {
+    const file = join(this.#options.dataDir, "sessions.sqlite");
+    try {
+      this.#store = openSqliteSessionStore(file);
+    } catch (err) {
+      log.error(
+        null,
+        `Sessions are off: cannot open ${file} (--data-dir): ${
+          (err as Error).message
+        }`,
+      );
+      return;
+    }
+    const purge = () => {
+      try {
+        const n = this.#store?.purge() ?? 0;
+        if (n > 0) log.info(null, `Purged ${n} expired session(s)`);
+      } catch (err) {
+        log.error(null, `Session purge failed: ${(err as Error).message}`);
+      }
+    };
+    purge();
+    this.#purge = setInterval(purge, PURGE_MS);
+  }
+
+  /** Answers one session question of `site`. */
+  answer(site: string, msg: SessionQuestion): SessionResult {
+    const { maxAge, secure } = this.#options;
+    const cookie = { secure, maxAge };
+    const result = (
+      session: SessionResult["session"],
+      error: string | null = null,
+    ): SessionResult => ({
+      t: "sessionResult",
+      call: msg.call,
+      session,
+      error,
+    });
+    const store = this.#store;
+    try {
+      if (store === null) throw new Error("Sessions are not available");
+      if (msg.t === "sessionGet") {
+        if (msg.id !== null && isSessionId(msg.id)) {
+          const found = store.get(site, msg.name, msg.id);
+          if (found !== null) {
+            return result({
+              id: msg.id,
+              data: found.data,
+              fresh: false,
+              ...cookie,
+            });
+          }
+        }
+        return result({ id: newSessionId(), data: {}, fresh: true, ...cookie });
+      }
+      if (!isSessionId(msg.id)) throw new TypeError("Not a session id");
+      store.set(site, msg.name, msg.id, {
+        data: msg.data,
+        expires: Date.now() + maxAge * 1000,
+      });
+      return result({ id: msg.id, data: msg.data, fresh: false, ...cookie });
+    } catch (err) {
+      const expected = err instanceof SessionLimitError ||
+        err instanceof TypeError;
+      if (!expected) {
+        log.error(site, `Session store: ${(err as Error).message}`);
+      }
+      return result(
+        null,
+        expected ? err.message : "The session store failed",
+      );
+    }
+  }
+
+  /** Stops purging and closes the store. */
+  close(): void {
+    if (this.#purge !== null) clearInterval(this.#purge);
+    this.#purge = null;
+    this.#store?.close();
+    this.#store = null;
+  }
+}

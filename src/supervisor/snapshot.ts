@@ -1,0 +1,163 @@
+/**
+ * What the gateway reads per request: one immutable snapshot of the served
+ * sites (their runners and static files) and the routers built from them.
+ * The supervisor builds a new snapshot aside whenever anything changes and
+ * swaps it in whole, so a request routes against one consistent table.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import type { WireRoutes, WireSocket } from "../protocol/messages.ts";
+import {
+  buildRouter,
+  findConflicts,
+  type PageSpec,
+  type Router,
+  RouteTableError,
+  type SiteRoutes,
+} from "../router/router.ts";
+import { checkHostClaims } from "./claims.ts";
+import type { SiteRunner } from "./site_runner.ts";
+import { ROOT_SITE, type SiteDefinition } from "./sites.ts";
+import type { StaticIndex } from "./static_index.ts";
+
+/** One site as it is served: its runner and its indexed static files. */
+export interface ServedSite {
+  readonly name: string;
+  readonly runner: SiteRunner;
+  readonly files: StaticIndex;
+}
+
+/** The served sites and their routers, replaced whole on every change. */
+export interface Snapshot {
+  /** Pages and static files of every site. */
+  readonly router: Router;
+  /**
+   * Websocket endpoints, in a router of their own (over the same hosts), so
+   * a plain GET never meets them and an upgrade never meets a page.
+   */
+  readonly sockets: Router;
+  readonly sites: ReadonlyMap<string, ServedSite>;
+  /** Path conflicts between sites, one message each. */
+  readonly conflicts: readonly string[];
+}
+
+/** Websocket endpoints are routed as pages with ids from here on. */
+export const WS_PAGE_BASE = 1_000_000_000;
+
+/** A snapshot with no sites. */
+export function emptySnapshot(): Snapshot {
+  return {
+    router: buildRouter([]),
+    sockets: buildRouter([]),
+    sites: new Map(),
+    conflicts: [],
+  };
+}
+
+/** What identifies a websocket channel across a site's generations. */
+export function socketKey(reg: WireSocket): string {
+  return `${reg.host}\0${reg.path}\0${reg.protocol ?? ""}`;
+}
+
+/** A site's routes with its static files, as the router takes them. */
+function siteTable(
+  name: string,
+  root: boolean,
+  routes: WireRoutes,
+  files: StaticIndex,
+): SiteRoutes {
+  const hosts = [...routes.hosts];
+  for (const h of files.hosts) {
+    if (!hosts.some((x) => x.pattern === h.pattern)) hosts.push(h);
+  }
+  return { site: name, root, hosts, pages: [...routes.pages, ...files.pages] };
+}
+
+/** One pseudo-page per websocket host and path, for the websocket router. */
+function socketPages(routes: WireRoutes): PageSpec[] {
+  const pages: PageSpec[] = [];
+  const seen = new Set<string>();
+  for (const reg of routes.websockets) {
+    const key = `${reg.host}\0${reg.path}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    pages.push({
+      id: WS_PAGE_BASE + reg.id,
+      host: reg.host,
+      method: "GET",
+      path: reg.path,
+    });
+  }
+  return pages;
+}
+
+/**
+ * Checks a site's registrations before it serves.
+ * @returns a message when they are refused, null when they are fine
+ */
+export function checkRoutes(
+  def: SiteDefinition,
+  routes: WireRoutes,
+  files: StaticIndex,
+): string | null {
+  const table = siteTable(def.name, def.root, routes, files);
+  // Every host the site touches counts: declared hosts, the host of each
+  // page and of each websocket (a forged table could name others).
+  const touched = [
+    ...table.hosts,
+    ...table.pages.map((p) => ({ pattern: p.host, noFallback: false })),
+    ...routes.websockets.map((w) => ({ pattern: w.host, noFallback: false })),
+  ];
+  const claim = checkHostClaims(
+    { hosts: touched },
+    def.manifest.hosts,
+    { root: def.root, file: join(def.dir, "site.json") },
+  );
+  if (claim !== null) return claim;
+  try {
+    buildRouter([table]);
+    buildRouter([{ ...table, pages: socketPages(routes) }]);
+  } catch (err) {
+    if (err instanceof RouteTableError) return err.message;
+    throw err;
+  }
+  return null;
+}
+
+/**
+ * Builds a snapshot from the served sites. A site whose table would not
+ * build is left out (and reported through `onLeftOut`), so one bad table
+ * can never take the router, and every other site, down with it.
+ */
+export function buildSnapshot(
+  sites: Iterable<ServedSite>,
+  onLeftOut: (site: string, message: string) => void,
+): Snapshot {
+  const all = new Map<string, ServedSite>();
+  const tables: SiteRoutes[] = [];
+  const socketTables: SiteRoutes[] = [];
+  for (const site of sites) {
+    all.set(site.name, site);
+    const { routes, def } = site.runner;
+    if (routes === null) continue;
+    const table = siteTable(site.name, def.root, routes, site.files);
+    const sockets = { ...table, pages: socketPages(routes) };
+    try {
+      buildRouter([table]);
+      buildRouter([sockets]);
+    } catch (err) {
+      onLeftOut(site.name, err instanceof Error ? err.message : String(err));
+      continue;
+    }
+    tables.push(table);
+    socketTables.push(sockets);
+  }
+  return {
+    router: buildRouter(tables, { rootSite: ROOT_SITE }),
+    sockets: buildRouter(socketTables, { rootSite: ROOT_SITE }),
+    sites: all,
+    conflicts: findConflicts(tables),
+  };
+}

@@ -1,0 +1,448 @@
+/**
+ * The supervisor owns the sites: it finds them, starts each in its sandbox,
+ * watches their folders, reloads them as generations, indexes their static
+ * files, checks their host claims and publishes what the gateway routes
+ * against as one immutable {@linkcode Snapshot}, built aside and swapped
+ * whole (the way Caddy provisions a config before switching to it).
+ *
+ * @module
+ */
+
+import { join, relative, sep as SEP } from "node:path";
+import { log, siteOutput } from "../log.ts";
+import type { WireRoutes } from "../protocol/messages.ts";
+import {
+  LoadError,
+  SandboxProcess,
+  type SiteMessage,
+} from "./sandbox_process.ts";
+import { SiteRunner } from "./site_runner.ts";
+import {
+  defineRootSite,
+  defineSite,
+  discoverSites,
+  isInside,
+  ROOT_SITE,
+  type SiteDefinition,
+  SiteError,
+  siteFolderNames,
+} from "./sites.ts";
+import {
+  buildSnapshot,
+  checkRoutes,
+  emptySnapshot,
+  type ServedSite,
+  type Snapshot,
+} from "./snapshot.ts";
+import {
+  emptyStaticIndex,
+  scanStatic,
+  type StaticIndex,
+} from "./static_index.ts";
+import { type Watch, watchFolder } from "./watcher.ts";
+import { describeSites, type SiteDescription } from "./describe.ts";
+
+/** What the gateway reads of the sites: all it needs per request. */
+export interface Sites {
+  /** The sites being served and their routers; replaced whole on a change. */
+  readonly snapshot: Snapshot;
+  /** Sites whose last load failed, with why (for /stats). */
+  readonly notLoaded: ReadonlyMap<string, string>;
+}
+
+/** Options of a {@linkcode Supervisor}. */
+export interface SupervisorOptions {
+  /** The folder holding `autorun/` (the root site). */
+  projectDir: string;
+  /** The folder of third-party sites. */
+  sitesDir: string;
+  /** Workers per site when site.json does not say. */
+  threads: number;
+  /** Seconds a page may run when site.json does not say. */
+  requestTimeout: number;
+  /** Requests in flight per site beyond which new ones get 503. */
+  siteQueue: number;
+  /** Bytes that may wait to be written to a sandbox before it is stopped. */
+  maxInputBacklog: number;
+  /** A websocket send/close or a session question from a site. */
+  onSiteMessage: (
+    site: string,
+    from: SandboxProcess,
+    message: SiteMessage,
+    body: Uint8Array,
+  ) => void;
+  /** A sandbox process ended (its websocket clients must be closed). */
+  onSandboxExit: (sandbox: SandboxProcess) => void;
+  /** A site's new generation took over: files cached for it are stale. */
+  onReload?: (site: string) => void;
+}
+
+/** A site that could not be loaded. */
+export interface SiteProblem {
+  site: string;
+  message: string;
+}
+
+const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
+
+function isCodeFile(path: string): boolean {
+  return CODE_FILE_REGEXP.test(path);
+}
+
+/** Owns every site of one server. */
+export class Supervisor implements Sites {
+  readonly #options: SupervisorOptions;
+  #runners = new Map<string, SiteRunner>();
+  #static = new Map<string, StaticIndex>();
+  #snapshot: Snapshot = emptySnapshot();
+  #notLoaded = new Map<string, string>();
+  /** Conflicts already reported, so each is logged once. */
+  #conflicts = new Set<string>();
+  /** Site folder names seen by the last scan. */
+  #folderNames = new Set<string>();
+  #watches = new Map<string, Watch>();
+  #sitesWatch: Watch | null = null;
+  #stopping = false;
+
+  constructor(options: SupervisorOptions) {
+    this.#options = options;
+  }
+
+  get snapshot(): Snapshot {
+    return this.#snapshot;
+  }
+
+  get notLoaded(): ReadonlyMap<string, string> {
+    return this.#notLoaded;
+  }
+
+  /** Names of the sites loaded and serving (or restarting). */
+  get siteNames(): string[] {
+    return [...this.#runners.keys()];
+  }
+
+  /** Loads the root site and every site folder; returns those that failed. */
+  async start(): Promise<SiteProblem[]> {
+    const problems: SiteProblem[] = [];
+    const defs: SiteDefinition[] = [];
+    try {
+      defs.push(await defineRootSite(this.#options.projectDir));
+    } catch (err) {
+      problems.push({ site: ROOT_SITE, message: messageOf(err) });
+    }
+    const { sites, errors, names } = await discoverSites(
+      this.#options.sitesDir,
+    );
+    this.#folderNames = new Set(names);
+    defs.push(...sites);
+    for (const e of errors) problems.push({ site: e.site, message: e.message });
+    const results = await Promise.all(defs.map((def) => this.#startSite(def)));
+    for (const problem of results) if (problem !== null) problems.push(problem);
+    this.#publish();
+    for (const p of problems) {
+      log.error(p.site, `Site not loaded: ${p.message}`);
+      this.#notLoaded.set(p.site, p.message);
+    }
+    return problems;
+  }
+
+  async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
+    const runner: SiteRunner = new SiteRunner(def, {
+      check: (d, routes) =>
+        checkRoutes(d, routes, this.#static.get(d.name) ?? emptyStaticIndex()),
+      threads: this.#options.threads,
+      requestTimeout: this.#options.requestTimeout,
+      queue: this.#options.siteQueue,
+      spawn: (d): SandboxProcess => this.#spawn(d, runner),
+    });
+    try {
+      const files = await scanSiteStatic(def);
+      const { sandbox, routes } = await runner.load();
+      const problem = checkRoutes(def, routes, files);
+      if (problem !== null) {
+        sandbox.kill("its routes were refused");
+        return { site: def.name, message: problem };
+      }
+      if (this.#stopping) {
+        sandbox.kill("the server is stopping");
+        return null;
+      }
+      runner.adopt(sandbox, routes);
+      this.#static.set(def.name, files);
+      this.#runners.set(def.name, runner);
+      log.info(def.name, describeLoad(def, routes, sandbox.pid));
+      return null;
+    } catch (err) {
+      return { site: def.name, message: messageOf(err) };
+    }
+  }
+
+  #define(name: string): Promise<SiteDefinition> {
+    return name === ROOT_SITE
+      ? defineRootSite(this.#options.projectDir)
+      : defineSite(name, join(this.#options.sitesDir, name));
+  }
+
+  /**
+   * Loads a new generation of one site (or starts a site that was not
+   * running); the old generation serves until the new one has loaded.
+   */
+  async reloadSite(name: string): Promise<void> {
+    if (this.#stopping) return;
+    let def: SiteDefinition;
+    try {
+      def = await this.#define(name);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound && name !== ROOT_SITE) {
+        await this.rescan(); // the folder went away: that stops the site
+        return;
+      }
+      log.error(
+        name,
+        this.#runners.has(name)
+          ? `Reload failed, the previous version keeps serving: ${
+            messageOf(err)
+          }`
+          : `Site not loaded: ${messageOf(err)}`,
+      );
+      return;
+    }
+    const runner = this.#runners.get(name);
+    if (runner === undefined) {
+      const problem = await this.#startSite(def);
+      if (problem !== null) {
+        log.error(name, `Site not loaded: ${problem.message}`);
+        this.#notLoaded.set(name, problem.message);
+      } else {
+        this.#notLoaded.delete(name);
+        this.#publish();
+      }
+      return;
+    }
+    let files: StaticIndex;
+    try {
+      files = await scanSiteStatic(def);
+    } catch (err) {
+      log.error(
+        name,
+        `Reload failed, the previous version keeps serving: ${messageOf(err)}`,
+      );
+      return;
+    }
+    await runner.reload(
+      def,
+      (d, routes) => checkRoutes(d, routes, files),
+      () => {
+        this.#static.set(name, files);
+        this.#options.onReload?.(name);
+        this.#publish();
+      },
+    );
+  }
+
+  /** Reloads every site and picks up sites added or removed (SIGHUP). */
+  async reloadAll(): Promise<void> {
+    await this.rescan();
+    await Promise.all([...this.#runners.keys()].map((n) => this.reloadSite(n)));
+  }
+
+  /** Starts watching every site folder, the root site and the sites folder. */
+  watch(): void {
+    const autorun = join(this.#options.projectDir, "autorun");
+    this.#watches.set(
+      ROOT_SITE,
+      watchFolder(autorun, {
+        site: ROOT_SITE,
+        ignore: (path) => !isCodeFile(path),
+        onChange: () => void this.reloadSite(ROOT_SITE),
+      }),
+    );
+    this.#sitesWatch = watchFolder(this.#options.sitesDir, {
+      site: null,
+      recursive: false,
+      onChange: () => void this.rescan(),
+    });
+    for (const name of this.#folderNames) this.#watchSite(name);
+  }
+
+  #watchSite(name: string): void {
+    const folder = join(this.#options.sitesDir, name);
+    let dir: string;
+    try {
+      dir = Deno.realPathSync(folder);
+    } catch {
+      return;
+    }
+    this.#watches.get(name)?.close();
+    this.#watches.set(
+      name,
+      watchFolder(dir, {
+        site: name,
+        ignore: (path) => this.#changeKind(name, dir, path) === null,
+        onChange: (paths) => {
+          const kinds = paths.map((p) => this.#changeKind(name, dir, p));
+          if (kinds.includes("code")) void this.reloadSite(name);
+          else if (kinds.includes("static")) void this.rescanStatic(name);
+        },
+      }),
+    );
+  }
+
+  /**
+   * What a changed path means: code and site.json reload the site, files
+   * under static/ re-index them, the site's writable folders and anything
+   * else count for nothing.
+   */
+  #changeKind(
+    name: string,
+    dir: string,
+    path: string,
+  ): "code" | "static" | null {
+    const rel = relative(dir, path);
+    if (rel === "" || !isInside(dir, path)) return null;
+    if (rel === "static" || rel.startsWith(`static${SEP}`)) return "static";
+    const writable = this.#runners.get(name)?.def.manifest.permissions.write ??
+      [];
+    if (writable.some((w) => isInside(w, path))) return null;
+    return rel === "site.json" || isCodeFile(path) ? "code" : null;
+  }
+
+  /** Re-indexes a site's static files (they changed; its code did not). */
+  async rescanStatic(name: string): Promise<void> {
+    const runner = this.#runners.get(name);
+    if (runner === undefined || runner.routes === null || this.#stopping) {
+      return;
+    }
+    try {
+      const files = await scanSiteStatic(runner.def);
+      const problem = checkRoutes(runner.def, runner.routes, files);
+      if (problem !== null) {
+        log.error(name, `Static files not updated: ${problem}`);
+        return;
+      }
+      this.#static.set(name, files);
+      this.#publish();
+    } catch (err) {
+      log.error(name, `Static files not updated: ${messageOf(err)}`);
+    }
+  }
+
+  /** Starts sites whose folders appeared and stops those whose folders went. */
+  async rescan(): Promise<void> {
+    if (this.#stopping) return;
+    const names = new Set(await siteFolderNames(this.#options.sitesDir));
+    const added = [...names].filter((n) => !this.#folderNames.has(n));
+    const removed = [...this.#folderNames].filter((n) => !names.has(n));
+    this.#folderNames = names;
+    for (const name of removed) {
+      this.#watches.get(name)?.close();
+      this.#watches.delete(name);
+      const runner = this.#runners.get(name);
+      if (runner === undefined) continue;
+      this.#runners.delete(name);
+      this.#static.delete(name);
+      this.#publish();
+      log.info(name, "Site folder removed: the site is stopped");
+      await runner.stop(10_000);
+    }
+    await Promise.all(added.map(async (name) => {
+      if (this.#sitesWatch !== null) this.#watchSite(name);
+      log.info(name, "Site folder added");
+      await this.reloadSite(name);
+    }));
+  }
+
+  #spawn(def: SiteDefinition, runner: SiteRunner): SandboxProcess {
+    const { read, write, net, env } = def.manifest.permissions;
+    const sandbox = new SandboxProcess({
+      site: def.name,
+      siteDir: def.dir,
+      scripts: def.scripts,
+      workers: runner.workersOf(def),
+      permissions: { read: [...def.baseRead, ...read], write, net, env },
+      memory: def.manifest.memory,
+      env: passedEnv(env),
+      maxInputBacklog: this.#options.maxInputBacklog,
+    }, {
+      onStderr: siteOutput(def.name),
+      onSiteMessage: (from, msg, body) =>
+        this.#options.onSiteMessage(def.name, from, msg, body),
+    });
+    void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
+    return sandbox;
+  }
+
+  /** Builds the snapshot of the sites as they are now, then swaps it in. */
+  #publish(): void {
+    const served: ServedSite[] = [];
+    for (const runner of this.#runners.values()) {
+      served.push({
+        name: runner.name,
+        runner,
+        files: this.#static.get(runner.name) ?? emptyStaticIndex(),
+      });
+    }
+    const next = buildSnapshot(
+      served,
+      (site, message) => log.error(site, `Routes left out: ${message}`),
+    );
+    const conflicts = new Set(next.conflicts);
+    for (const c of conflicts) if (!this.#conflicts.has(c)) log.warn(null, c);
+    this.#conflicts = conflicts;
+    this.#snapshot = next;
+  }
+
+  /** What every site registered and may do, for `sandflare sites`. */
+  describe(): SiteDescription[] {
+    return describeSites(this.#snapshot, this.#notLoaded, {
+      projectDir: this.#options.projectDir,
+      sitesDir: this.#options.sitesDir,
+    });
+  }
+
+  /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    this.#sitesWatch?.close();
+    for (const w of this.#watches.values()) w.close();
+    this.#watches.clear();
+    await Promise.all([...this.#runners.values()].map((r) => r.stop(graceMs)));
+  }
+}
+
+/** The variables of the server's environment a site may read. */
+function passedEnv(env: boolean | string[]): Record<string, string> {
+  const names = Array.isArray(env)
+    ? env
+    : env
+    ? Object.keys(Deno.env.toObject())
+    : [];
+  const passed: Record<string, string> = {};
+  for (const name of names) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) passed[name] = value;
+  }
+  return passed;
+}
+
+function scanSiteStatic(def: SiteDefinition): Promise<StaticIndex> {
+  return scanStatic(join(def.dir, "static"));
+}
+
+function describeLoad(
+  def: SiteDefinition,
+  routes: WireRoutes,
+  pid: number,
+): string {
+  const hosts = routes.hosts.map((h) => h.pattern).join(", ") || "none";
+  return `Loaded ${def.scripts.length} script(s), ${routes.pages.length} page(s), hosts: ${hosts} (sandbox pid ${pid})`;
+}
+
+/** One line for a load failure, with the file and line when known. */
+export function messageOf(err: unknown): string {
+  if (err instanceof LoadError && err.location !== null) {
+    return `${err.location}: ${err.message}`;
+  }
+  if (err instanceof SiteError || err instanceof Error) return err.message;
+  return String(err);
+}
