@@ -5,6 +5,8 @@
  * @module
  */
 
+import { escapeControl } from "./shared/escape.ts";
+
 const encoder = new TextEncoder();
 
 /** Where log lines go; replaceable in tests. */
@@ -75,25 +77,9 @@ function stamp(): string {
   return new Date().toISOString().replace(/\.\d+Z$/, "Z");
 }
 
-/**
- * Control characters (newlines, carriage returns, terminal escapes) are
- * written as escapes: a line of the log is one line, whatever a site or a
- * client put in it.
- */
-function clean(text: string): string {
-  return text.replace(
-    // deno-lint-ignore no-control-regex -- escaping control characters is the point
-    /[\x00-\x08\x0a-\x1f\x7f]/g,
-    (c) =>
-      c === "\n"
-        ? "\\n"
-        : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
-}
-
 function line(level: string, site: string | null, message: string): string {
-  const where = site === null ? "" : ` [${clean(site)}]`;
-  return `${stamp()} ${level}${where} ${clean(message)}`;
+  const where = site === null ? "" : ` [${escapeControl(site)}]`;
+  return `${stamp()} ${level}${where} ${escapeControl(message)}`;
 }
 
 /** The logger. */
@@ -155,4 +141,45 @@ export function siteOutput(
       report = null;
     }, 1000);
   };
+}
+
+/**
+ * A problem that can repeat many times a second (a client refused, a reply
+ * refused): the first occurrence per site is logged at once, and the
+ * repeats within the next `everyMs` as one summary line.
+ */
+export class RepeatedWarning {
+  readonly #what: string;
+  readonly #everyMs: number;
+  #repeats = new Map<string, { count: number; last: string }>();
+
+  constructor(what: string, everyMs = 10_000) {
+    this.#what = what;
+    this.#everyMs = everyMs;
+  }
+
+  /** Notes one occurrence for `site`, with what sets it apart. */
+  note(site: string, detail: string): void {
+    const known = this.#repeats.get(site);
+    if (known !== undefined) {
+      known.count++;
+      known.last = detail;
+      return;
+    }
+    log.warn(site, `${this.#what}: ${detail}`);
+    this.#repeats.set(site, { count: 0, last: detail });
+    const timer = setTimeout(() => {
+      const repeated = this.#repeats.get(site);
+      this.#repeats.delete(site);
+      if (repeated !== undefined && repeated.count > 0) {
+        log.warn(
+          site,
+          `${this.#what}: ${repeated.count} more in ${
+            this.#everyMs / 1000
+          } s (the last: ${repeated.last})`,
+        );
+      }
+    }, this.#everyMs);
+    Deno.unrefTimer(timer);
+  }
 }

@@ -51,6 +51,7 @@ export function gatewayOptions(
     secureCookies: options.tlsCert !== null,
     websocketMaxMessage: options.websocketMaxMessage,
     websocketMaxBuffer: options.websocketMaxBuffer,
+    websocketMaxRate: options.websocketMaxRate,
   };
 }
 

@@ -72,8 +72,13 @@ export interface ListenOptions {
   sessionMaxAge: number;
   /** Largest websocket message accepted; larger ones close the socket (1009). */
   websocketMaxMessage: number;
-  /** Bytes queued for a slow websocket client before it is closed. */
+  /**
+   * Bytes queued for a slow websocket client before it is closed; also the
+   * bytes of client messages that may wait for a site that is not keeping up.
+   */
   websocketMaxBuffer: number;
+  /** Messages a second a websocket client may send (bursts of twice that). */
+  websocketMaxRate: number;
   /** Requests in flight per site beyond which new ones get 503. */
   siteQueue: number;
   /**
@@ -403,7 +408,18 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     kind: "size",
     default: 4 * MIB,
     placeholder: "SIZE",
-    help: "a websocket client with more unsent bytes is closed",
+    help: "a websocket client with more unsent bytes is closed (1008), " +
+      "and so is one sending while its site has that much waiting",
+  },
+  {
+    name: "websocket-max-rate",
+    key: "websocketMaxRate",
+    kind: "int",
+    default: 1000,
+    placeholder: "N",
+    min: 1,
+    help: "a websocket client sending more than N messages a second " +
+      "(bursts of 2N) is closed (1008)",
   },
   {
     name: "fast-connections",

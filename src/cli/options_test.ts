@@ -33,6 +33,7 @@ const DEFAULTS: ListenOptions = {
   sessionMaxAge: 30 * 24 * 3600,
   websocketMaxMessage: 1024 * 1024,
   websocketMaxBuffer: 4 * 1024 * 1024,
+  websocketMaxRate: 1000,
   siteQueue: 1000,
   fastConnections: false,
   help: false,

@@ -9,6 +9,7 @@ import { basename, join, resolve } from "node:path";
 import { Gateway } from "../gateway/gateway.ts";
 import type { SiteDescription } from "../supervisor/describe.ts";
 import { gatewayOptions } from "./listen.ts";
+import { escapeControl, safeJson } from "../shared/escape.ts";
 import { log } from "../log.ts";
 import type { ListenOptions } from "./options.ts";
 import { UsageError } from "./options.ts";
@@ -70,7 +71,8 @@ export function formatSites(sites: SiteDescription[]): string {
     );
     lines.push(`  sandbox:     ${s.workers} worker(s), ${s.memory} MiB`, "");
   }
-  return lines.join("\n").trimEnd();
+  // Every field but the labels came from a site: escape what a terminal acts on.
+  return lines.map(escapeControl).join("\n").trimEnd();
 }
 
 /**
@@ -90,7 +92,7 @@ export async function sitesCommand(
   } finally {
     await gateway.stop(1000);
   }
-  print(json ? JSON.stringify({ sites }, null, 2) : formatSites(sites));
+  print(json ? safeJson({ sites }, 2) : formatSites(sites));
   return sites.every((s) => s.loaded) ? 0 : 1;
 }
 

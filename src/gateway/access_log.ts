@@ -4,6 +4,7 @@
  * @module
  */
 
+import { escapeControl } from "../shared/escape.ts";
 import { MONTH_NAMES as MONTHS } from "./conditional.ts";
 
 function pad(n: number): string {
@@ -62,13 +63,20 @@ export function accessLine(e: AccessEntry): string {
     : e.target;
   return `${e.peer} - - [${clfDate(e.time)}] "${e.method} ${
     sanitize(target)
-  } HTTP/1.1" ${e.status} ${e.bytes} ${e.ms.toFixed(1)}ms ${e.site}`;
+  } HTTP/1.1" ${e.status} ${e.bytes} ${e.ms.toFixed(1)}ms ${
+    escapeControl(e.site)
+  }`;
 }
 
 function sanitize(text: string): string {
   return text.replace(
     // deno-lint-ignore no-control-regex -- escaping control characters is the point
-    /[\x00-\x1f\x7f"\\]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+    /[\x00-\x1f\x7f-\x9f"\\\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => {
+      const code = c.charCodeAt(0);
+      return code <= 0xff
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u${code.toString(16).padStart(4, "0")}`;
+    },
   );
 }

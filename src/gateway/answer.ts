@@ -68,7 +68,8 @@ const HOP_BY_HOP = new Set([
 ]);
 
 const TOKEN_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-const BAD_VALUE_REGEXP = /[\0\r\n]/;
+// deno-lint-ignore no-control-regex -- finding control characters is the point
+const BAD_VALUE_REGEXP = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 /** An answer with a body (none for HEAD, 204 and 304). */
 export function send(
@@ -143,13 +144,37 @@ export function withHeaders(ctx: RequestContext): RequestContext {
   return ctx;
 }
 
-/** A site's response headers, without those the gateway owns; null if invalid. */
-export function siteHeaders(flat: string[]): HeaderList | null {
+/** Most headers a site's reply may have. */
+export const MAX_REPLY_HEADERS = 100;
+/** Most bytes of names and values a site's reply may have (as a request head). */
+export const MAX_REPLY_HEADER_BYTES = 64 * 1024;
+
+/**
+ * A site's response headers, without those the gateway owns; or why they
+ * cannot be sent: too many, too large, or a name or value HTTP does not
+ * allow (RFC 9110 §5: a token; visible characters, spaces and tabs).
+ */
+export function siteHeaders(flat: string[]): HeaderList | string {
+  if (flat.length > 2 * MAX_REPLY_HEADERS) {
+    return `${flat.length >> 1} headers (at most ${MAX_REPLY_HEADERS})`;
+  }
   const headers: HeaderList = [];
+  let bytes = 0;
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const name = flat[i]!;
     const value = flat[i + 1]!;
-    if (!TOKEN_REGEXP.test(name) || BAD_VALUE_REGEXP.test(value)) return null;
+    bytes += name.length + value.length;
+    if (bytes > MAX_REPLY_HEADER_BYTES) {
+      return `headers over ${MAX_REPLY_HEADER_BYTES} bytes`;
+    }
+    if (!TOKEN_REGEXP.test(name)) {
+      return `the header name ${JSON.stringify(name.slice(0, 100))}`;
+    }
+    if (BAD_VALUE_REGEXP.test(value)) {
+      return `a control character in the value of header ${
+        JSON.stringify(name)
+      }`;
+    }
     if (HOP_BY_HOP.has(name.toLowerCase())) continue;
     headers.push([name, value]);
   }

@@ -37,6 +37,8 @@ export interface FileAnswersOptions {
   xAccelRedirect: string | null;
   /** The error answer, through the site's `Error` hook. */
   error: ErrorAnswer;
+  /** The answer for a reply whose headers cannot be sent. */
+  refused: (site: string, why: string, ctx: RequestContext) => Answer;
 }
 
 /** File answers of one gateway, with the cache they share. */
@@ -123,7 +125,11 @@ export class FileAnswers {
       }
       return this.#listDirectory(site.name, found.path, dir, ctx);
     }
-    const headers = siteHeaders(reply.headers) ?? [];
+    const checked = siteHeaders(reply.headers);
+    if (typeof checked === "string") {
+      return this.#options.refused(site.name, checked, ctx);
+    }
+    const headers = checked;
     const { xSendfile, xAccelRedirect } = this.#options;
     if (!xSendfile && xAccelRedirect === null) {
       return this.#sendFile(site.name, found.path, dir, ctx, headers, reply);

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { log } from "../log.ts";
+import { log, RepeatedWarning } from "../log.ts";
 import { normalizeHost } from "../router/host_pattern.ts";
 import type { RouteResult } from "../router/router.ts";
 import type { SandboxReply } from "../supervisor/sandbox_process.ts";
@@ -54,12 +54,14 @@ export class Gateway {
   readonly #latency = new LatencyTracker();
   readonly #startedAt = Date.now();
   #files: FileAnswers | null = null;
+  readonly #badReplies = new RepeatedWarning("A page's reply was refused");
 
   constructor(options: GatewayOptions) {
     this.#options = options;
     this.#hub = new WebSocketHub({
       maxMessage: options.websocketMaxMessage,
       maxBuffer: options.websocketMaxBuffer,
+      maxRate: options.websocketMaxRate,
     });
     this.#sessions = new SessionBridge({
       dataDir: options.dataDir,
@@ -95,6 +97,7 @@ export class Gateway {
       xSendfile: this.#options.xSendfile,
       xAccelRedirect: this.#options.xAccelRedirect,
       error: this.#error,
+      refused: this.#refusedReply,
     });
     this.#sessions.open();
     return await this.sites.start();
@@ -293,17 +296,8 @@ export class Gateway {
     switch (reply.kind) {
       case "body": {
         const headers = siteHeaders(reply.headers);
-        if (headers === null) {
-          log.error(
-            site.name,
-            `A page set an invalid response header; answered 502 instead`,
-          );
-          return defaultError(
-            502,
-            "The site sent an invalid response",
-            request,
-            site.name,
-          );
+        if (typeof headers === "string") {
+          return this.#refusedReply(site.name, headers, ctx);
         }
         return send(reply.status, headers, body, ctx.wire.method, site.name);
       }
@@ -315,6 +309,17 @@ export class Gateway {
         return reply satisfies never;
     }
   }
+
+  /** A reply that cannot be sent: 502, and one log line (repeats summed up). */
+  #refusedReply = (site: string, why: string, ctx: RequestContext): Answer => {
+    this.#badReplies.note(site, `${why}; answered 502 instead`);
+    return defaultError(
+      502,
+      "The site sent a response that cannot be sent",
+      { accept: ctx.accept, method: ctx.wire.method },
+      site,
+    );
+  };
 
   /** An error page, through the owning site's `Error` hook when it has one. */
   #error = async (

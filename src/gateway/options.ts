@@ -35,6 +35,11 @@ export interface GatewayOptions {
   secureCookies: boolean;
   /** Largest websocket message accepted from a client. */
   websocketMaxMessage: number;
-  /** Bytes queued for a slow websocket client before it is closed. */
+  /**
+   * Bytes queued for a slow websocket client before it is closed, and bytes
+   * of client messages that may wait for their site.
+   */
   websocketMaxBuffer: number;
+  /** Messages a second one websocket client may send (bursts of twice that). */
+  websocketMaxRate: number;
 }

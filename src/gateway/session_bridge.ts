@@ -9,6 +9,7 @@
 
 import { join } from "node:path";
 import { log } from "../log.ts";
+import { Budget } from "../shared/budget.ts";
 import type { ToSandbox } from "../protocol/messages.ts";
 import type { SiteMessage } from "../supervisor/sandbox_process.ts";
 import {
@@ -36,12 +37,24 @@ type SessionQuestion = Extract<
 type SessionResult = Extract<ToSandbox, { t: "sessionResult" }>;
 
 const PURGE_MS = 60_000;
+/** Session gets and saves a site may make per second (a burst of twice that). */
+export const SESSION_OPERATIONS_PER_SECOND = 1000;
+/** Bytes of session data a site may save per second (a burst of twice that). */
+export const SESSION_BYTES_PER_SECOND = 2 * 1024 * 1024;
+const TOO_MANY =
+  "Too many session operations for this site; try again in a moment";
+
+interface SiteBudgets {
+  operations: Budget;
+  bytes: Budget;
+}
 
 /** Sessions of every site, in one store. */
 export class SessionBridge {
   readonly #options: SessionBridgeOptions;
   #store: SessionStore | null = null;
   #purge: ReturnType<typeof setInterval> | null = null;
+  #budgets = new Map<string, SiteBudgets>();
 
   constructor(options: SessionBridgeOptions) {
     this.#options = options;
@@ -73,6 +86,19 @@ export class SessionBridge {
     this.#purge = setInterval(purge, PURGE_MS);
   }
 
+  /** The budgets of `site`, made on its first question. */
+  #budgetsOf(site: string): SiteBudgets {
+    let budgets = this.#budgets.get(site);
+    if (budgets === undefined) {
+      budgets = {
+        operations: new Budget({ perSecond: SESSION_OPERATIONS_PER_SECOND }),
+        bytes: new Budget({ perSecond: SESSION_BYTES_PER_SECOND }),
+      };
+      this.#budgets.set(site, budgets);
+    }
+    return budgets;
+  }
+
   /** Answers one session question of `site`. */
   answer(site: string, msg: SessionQuestion): SessionResult {
     const { maxAge, secure } = this.#options;
@@ -87,6 +113,14 @@ export class SessionBridge {
       error,
     });
     const store = this.#store;
+    // Refused before the store is touched: the cost of saying no is tiny.
+    const budgets = this.#budgetsOf(site);
+    if (
+      !budgets.operations.take() ||
+      (msg.t === "sessionSave" && !budgets.bytes.take(0))
+    ) {
+      return result(null, TOO_MANY);
+    }
     try {
       if (store === null) throw new Error("Sessions are not available");
       if (msg.t === "sessionGet") {
@@ -104,10 +138,11 @@ export class SessionBridge {
         return result({ id: newSessionId(), data: {}, fresh: true, ...cookie });
       }
       if (!isSessionId(msg.id)) throw new TypeError("Not a session id");
-      store.set(site, msg.name, msg.id, {
+      const stored = store.set(site, msg.name, msg.id, {
         data: msg.data,
         expires: Date.now() + maxAge * 1000,
       });
+      budgets.bytes.spend(stored);
       return result({ id: msg.id, data: msg.data, fresh: false, ...cookie });
     } catch (err) {
       const expected = err instanceof SessionLimitError ||

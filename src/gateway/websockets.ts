@@ -6,7 +6,8 @@
  * @module
  */
 
-import { log } from "../log.ts";
+import { log, RepeatedWarning } from "../log.ts";
+import { Budget } from "../shared/budget.ts";
 import type { SiteMessage } from "../supervisor/sandbox_process.ts";
 import type { SandboxProcess } from "../supervisor/sandbox_process.ts";
 import { socketKey } from "../supervisor/snapshot.ts";
@@ -15,8 +16,14 @@ import { socketKey } from "../supervisor/snapshot.ts";
 export interface HubOptions {
   /** Largest message accepted from a client; larger closes it with 1009. */
   maxMessage: number;
-  /** Unsent bytes allowed per client; beyond, the slow client is closed (1008). */
+  /**
+   * Unsent bytes allowed per client; beyond, the slow client is closed
+   * (1008). Also the bytes of client messages that may wait for the site:
+   * beyond, a client sending more is closed (1008).
+   */
   maxBuffer: number;
+  /** Messages a second one client may send (bursts of twice that). */
+  maxRate: number;
 }
 
 /** The channel key of a generation's channel number, or null. */
@@ -35,6 +42,8 @@ interface HubClient {
   socket: WebSocket;
   peer: string;
   open: boolean;
+  /** What it may still send; null once it was refused. */
+  budget: Budget | null;
 }
 
 /** What `accept` needs to know about a new client. */
@@ -60,6 +69,7 @@ export class WebSocketHub {
   #options: HubOptions;
   #clients = new Map<string, HubClient>();
   #byChannel = new Map<string, Set<HubClient>>();
+  #refusals = new RepeatedWarning("Closed websocket client(s)");
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -80,7 +90,13 @@ export class WebSocketHub {
   /** Takes over an upgraded socket. */
   accept(socket: WebSocket, info: AcceptInfo): void {
     socket.binaryType = "arraybuffer";
-    const client: HubClient = { id: randomId(), ...info, socket, open: false };
+    const client: HubClient = {
+      id: randomId(),
+      ...info,
+      socket,
+      open: false,
+      budget: new Budget({ perSecond: this.#options.maxRate }),
+    };
     socket.onopen = () => {
       client.open = true;
       this.#clients.set(client.id, client);
@@ -104,14 +120,33 @@ export class WebSocketHub {
   }
 
   #fromClient(client: HubClient, data: unknown): void {
+    // Refused clients cost one comparison per message until they are gone.
+    if (client.budget === null) return;
+    if (!client.budget.take()) {
+      this.#refuse(
+        client,
+        1008,
+        `Too many messages (over ${this.#options.maxRate} a second)`,
+      );
+      return;
+    }
     const binary = typeof data !== "string";
     const bytes = binary
       ? new Uint8Array(data instanceof ArrayBuffer ? data : new ArrayBuffer(0))
       : ENCODER.encode(data as string);
     if (bytes.length > this.#options.maxMessage) {
-      client.socket.close(
+      this.#refuse(
+        client,
         1009,
         `Message larger than ${this.#options.maxMessage} bytes`,
+      );
+      return;
+    }
+    if (client.generation.backlog + bytes.length > this.#options.maxBuffer) {
+      this.#refuse(
+        client,
+        1008,
+        "Too many messages: the site is not keeping up",
       );
       return;
     }
@@ -121,6 +156,17 @@ export class WebSocketHub {
       client: client.id,
       binary,
     }, bytes);
+  }
+
+  /** Closes a client that sent what it may not; its later messages are dropped. */
+  #refuse(client: HubClient, code: number, reason: string): void {
+    client.budget = null;
+    this.#refusals.note(client.site, `${reason} (${client.peer})`);
+    try {
+      client.socket.close(code, reason);
+    } catch {
+      // Already closing.
+    }
   }
 
   #closed(client: HubClient, code: number, reason: string): void {

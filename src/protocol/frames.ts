@@ -13,6 +13,8 @@
 export interface Frame {
   header: unknown;
   body: Uint8Array;
+  /** Bytes of the JSON header, as received. */
+  headerBytes: number;
 }
 
 /** Limits a decoder enforces before allocating. */
@@ -128,6 +130,7 @@ export class FrameDecoder {
           bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength),
         ),
         body: bytes.subarray(PREFIX_BYTES + headerLength),
+        headerBytes: headerLength,
       });
     }
     return frames;

@@ -7,6 +7,7 @@
  */
 
 import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
+import { Budget } from "../shared/budget.ts";
 import {
   type FromSandbox,
   parseFromSandbox,
@@ -89,6 +90,25 @@ export class LoadError extends Error {
 const PROJECT_ROOT = new URL("../../", import.meta.url);
 const MAIN = new URL("main.ts", PROJECT_ROOT);
 const LOAD_TIMEOUT_MS = 30_000;
+/** How long a sandbox asked to shut down has before it is killed. */
+export const STOP_GRACE_MS = 2000;
+const STOPPED = "it was stopped";
+/** How long lines after an out-of-memory report wait for the process to die. */
+const OOM_CONFIRM_MS = 1000;
+const MAX_HELD_LINES = 1000;
+
+/** Frames a sandbox may send on its own per second (a burst of twice that). */
+export const SITE_FRAMES_PER_SECOND = 10_000;
+/** Bytes of frames a sandbox may send per second (a burst of twice that). */
+export const SITE_BYTES_PER_SECOND = 64 * 1024 * 1024;
+/** Bytes of JSON headers a sandbox may send per second (a burst of twice that). */
+export const SITE_HEADER_BYTES_PER_SECOND = 8 * 1024 * 1024;
+/** Bytes of log output read from a sandbox per second (a burst of twice that). */
+export const SITE_LOG_BYTES_PER_SECOND = 64 * 1024;
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 /** Largest body a site may send in one frame (a reply, a websocket message). */
 export const MAX_REPLY_BYTES = 64 * 1024 * 1024;
 
@@ -173,6 +193,10 @@ export class SandboxProcess {
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #out: FrameWriter;
   #outOfMemory = false;
+  /** Lines held after an out-of-memory report, until it is confirmed. */
+  #oomHeld: string[] | null = null;
+  #oomTimer: ReturnType<typeof setTimeout> | undefined;
+  #stderrDone: Promise<void>;
   #pending = new Map<number, Pending>();
   #heartbeats = new Map<number, (ok: boolean) => void>();
   #nextId = 1;
@@ -180,6 +204,8 @@ export class SandboxProcess {
   #gone: SandboxGoneError | null = null;
   #killReason: string | null = null;
   #killKind: "killed" | "crash" = "killed";
+  /** SIGKILL was sent. */
+  #signalled = false;
   #onLoaded!: (routes: WireRoutes) => void;
   #onLoadFailed!: (err: Error) => void;
   #stderrLine: (line: string) => void;
@@ -246,7 +272,7 @@ export class SandboxProcess {
       () => clearTimeout(loadTimer),
       () => clearTimeout(loadTimer),
     );
-    void this.#readStderr();
+    this.#stderrDone = this.#readStderr();
     this.exited = this.#readFrames().then(() => this.#reap());
   }
 
@@ -306,6 +332,11 @@ export class SandboxProcess {
     body?: Uint8Array,
   ): void {
     if (this.#gone === null) this.#send(message, body);
+  }
+
+  /** Bytes waiting to be written to the sandbox (it reads more slowly). */
+  get backlog(): number {
+    return this.#out.backlog;
   }
 
   /** Websocket clients held by this generation: it stays while they are connected. */
@@ -386,11 +417,18 @@ export class SandboxProcess {
     });
   }
 
-  /** Kills the process; pending requests fail with kind "killed". */
+  /**
+   * Kills the process with SIGKILL, whatever its code is doing (a stop in
+   * progress included); pending requests fail with kind "killed".
+   */
   kill(reason: string, kind: "killed" | "crash" = "killed"): void {
-    if (this.#gone !== null || this.#killReason !== null) return;
-    this.#killReason = reason;
-    this.#killKind = kind;
+    if (this.#gone !== null || this.#signalled) return;
+    this.#signalled = true;
+    // A stop asked for first is only the beginning of the story.
+    if (this.#killReason === null || this.#killReason === STOPPED) {
+      this.#killReason = reason;
+      this.#killKind = kind;
+    }
     try {
       this.#child.kill("SIGKILL");
     } catch {
@@ -412,11 +450,11 @@ export class SandboxProcess {
       await new Promise((r) => setTimeout(r, 100));
     }
     if (this.#gone === null) {
-      this.#killReason ??= "it was stopped";
+      this.#killReason ??= STOPPED;
       this.#send({ t: "shutdown" });
       const timer = setTimeout(
-        () => this.kill("it did not stop in time"),
-        2000,
+        () => this.kill(`it did not stop within ${STOP_GRACE_MS} ms`),
+        STOP_GRACE_MS,
       );
       await this.exited;
       clearTimeout(timer);
@@ -427,11 +465,28 @@ export class SandboxProcess {
     // A reply larger than this is a protocol violation: the gateway holds
     // replies in memory, and a site's "memory" limit does not cover it.
     const decoder = new FrameDecoder({ maxBodyBytes: MAX_REPLY_BYTES });
+    // What a site sends on its own (not answers to the gateway) is read at a
+    // bounded rate: over it, the gateway stops reading, the pipe fills and
+    // the site's own writes wait. Refusing costs the gateway nothing.
+    const frames = new Budget({ perSecond: SITE_FRAMES_PER_SECOND });
+    const bytes = new Budget({ perSecond: SITE_BYTES_PER_SECOND });
+    // JSON costs far more to parse than bodies cost to copy.
+    const json = new Budget({ perSecond: SITE_HEADER_BYTES_PER_SECOND });
     try {
       for await (const chunk of this.#child.stdout) {
+        let unsolicited = 0;
+        let headerBytes = 0;
         for (const frame of decoder.push(chunk)) {
-          this.#dispatch(parseFromSandbox(frame.header), frame.body);
+          const msg = parseFromSandbox(frame.header);
+          headerBytes += frame.headerBytes;
+          if (!this.#dispatch(msg, frame.body)) unsolicited++;
         }
+        const pause = Math.max(
+          frames.spend(unsolicited),
+          bytes.spend(chunk.length),
+          json.spend(headerBytes),
+        );
+        if (pause > 0) await delay(pause);
       }
       decoder.end();
     } catch (err) {
@@ -440,68 +495,117 @@ export class SandboxProcess {
     }
   }
 
-  #dispatch(msg: FromSandbox, body: Uint8Array): void {
+  /** Acts on one frame; true when it answered something the gateway asked. */
+  #dispatch(msg: FromSandbox, body: Uint8Array): boolean {
     switch (msg.t) {
       case "loaded":
+        if (this.routes !== null) return false;
         this.routes = msg.routes;
         this.#onLoaded(msg.routes);
-        break;
+        return true;
       case "loadFailed":
         this.#onLoadFailed(new LoadError(msg.message, msg.location));
-        break;
+        return this.routes === null;
       case "reply": {
         const pending = this.#pending.get(msg.id);
+        if (pending === undefined) return false;
         this.#pending.delete(msg.id);
-        pending?.resolve({ reply: msg.reply, body });
-        break;
+        pending.resolve({ reply: msg.reply, body });
+        return true;
       }
-      case "heartbeat":
-        this.#heartbeats.get(msg.id)?.(msg.ok);
-        break;
+      case "heartbeat": {
+        const answer = this.#heartbeats.get(msg.id);
+        answer?.(msg.ok);
+        return answer !== undefined;
+      }
       case "usage":
         this.rssBytes = msg.rss;
-        break;
+        return false;
       case "wsSend":
       case "wsClose":
       case "sessionGet":
       case "sessionSave":
         this.#onSiteMessage(this, msg, body);
-        break;
+        return false;
       default:
-        msg satisfies never;
+        return msg satisfies never;
     }
   }
 
   async #readStderr(): Promise<void> {
     const lines = this.#child.stderr.pipeThrough(new TextDecoderStream());
+    // Over this rate the gateway stops reading: the site's writes wait.
+    const budget = new Budget({ perSecond: SITE_LOG_BYTES_PER_SECOND });
     let buffer = "";
     try {
       for await (const text of lines) {
         buffer += text;
         let nl: number;
         while ((nl = buffer.indexOf("\n")) >= 0) {
-          const line = buffer.slice(0, nl);
-          // V8's out-of-memory report is a screenful of internals: the exit
-          // reason says it in one line instead.
-          if (line.includes("Fatal JavaScript out of memory")) {
-            this.#outOfMemory = true;
-          }
-          if (!this.#outOfMemory) this.#stderrLine(line);
+          this.#stderrText(buffer.slice(0, nl));
           buffer = buffer.slice(nl + 1);
         }
         if (buffer.length > 16384) {
-          this.#stderrLine(buffer);
+          this.#stderrText(buffer);
           buffer = "";
         }
+        const pause = budget.spend(text.length);
+        if (pause > 0) await delay(pause);
       }
     } catch {
       // The pipe closed with the process.
     }
-    if (buffer.length > 0 && !this.#outOfMemory) this.#stderrLine(buffer);
+    if (buffer.length > 0) this.#stderrText(buffer);
+  }
+
+  /**
+   * One line of the site's stderr. V8's out-of-memory report is a screenful
+   * of internals, which the exit reason says in one line instead; but a site
+   * can print the same words, so the lines after them are only held back
+   * until the process exits (then dropped) or {@linkcode OOM_CONFIRM_MS}
+   * passes with it still running (then logged).
+   */
+  #stderrText(line: string): void {
+    if (this.#oomHeld !== null) {
+      if (this.#oomHeld.length < MAX_HELD_LINES) this.#oomHeld.push(line);
+      return;
+    }
+    if (
+      line.includes("Fatal JavaScript out of memory") && this.#gone === null
+    ) {
+      this.#oomHeld = [line];
+      this.#oomTimer = setTimeout(() => this.#releaseHeld(), OOM_CONFIRM_MS);
+      return;
+    }
+    this.#stderrLine(line);
+  }
+
+  /** Logs the lines held after an out-of-memory report that was not one. */
+  #releaseHeld(): void {
+    const held = this.#oomHeld ?? [];
+    this.#oomHeld = null;
+    clearTimeout(this.#oomTimer);
+    for (const line of held) this.#stderrLine(line);
   }
 
   async #reap(): Promise<string> {
     const status = await this.#child.status;
+    // Its last lines first (the pipe closes with the process).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#stderrDone,
+      new Promise((r) => timer = setTimeout(r, 500)),
+    ]);
+    clearTimeout(timer);
+    // Held lines are dropped only when the process really died of it.
+    if (this.#oomHeld !== null) {
+      if (status.success) this.#releaseHeld();
+      else {
+        this.#outOfMemory = true;
+        clearTimeout(this.#oomTimer);
+        this.#oomHeld = null;
+      }
+    }
     const how = status.signal !== null
       ? `was killed by ${status.signal}`
       : `exited with code ${status.code}`;

@@ -64,8 +64,9 @@ export interface SessionStore {
    * @throws {TypeError} when `id` is not a session id, `data` is not a plain
    * JSON object or `expires` is not a finite number
    * @throws {SessionLimitError} when a limit is hit
+   * @returns the bytes stored (the data's JSON), 0 when it removed the session
    */
-  set(site: string, name: string, id: string, record: SessionRecord): void;
+  set(site: string, name: string, id: string, record: SessionRecord): number;
   /**
    * Removes a session, if there is one.
    *
@@ -386,14 +387,14 @@ class MemorySessionStore implements SessionStore {
     return { data: decodeData(stored.json), expires: stored.expires };
   }
 
-  set(site: string, name: string, id: string, record: SessionRecord): void {
+  set(site: string, name: string, id: string, record: SessionRecord): number {
     checkOpen(this.#closed);
     checkId(id);
     const encoded = encodeRecord(record, this.#limits);
     const now = Date.now();
     if (encoded.expires <= now) {
       this.#remove(site, id + name);
-      return;
+      return 0;
     }
     const sessions = this.#sites.get(site) ?? new Map<string, EncodedRecord>();
     const existing = sessions.get(id + name);
@@ -402,6 +403,7 @@ class MemorySessionStore implements SessionStore {
     }
     sessions.set(id + name, encoded);
     this.#sites.set(site, sessions);
+    return encoded.json.length;
   }
 
   delete(site: string, name: string, id: string): void {
@@ -520,15 +522,14 @@ const SQL = {
     "SELECT data, expires FROM sessions WHERE site = ? AND name = ? AND id = ?",
   deleteIfExpired:
     "DELETE FROM sessions WHERE site = ? AND name = ? AND id = ? AND expires <= ?",
-  selectLive:
-    "SELECT expires FROM sessions WHERE site = ? AND name = ? AND id = ? AND expires > ?",
-  countLiveUpTo:
-    "SELECT COUNT(*) AS n FROM (SELECT 1 FROM sessions WHERE site = ? AND expires > ? LIMIT ?)",
+  exists: "SELECT 1 FROM sessions WHERE site = ? AND name = ? AND id = ?",
+  rowsPerSite: "SELECT site, COUNT(*) AS n FROM sessions GROUP BY site",
+  purgeSite: "DELETE FROM sessions WHERE site = ? AND expires <= ?",
   upsert: "INSERT INTO sessions (site, name, id, data, expires) " +
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, name, id) " +
     "DO UPDATE SET data = excluded.data, expires = excluded.expires",
   delete: "DELETE FROM sessions WHERE site = ? AND name = ? AND id = ?",
-  purge: "DELETE FROM sessions WHERE expires <= ?",
+  purge: "DELETE FROM sessions WHERE expires <= ? RETURNING site",
   count: "SELECT COUNT(*) AS n FROM sessions WHERE site = ? AND expires > ?",
   begin: "BEGIN IMMEDIATE",
   commit: "COMMIT",
@@ -541,6 +542,8 @@ class SqliteSessionStore implements SessionStore {
   readonly #db: DatabaseSync;
   readonly #limits: Limits;
   readonly #sql: Statements;
+  /** Rows (live or not yet purged) per site, counted once at open. */
+  readonly #rows = new Map<string, number>();
   #closed = false;
 
   constructor(db: DatabaseSync, limits: Limits) {
@@ -548,6 +551,9 @@ class SqliteSessionStore implements SessionStore {
     this.#limits = limits;
     const entries = Object.entries(SQL).map(([k, sql]) => [k, db.prepare(sql)]);
     this.#sql = Object.fromEntries(entries) as Statements;
+    for (const row of this.#sql.rowsPerSite.all()) {
+      this.#rows.set(String(row.site), numberColumn(row, "n"));
+    }
   }
 
   get(site: string, name: string, id: string): SessionRecord | null {
@@ -558,7 +564,10 @@ class SqliteSessionStore implements SessionStore {
     const expires = numberColumn(row, "expires");
     const now = Date.now();
     if (expires <= now) {
-      this.#sql.deleteIfExpired.run(site, name, id, now);
+      this.#forget(
+        site,
+        Number(this.#sql.deleteIfExpired.run(site, name, id, now).changes),
+      );
       return null;
     }
     if (typeof row.data !== "string") {
@@ -567,32 +576,44 @@ class SqliteSessionStore implements SessionStore {
     return { data: decodeData(row.data), expires };
   }
 
-  set(site: string, name: string, id: string, record: SessionRecord): void {
+  set(site: string, name: string, id: string, record: SessionRecord): number {
     checkOpen(this.#closed);
     checkId(id);
     const { json, expires } = encodeRecord(record, this.#limits);
     const now = Date.now();
     if (expires <= now) {
-      this.#sql.delete.run(site, name, id);
-      return;
+      this.delete(site, name, id);
+      return 0;
     }
     this.#transaction(() => {
-      if (this.#sql.selectLive.get(site, name, id, now) === undefined) {
+      if (this.#sql.exists.get(site, name, id) === undefined) {
         this.#checkRoom(site, now);
+        this.#rows.set(site, (this.#rows.get(site) ?? 0) + 1);
       }
       this.#sql.upsert.run(site, name, id, json, expires);
     });
+    return json.length;
   }
 
   delete(site: string, name: string, id: string): void {
     checkOpen(this.#closed);
     checkId(id);
-    this.#sql.delete.run(site, name, id);
+    this.#forget(site, Number(this.#sql.delete.run(site, name, id).changes));
   }
 
   purge(now: number = Date.now()): number {
     checkOpen(this.#closed);
-    return Number(this.#sql.purge.run(now).changes);
+    const removed = this.#sql.purge.all(now);
+    for (const row of removed) this.#forget(String(row.site), 1);
+    return removed.length;
+  }
+
+  /** Counts `n` rows of `site` out. */
+  #forget(site: string, n: number): void {
+    if (n === 0) return;
+    const left = (this.#rows.get(site) ?? n) - n;
+    if (left > 0) this.#rows.set(site, left);
+    else this.#rows.delete(site);
   }
 
   count(site: string): number {
@@ -606,13 +627,17 @@ class SqliteSessionStore implements SessionStore {
     this.#db.close();
   }
 
+  /**
+   * O(1) while the site is under its limit: rows are counted in memory. At
+   * the limit, its expired rows are removed (an index range) and it is
+   * counted again.
+   */
   #checkRoom(site: string, now: number): void {
     const max = this.#limits.maxSessionsPerSite;
-    const live = numberColumn(
-      this.#sql.countLiveUpTo.get(site, now, max),
-      "n",
-    );
-    if (live >= max) {
+    if ((this.#rows.get(site) ?? 0) < max) return;
+    const expired = Number(this.#sql.purgeSite.run(site, now).changes);
+    this.#forget(site, expired);
+    if ((this.#rows.get(site) ?? 0) >= max) {
       throw new SessionLimitError(sessionLimitMessage(site, max));
     }
   }

@@ -102,6 +102,8 @@ export class Supervisor implements Sites {
   #folderNames = new Set<string>();
   #watches = new Map<string, Watch>();
   #sitesWatch: Watch | null = null;
+  /** Sites with a load in progress, and whether another was asked for. */
+  #loading = new Map<string, { again: boolean; done: Promise<void> }>();
   #stopping = false;
 
   constructor(options: SupervisorOptions) {
@@ -167,6 +169,10 @@ export class Supervisor implements Sites {
         sandbox.kill("the server is stopping");
         return null;
       }
+      if (!def.root && !this.#folderNames.has(def.name)) {
+        sandbox.kill("its folder was removed while it loaded");
+        return null;
+      }
       runner.adopt(sandbox, routes);
       this.#static.set(def.name, files);
       this.#runners.set(def.name, runner);
@@ -186,8 +192,31 @@ export class Supervisor implements Sites {
   /**
    * Loads a new generation of one site (or starts a site that was not
    * running); the old generation serves until the new one has loaded.
+   * Loads of one site never overlap: a change while one runs asks for one
+   * more load after it.
    */
-  async reloadSite(name: string): Promise<void> {
+  reloadSite(name: string): Promise<void> {
+    const busy = this.#loading.get(name);
+    if (busy !== undefined) {
+      busy.again = true;
+      return busy.done;
+    }
+    const state = { again: false, done: Promise.resolve() };
+    state.done = (async () => {
+      try {
+        do {
+          state.again = false;
+          await this.#reloadOnce(name);
+        } while (state.again && !this.#stopping);
+      } finally {
+        this.#loading.delete(name);
+      }
+    })();
+    this.#loading.set(name, state);
+    return state.done;
+  }
+
+  async #reloadOnce(name: string): Promise<void> {
     if (this.#stopping) return;
     let def: SiteDefinition;
     try {
