@@ -7,7 +7,7 @@
  */
 
 import type { WireRequest } from "../protocol/messages.ts";
-import { log } from "../log.ts";
+import { log, type RepeatedWarning } from "../log.ts";
 import { errorPage } from "./error_page.ts";
 
 /** A response with what the access log needs to know of it. */
@@ -130,6 +130,22 @@ export function internalError(
     500,
     `Internal Server Error (ref ${ref})`,
     { accept: null, method },
+    site,
+  );
+}
+
+/** A reply that cannot be sent: 502, and one log line (repeats summed up). */
+export function refusedReply(
+  site: string,
+  why: string,
+  ctx: RequestContext,
+  warning: RepeatedWarning,
+): Answer {
+  warning.note(site, `${why}; answered 502 instead`);
+  return defaultError(
+    502,
+    "The site sent a response that cannot be sent",
+    { accept: ctx.accept, method: ctx.wire.method },
     site,
   );
 }

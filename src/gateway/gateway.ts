@@ -22,6 +22,7 @@ import {
   type Answer,
   defaultError,
   internalError,
+  refusedReply,
   type RequestContext,
   send,
   siteHeaders,
@@ -55,6 +56,9 @@ export class Gateway {
   readonly #startedAt = Date.now();
   #files: FileAnswers | null = null;
   readonly #badReplies = new RepeatedWarning("A page's reply was refused");
+  readonly #costlyRoutes = new RepeatedWarning(
+    "Route patterns skipped, over the work allowed per request",
+  );
 
   constructor(options: GatewayOptions) {
     this.#options = options;
@@ -77,14 +81,7 @@ export class Gateway {
           this.#hub.fromSite(site, from, msg, body);
         } else from.post(this.#sessions.answer(site, msg));
       },
-      onSandboxExit: (sandbox) =>
-        this.#hub.closeGeneration(
-          sandbox,
-          sandbox.retired ? 1012 : 1011,
-          sandbox.retired
-            ? "The site was reloaded"
-            : "The site's sandbox stopped",
-        ),
+      onSandboxExit: (sandbox) => this.#hub.sandboxExited(sandbox),
       onReload: () => this.#files?.clear(),
     });
   }
@@ -141,7 +138,9 @@ export class Gateway {
     startTime: number,
   ): Answer | Promise<Answer> {
     const target = readTarget(request.url);
-    if (typeof target === "string") return refuse(request, 400, target);
+    if ("status" in target) {
+      return refuse(request, target.status, target.message);
+    }
     const peer = requestPeer(
       request.headers,
       connectedPeer,
@@ -175,6 +174,12 @@ export class Gateway {
     if (upgrade !== null) return this.#upgrade(upgrade, request, ctx);
 
     const route = snapshot.router.route(host, target.path, request.method);
+    for (const site of route.overBudget ?? []) {
+      this.#costlyRoutes.note(
+        site,
+        `a path of ${target.path.length} characters`,
+      );
+    }
     if (
       route.kind === "error" && route.status === 404 && target.path === "/stats"
     ) {
@@ -311,15 +316,8 @@ export class Gateway {
   }
 
   /** A reply that cannot be sent: 502, and one log line (repeats summed up). */
-  #refusedReply = (site: string, why: string, ctx: RequestContext): Answer => {
-    this.#badReplies.note(site, `${why}; answered 502 instead`);
-    return defaultError(
-      502,
-      "The site sent a response that cannot be sent",
-      { accept: ctx.accept, method: ctx.wire.method },
-      site,
-    );
-  };
+  #refusedReply = (site: string, why: string, ctx: RequestContext): Answer =>
+    refusedReply(site, why, ctx, this.#badReplies);
 
   /** An error page, through the owning site's `Error` hook when it has one. */
   #error = async (

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { MAX_PATH_BYTES } from "../shared/route_limits.ts";
+
 /** A parsed request target. */
 export interface Target {
   /** Decoded path without dot segments. */
@@ -91,12 +93,26 @@ export function removeDotSegments(path: string): string {
   return "/" + out.join("/");
 }
 
-/** The request target, or why it is refused (400). */
-export function readTarget(url: string): Target | string {
+/** The request target, or why it is refused: 400, or 414 for a path too long. */
+export function readTarget(
+  url: string,
+): Target | { status: 400 | 414; message: string } {
+  let target: Target;
   try {
-    return parseTarget(url);
+    target = parseTarget(url);
   } catch (err) {
-    if (err instanceof TargetError) return err.message;
+    if (err instanceof TargetError) {
+      return { status: 400, message: err.message };
+    }
     throw err;
   }
+  const query = target.raw.indexOf("?");
+  const pathBytes = query < 0 ? target.raw.length : query;
+  if (pathBytes > MAX_PATH_BYTES) {
+    return {
+      status: 414,
+      message: `The path is longer than ${MAX_PATH_BYTES} bytes`,
+    };
+  }
+  return target;
 }

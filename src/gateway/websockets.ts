@@ -228,6 +228,17 @@ export class WebSocketHub {
     client.socket.send(data);
   }
 
+  /** Closes the clients of a sandbox that ended: 1012 if retired by a reload, else 1011. */
+  sandboxExited(generation: SandboxProcess): void {
+    this.closeGeneration(
+      generation,
+      generation.retired ? 1012 : 1011,
+      generation.retired
+        ? "The site was reloaded"
+        : "The site's sandbox stopped",
+    );
+  }
+
   /** Closes the clients of a generation (its sandbox stopped). */
   closeGeneration(
     generation: SandboxProcess,

@@ -6,6 +6,11 @@
  * @module
  */
 
+import {
+  MAX_PATTERN_LENGTH,
+  MAX_PATTERNS_PER_SITE,
+  PATTERN_WORK_PER_REQUEST,
+} from "../shared/route_limits.ts";
 import { compileHostPattern, normalizeHost } from "./host_pattern.ts";
 
 /** The host pattern of `hosts.any`, the host shared by every site. */
@@ -58,6 +63,8 @@ export type RouteResult =
     pageId: number;
     captures: string[];
     hostPattern: string;
+    /** Sites whose patterns were not all tried (over their work budget). */
+    overBudget?: string[];
   }
   | {
     kind: "error";
@@ -65,6 +72,8 @@ export type RouteResult =
     message: string;
     owner: string;
     allow?: string[];
+    /** Sites whose patterns were not all tried (over their work budget). */
+    overBudget?: string[];
   };
 
 /** A built routing table. */
@@ -86,6 +95,32 @@ export interface RouterOptions {
    * @default {the site with `root: true`, else "root"}
    */
   rootSite?: string;
+  /**
+   * Compiled patterns by `flags/source`, kept by the caller across builds so
+   * that a rebuild compiles only new patterns. Filled as patterns compile.
+   */
+  compiled?: Map<string, CompiledPattern>;
+  /**
+   * Steps one site's patterns may cost per request.
+   * @default {PATTERN_WORK_PER_REQUEST}
+   */
+  patternWork?: number;
+}
+
+/** A route pattern as compiled once. */
+export interface CompiledPattern {
+  regex: RegExp;
+  /** Literal text every matching path starts with, checked before `regex`. */
+  prefix: string;
+  /** Its positions: the most states the engine keeps per character. */
+  positions: number;
+}
+
+/** The pattern work spent by each site on one request. */
+interface Work {
+  budget: number;
+  spent: Map<string, number> | null;
+  over: Set<string> | null;
 }
 
 /** Host-resolution cache entries kept before the cache is cleared. */
@@ -111,9 +146,7 @@ interface PageEntry {
 }
 
 interface PatternEntry extends PageEntry {
-  regex: RegExp;
-  /** Literal text every matching path starts with, checked before `regex`. */
-  prefix: string;
+  pattern: CompiledPattern;
 }
 
 /** The pages of one host from one priority tier. */
@@ -178,7 +211,8 @@ export function buildRouter(
 ): Router {
   const rootSite = options.rootSite ??
     sites.find((site) => site.root)?.site ?? "root";
-  const { hosts, any } = buildHosts(sites);
+  const budget = options.patternWork ?? PATTERN_WORK_PER_REQUEST;
+  const { hosts, any } = buildHosts(sites, options.compiled ?? new Map());
   const cache = new Map<string, HostChoice | null>();
 
   function chooseHost(name: string): HostChoice | null {
@@ -199,13 +233,22 @@ export function buildRouter(
     if (choice !== null && "conflict" in choice) {
       return error(409, choice.conflict, rootSite);
     }
-    const named = choice?.host;
+    const work: Work = { budget, spent: null, over: null };
+    return withWork(routeOn(choice?.host, path, method, work), work);
+  }
+
+  function routeOn(
+    named: Host | undefined,
+    path: string,
+    method: string,
+    work: Work,
+  ): RouteResult {
     if (named !== undefined) {
-      const result = lookup(named, path, method);
+      const result = lookup(named, path, method, work);
       if (result.kind !== "none") return answer(named, result, path, method);
       if (named.noFallback) return notFound(path, named.site ?? rootSite);
     }
-    const result = lookup(any, path, method);
+    const result = lookup(any, path, method, work);
     if (result.kind !== "none") return answer(any, result, path, method);
     return notFound(path, named?.site ?? rootSite);
   }
@@ -229,7 +272,16 @@ export function buildRouter(
   return { route };
 }
 
-function buildHosts(sites: SiteRoutes[]): { hosts: Host[]; any: Host } {
+/** Names the sites that ran out of pattern work on this request. */
+function withWork(result: RouteResult, work: Work): RouteResult {
+  if (work.over !== null) result.overBudget = [...work.over];
+  return result;
+}
+
+function buildHosts(
+  sites: SiteRoutes[],
+  compiled: Map<string, CompiledPattern>,
+): { hosts: Host[]; any: Host } {
   const any = newHost(ANY_HOST, null, false, () => true);
   const anyTiers = { site: newTier(), root: newTier() };
   const hosts: Host[] = [];
@@ -244,7 +296,12 @@ function buildHosts(sites: SiteRoutes[]): { hosts: Host[]; any: Host } {
     seenSites.add(site.site);
     const siteHosts = collectSiteHosts(site);
     hosts.push(...siteHosts.values());
-    addPages(site, siteHosts, site.root ? anyTiers.root : anyTiers.site);
+    addPages(
+      site,
+      siteHosts,
+      site.root ? anyTiers.root : anyTiers.site,
+      compiled,
+    );
   }
   any.tiers = [anyTiers.site, anyTiers.root].filter((tier) =>
     tier.exact.size > 0 || tier.allPatterns.length > 0
@@ -282,7 +339,14 @@ function addPages(
   site: SiteRoutes,
   siteHosts: Map<string, Host>,
   anyTier: Tier,
+  compiled: Map<string, CompiledPattern>,
 ): void {
+  const patterns = site.pages.filter((p) => p.regex !== undefined).length;
+  if (patterns > MAX_PATTERNS_PER_SITE) {
+    throw new RouteTableError(
+      `Site "${site.site}" registers ${patterns} route patterns; at most ${MAX_PATTERNS_PER_SITE} are allowed`,
+    );
+  }
   const ids = new Set<number>();
   for (const spec of site.pages) {
     const method = checkPage(site.site, spec);
@@ -297,7 +361,7 @@ function addPages(
     const tier = host === undefined ? anyTier : host.tiers[0] ?? newTier();
     if (host !== undefined) host.tiers = [tier];
     if (spec.regex !== undefined) {
-      addPattern(tier, site.site, spec, method, spec.regex);
+      addPattern(tier, site.site, spec, method, compiled);
     } else {
       addExact(tier, site.site, spec, method, spec.path ?? "");
     }
@@ -359,16 +423,26 @@ function addPattern(
   site: string,
   spec: PageSpec,
   method: string,
-  regex: { source: string; flags: string },
+  compiled: Map<string, CompiledPattern>,
 ): void {
+  const regex = spec.regex!;
   const shown = `/${regex.source}/${regex.flags}`;
+  const key = `${regex.flags}/${regex.source}`;
+  let pattern = compiled.get(key);
+  if (pattern === undefined) {
+    pattern = {
+      regex: compileRoutePattern(site, regex, shown),
+      prefix: literalPrefix(regex.source, regex.flags),
+      positions: patternPositions(regex.source),
+    };
+    compiled.set(key, pattern);
+  }
   const entry: PatternEntry = {
     site,
     pageId: spec.id,
     method,
     label: `${method} ${shown} (site ${site})`,
-    regex: compileRoutePattern(site, regex, shown),
-    prefix: literalPrefix(regex.source, regex.flags),
+    pattern,
   };
   const list = tier.patterns.get(method) ?? [];
   if (list.some((e) => e.site === site && e.label === entry.label)) {
@@ -396,6 +470,9 @@ function compileRoutePattern(
   const { source, flags } = regex;
   if (typeof source !== "string" || typeof flags !== "string") {
     throw fail("source and flags must be strings");
+  }
+  if (source.length > MAX_PATTERN_LENGTH) {
+    throw fail(`longer than ${MAX_PATTERN_LENGTH} characters`);
   }
   for (const flag of flags) {
     if (!ALLOWED_FLAGS.has(flag)) {
@@ -435,23 +512,33 @@ function resolveHost(hosts: Host[], name: string): HostChoice | null {
   };
 }
 
-function lookup(host: Host, path: string, method: string): Lookup {
+function lookup(
+  host: Host,
+  path: string,
+  method: string,
+  work: Work,
+): Lookup {
   let allow: Set<string> | undefined;
   for (const tier of host.tiers) {
-    const found = lookupTier(tier, path, method);
+    const found = lookupTier(tier, path, method, work);
     if (found !== null) return found;
-    allow = allowedMethods(tier, path, allow ?? new Set());
+    allow = allowedMethods(tier, path, allow ?? new Set(), work);
   }
   if (allow === undefined || allow.size === 0) return { kind: "none" };
   return { kind: "method", allow };
 }
 
 /** The page(s) for the method, trying HEAD then GET; `null` when none. */
-function lookupTier(tier: Tier, path: string, method: string): Lookup | null {
+function lookupTier(
+  tier: Tier,
+  path: string,
+  method: string,
+  work: Work,
+): Lookup | null {
   const methods = tier.exact.get(path);
-  const found = lookupMethod(tier, methods, path, method);
+  const found = lookupMethod(tier, methods, path, method, work);
   if (found !== null || method !== "HEAD") return found;
-  return lookupMethod(tier, methods, path, "GET");
+  return lookupMethod(tier, methods, path, "GET", work);
 }
 
 function lookupMethod(
@@ -459,6 +546,7 @@ function lookupMethod(
   methods: Map<string, PageEntry[]> | undefined,
   path: string,
   method: string,
+  work: Work,
 ): Lookup | null {
   const exact = methods?.get(method);
   if (exact !== undefined) return choose(exact, []);
@@ -467,7 +555,7 @@ function lookupMethod(
   const pages: PageEntry[] = [];
   let captures: string[] = [];
   for (const pattern of patterns) {
-    const match = matchWhole(pattern, path);
+    const match = matchWhole(pattern, path, work);
     if (match === null) continue;
     pages.push(pattern);
     captures = match.slice(1).map((capture) => capture ?? "");
@@ -487,11 +575,12 @@ function allowedMethods(
   tier: Tier,
   path: string,
   allow: Set<string>,
+  work: Work,
 ): Set<string> {
   for (const method of tier.exact.get(path)?.keys() ?? []) allow.add(method);
   for (const pattern of tier.allPatterns) {
     if (allow.has(pattern.method)) continue;
-    if (matchWhole(pattern, path) !== null) allow.add(pattern.method);
+    if (matchWhole(pattern, path, work) !== null) allow.add(pattern.method);
   }
   return allow;
 }
@@ -501,10 +590,22 @@ function allowedMethods(
  * so the match must also span the path.
  */
 function matchWhole(
-  pattern: PatternEntry,
+  entry: PatternEntry,
   path: string,
+  work: Work,
 ): RegExpExecArray | null {
+  const { pattern, site } = entry;
   if (!path.startsWith(pattern.prefix)) return null;
+  // The engine's work is bounded by path length × positions: a site whose
+  // patterns would cost more on this request has the rest skipped.
+  work.spent ??= new Map();
+  const spent = (work.spent.get(site) ?? 0) +
+    pattern.positions * (path.length + 1);
+  if (spent > work.budget) {
+    (work.over ??= new Set()).add(site);
+    return null;
+  }
+  work.spent.set(site, spent);
   const match = pattern.regex.exec(path);
   if (match === null) return null;
   return match.index === 0 && match[0].length === path.length ? match : null;
@@ -539,6 +640,86 @@ function literalPrefix(source: string, flags: string): string {
     index = next;
   }
   return prefix;
+}
+
+/**
+ * An upper bound on the states V8's linear-time engine keeps per character
+ * of input for a pattern: its character positions (a class or an escape is
+ * one), with counted repetitions unrolled.
+ *
+ * @example
+ * ```ts
+ * import { patternPositions } from "./router.ts";
+ * patternPositions("/user/(\\d+)"); // 7
+ * patternPositions("(ab){3}"); // 6
+ * ```
+ */
+export function patternPositions(source: string): number {
+  const groups: number[] = [0];
+  let last = 0;
+  let i = 0;
+  while (i < source.length) {
+    const c = source[i]!;
+    let atom = 1;
+    if (c === "\\") {
+      i += escapeLength(source, i);
+    } else if (c === "[") {
+      i = classEnd(source, i);
+    } else if (c === "(") {
+      groups.push(0);
+      const named = /^\(\?(?:<[^=!>][^>]*>|[:=!]|<[=!])?/.exec(source.slice(i));
+      i += named?.[0].length ?? 1;
+      continue;
+    } else if (c === ")") {
+      atom = groups.length > 1 ? groups.pop()! : 0;
+      i++;
+    } else if (c === "{") {
+      const counted = /^\{(\d+)(?:,(\d*))?\}/.exec(source.slice(i));
+      if (counted !== null) {
+        const low = Number(counted[1]);
+        const high = counted[2] === undefined
+          ? low
+          : counted[2] === ""
+          ? low + 1
+          : Number(counted[2]);
+        groups[groups.length - 1]! += last * (Math.max(low, high, 1) - 1);
+        i += counted[0].length;
+        continue;
+      }
+      i++;
+    } else if ("*+?^$|".includes(c)) {
+      i++;
+      continue;
+    } else {
+      i++;
+    }
+    groups[groups.length - 1]! += atom;
+    last = atom;
+  }
+  return Math.max(1, groups.reduce((a, b) => a + b, 0));
+}
+
+/** Length of the escape at `i` (`\\d`, `\\u{…}`, `\\p{…}`, `\\k<…>`). */
+function escapeLength(source: string, i: number): number {
+  const next = source[i + 1];
+  const close = next === "k" ? ">" : "}";
+  if (
+    (next === "u" || next === "p" || next === "P" || next === "k") &&
+    (source[i + 2] === "{" || source[i + 2] === "<")
+  ) {
+    const end = source.indexOf(close, i + 3);
+    return end < 0 ? source.length - i : end - i + 1;
+  }
+  return Math.min(2, source.length - i);
+}
+
+/** The index just past the class `[…]` starting at `i`. */
+function classEnd(source: string, i: number): number {
+  let j = i + 1;
+  while (j < source.length && source[j] !== "]") {
+    j += source[j] === "\\" ? 2 : 1;
+  }
+  return j + 1;
 }
 
 function newTier(): Tier {

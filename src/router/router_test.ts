@@ -2,11 +2,17 @@ import assert from "node:assert/strict";
 import {
   ANY_HOST,
   buildRouter,
+  type CompiledPattern,
   type PageSpec,
+  patternPositions,
   type RouteResult,
   RouteTableError,
   type SiteRoutes,
 } from "./router.ts";
+import {
+  MAX_PATTERN_LENGTH,
+  MAX_PATTERNS_PER_SITE,
+} from "../shared/route_limits.ts";
 
 function exact(id: number, host: string, method: string, path: string) {
   return { id, host, method, path } satisfies PageSpec;
@@ -759,4 +765,109 @@ Deno.test("buildRouter() compiles patterns on the linear engine", async (t) => {
     });
     assert.ok(performance.now() - started < 1000);
   });
+});
+
+Deno.test("buildRouter() bounds pattern length and count per site", async (t) => {
+  const site = (pages: PageSpec[]): SiteRoutes => ({
+    site: "big",
+    root: false,
+    hosts: [],
+    pages,
+  });
+  await t.step(`a pattern over ${MAX_PATTERN_LENGTH} characters`, () => {
+    assert.throws(
+      () =>
+        buildRouter([
+          site([
+            pattern(0, ANY_HOST, "GET", "/" + "a".repeat(MAX_PATTERN_LENGTH)),
+          ]),
+        ]),
+      /big.*longer than 256 characters/,
+    );
+  });
+  await t.step(`more than ${MAX_PATTERNS_PER_SITE} patterns`, () => {
+    const pages = Array.from(
+      { length: MAX_PATTERNS_PER_SITE + 1 },
+      (_, i) => pattern(i, ANY_HOST, "GET", `/p${i}/(\\d+)`),
+    );
+    assert.throws(
+      () => buildRouter([site(pages)]),
+      /"big" registers 257 route patterns; at most 256/,
+    );
+    assert.doesNotThrow(() => buildRouter([site(pages.slice(1))]));
+  });
+});
+
+Deno.test("route() bounds the pattern work each site may cost a request", async (t) => {
+  // 170 positions: every one of them active on a path of x's.
+  const costly = ".*x".repeat(85);
+  const router = buildRouter([
+    ROOT,
+    {
+      site: "costly",
+      root: false,
+      hosts: [],
+      pages: [pattern(0, ANY_HOST, "GET", costly)],
+    },
+    {
+      site: "cheap",
+      root: false,
+      hosts: [],
+      pages: [pattern(0, ANY_HOST, "GET", "/cheap/(.*)")],
+    },
+  ]);
+  await t.step("a short path is tried and matches", () => {
+    const result = router.route("a.test", "/" + "x".repeat(85), "GET");
+    assert.equal(result.kind, "page");
+    assert.equal(result.overBudget, undefined);
+  });
+  await t.step("a long path skips the costly site, and says so", () => {
+    const path = "/" + "x".repeat(4000);
+    const started = performance.now();
+    const result = router.route("a.test", path, "GET");
+    assert.ok(result.kind === "error" && result.status === 404);
+    assert.deepEqual(result.overBudget, ["costly"]);
+    // Without the bound this takes tens of ms; the bound is ~32k steps.
+    assert.ok(performance.now() - started < 1000);
+  });
+  await t.step("the other site keeps its own budget", () => {
+    const result = router.route("a.test", "/cheap/" + "x".repeat(4000), "GET");
+    assert.ok(result.kind === "page" && result.site === "cheap");
+  });
+});
+
+Deno.test("buildRouter() compiles each pattern once across builds with one cache", () => {
+  const compiled = new Map<string, CompiledPattern>();
+  const site: SiteRoutes = {
+    site: "a",
+    root: false,
+    hosts: [],
+    pages: [pattern(0, ANY_HOST, "GET", "/a/(\\d+)")],
+  };
+  buildRouter([site], { compiled });
+  const first = compiled.get("//a/(\\d+)");
+  assert.ok(first !== undefined);
+  buildRouter([site, { ...site, site: "b" }], { compiled });
+  assert.equal(compiled.get("//a/(\\d+)"), first, "not compiled again");
+  assert.equal(compiled.size, 1);
+});
+
+Deno.test("patternPositions() counts positions, classes and escapes as one, counts unrolled", async (t) => {
+  const cases: [string, number][] = [
+    ["/user/(\\d+)", 7],
+    ["(ab){3}", 6],
+    ["[a-z]+", 1],
+    ["[\\]a]b", 2],
+    ["/x/(?:a|b|c)", 6],
+    [".*x".repeat(5), 10],
+    ["(?<id>\\d+)", 1],
+    ["a{2,5}", 5],
+    ["", 1],
+  ];
+  for (const [source, want] of cases) {
+    await t.step(
+      JSON.stringify(source),
+      () => assert.equal(patternPositions(source), want),
+    );
+  }
 });

@@ -24,6 +24,10 @@ import { HaltSignal, type PageResponse } from "./response.ts";
 export type { PageRequest } from "./request.ts";
 export { escapeHtml, html, raw, SafeHtml } from "./html.ts";
 import type { SafeHtml } from "./html.ts";
+import {
+  MAX_PATTERN_LENGTH,
+  MAX_PATTERNS_PER_SITE,
+} from "../shared/route_limits.ts";
 export type {
   CookieOptions,
   PageResponse,
@@ -127,7 +131,9 @@ function hostCall(pattern: string, name: string, arg: unknown): string {
   const target = pattern === "*"
     ? "hosts.any"
     : `hosts.get(${JSON.stringify(pattern)})`;
-  return `${target}.${name}(${JSON.stringify(String(arg))})`;
+  const text = String(arg);
+  const shown = text.length > 60 ? `${text.slice(0, 60)}…` : text;
+  return `${target}.${name}(${JSON.stringify(shown)})`;
 }
 
 function createHost(pattern: string): Host {
@@ -152,6 +158,17 @@ function createHost(pattern: string): Host {
       const regex = source instanceof RegExp
         ? { source: source.source, flags: source.flags }
         : { source: String(source), flags: "" };
+      if (regex.source.length > MAX_PATTERN_LENGTH) {
+        throw new RangeError(
+          `${call}: the pattern is ${regex.source.length} characters long; route patterns may have at most ${MAX_PATTERN_LENGTH}`,
+        );
+      }
+      const patterns = registry.pages.filter((p) => p.spec.regex).length;
+      if (patterns >= MAX_PATTERNS_PER_SITE) {
+        throw new RangeError(
+          `${call}: a site may register at most ${MAX_PATTERNS_PER_SITE} route patterns; use fewer patterns, or one with alternatives`,
+        );
+      }
       if (!ALLOWED_FLAGS_REGEXP.test(regex.flags)) {
         throw new TypeError(
           `${call}: flags "${regex.flags}" are not allowed; use only m or s (route patterns run on a linear-time engine, which cannot do i or u; write [Aa] for case)`,

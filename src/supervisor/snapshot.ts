@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { WireRoutes, WireSocket } from "../protocol/messages.ts";
 import {
   buildRouter,
+  type CompiledPattern,
   findConflicts,
   type PageSpec,
   type Router,
@@ -101,6 +102,7 @@ export function checkRoutes(
   def: SiteDefinition,
   routes: WireRoutes,
   files: StaticIndex,
+  compiled: Map<string, CompiledPattern> = new Map(),
 ): string | null {
   const table = siteTable(def.name, def.root, routes, files);
   // Every host the site touches counts: declared hosts, the host of each
@@ -117,13 +119,29 @@ export function checkRoutes(
   );
   if (claim !== null) return claim;
   try {
-    buildRouter([table]);
-    buildRouter([{ ...table, pages: socketPages(routes) }]);
+    buildRouter([table], { compiled });
+    buildRouter([{ ...table, pages: socketPages(routes) }], { compiled });
   } catch (err) {
     if (err instanceof RouteTableError) return err.message;
     throw err;
   }
   return null;
+}
+
+/** Forgets compiled patterns no served site uses any more. */
+export function pruneCompiled(
+  compiled: Map<string, CompiledPattern>,
+  sites: Iterable<ServedSite>,
+): void {
+  const used = new Set<string>();
+  for (const { runner } of sites) {
+    for (const page of runner.routes?.pages ?? []) {
+      if (page.regex !== undefined) {
+        used.add(`${page.regex.flags}/${page.regex.source}`);
+      }
+    }
+  }
+  for (const key of compiled.keys()) if (!used.has(key)) compiled.delete(key);
 }
 
 /**
@@ -134,6 +152,7 @@ export function checkRoutes(
 export function buildSnapshot(
   sites: Iterable<ServedSite>,
   onLeftOut: (site: string, message: string) => void,
+  compiled: Map<string, CompiledPattern> = new Map(),
 ): Snapshot {
   const all = new Map<string, ServedSite>();
   const tables: SiteRoutes[] = [];
@@ -145,8 +164,8 @@ export function buildSnapshot(
     const table = siteTable(site.name, def.root, routes, site.files);
     const sockets = { ...table, pages: socketPages(routes) };
     try {
-      buildRouter([table]);
-      buildRouter([sockets]);
+      buildRouter([table], { compiled });
+      buildRouter([sockets], { compiled });
     } catch (err) {
       onLeftOut(site.name, err instanceof Error ? err.message : String(err));
       continue;
@@ -155,8 +174,8 @@ export function buildSnapshot(
     socketTables.push(sockets);
   }
   return {
-    router: buildRouter(tables, { rootSite: ROOT_SITE }),
-    sockets: buildRouter(socketTables, { rootSite: ROOT_SITE }),
+    router: buildRouter(tables, { rootSite: ROOT_SITE, compiled }),
+    sockets: buildRouter(socketTables, { rootSite: ROOT_SITE, compiled }),
     sites: all,
     conflicts: findConflicts(tables),
   };

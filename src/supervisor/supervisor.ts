@@ -11,6 +11,7 @@
 import { join, relative, sep as SEP } from "node:path";
 import { log, siteOutput } from "../log.ts";
 import type { WireRoutes } from "../protocol/messages.ts";
+import type { CompiledPattern } from "../router/router.ts";
 import {
   LoadError,
   SandboxProcess,
@@ -31,6 +32,7 @@ import {
   buildSnapshot,
   checkRoutes,
   emptySnapshot,
+  pruneCompiled,
   type ServedSite,
   type Snapshot,
 } from "./snapshot.ts";
@@ -95,6 +97,8 @@ export class Supervisor implements Sites {
   #runners = new Map<string, SiteRunner>();
   #static = new Map<string, StaticIndex>();
   #snapshot: Snapshot = emptySnapshot();
+  /** Route patterns compiled once per generation, kept across rebuilds. */
+  #compiled = new Map<string, CompiledPattern>();
   #notLoaded = new Map<string, string>();
   /** Conflicts already reported, so each is logged once. */
   #conflicts = new Set<string>();
@@ -151,7 +155,12 @@ export class Supervisor implements Sites {
   async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
     const runner: SiteRunner = new SiteRunner(def, {
       check: (d, routes) =>
-        checkRoutes(d, routes, this.#static.get(d.name) ?? emptyStaticIndex()),
+        checkRoutes(
+          d,
+          routes,
+          this.#static.get(d.name) ?? emptyStaticIndex(),
+          this.#compiled,
+        ),
       threads: this.#options.threads,
       requestTimeout: this.#options.requestTimeout,
       queue: this.#options.siteQueue,
@@ -160,7 +169,7 @@ export class Supervisor implements Sites {
     try {
       const files = await scanSiteStatic(def);
       const { sandbox, routes } = await runner.load();
-      const problem = checkRoutes(def, routes, files);
+      const problem = checkRoutes(def, routes, files, this.#compiled);
       if (problem !== null) {
         sandbox.kill("its routes were refused");
         return { site: def.name, message: problem };
@@ -260,7 +269,7 @@ export class Supervisor implements Sites {
     }
     await runner.reload(
       def,
-      (d, routes) => checkRoutes(d, routes, files),
+      (d, routes) => checkRoutes(d, routes, files, this.#compiled),
       () => {
         this.#static.set(name, files);
         this.#options.onReload?.(name);
@@ -344,7 +353,12 @@ export class Supervisor implements Sites {
     }
     try {
       const files = await scanSiteStatic(runner.def);
-      const problem = checkRoutes(runner.def, runner.routes, files);
+      const problem = checkRoutes(
+        runner.def,
+        runner.routes,
+        files,
+        this.#compiled,
+      );
       if (problem !== null) {
         log.error(name, `Static files not updated: ${problem}`);
         return;
@@ -414,7 +428,9 @@ export class Supervisor implements Sites {
     const next = buildSnapshot(
       served,
       (site, message) => log.error(site, `Routes left out: ${message}`),
+      this.#compiled,
     );
+    pruneCompiled(this.#compiled, served);
     const conflicts = new Set(next.conflicts);
     for (const c of conflicts) if (!this.#conflicts.has(c)) log.warn(null, c);
     this.#conflicts = conflicts;

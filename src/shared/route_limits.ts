@@ -1,0 +1,25 @@
+/**
+ * The limits on what routing may cost, shared by the script API (which
+ * refuses a pattern where it is written, naming the file and line) and the
+ * router (which refuses a forged table, and bounds the work per request).
+ *
+ * @module
+ */
+
+/** Longest route pattern source, in characters. */
+export const MAX_PATTERN_LENGTH = 256;
+
+/** Most route patterns (`addPattern`) one site may register. */
+export const MAX_PATTERNS_PER_SITE = 256;
+
+/** Longest request path the gateway routes, in bytes; longer gets 414. */
+export const MAX_PATH_BYTES = 8192;
+
+/**
+ * The work one site's patterns may cost per request, in steps of the
+ * linear-time engine (path length × the pattern's positions, summed over
+ * the patterns tried). Patterns beyond it are not tried for that request.
+ * About 0.5 ms on a 2-core machine of 2026 in the worst case; ordinary
+ * patterns cost far less than their bound.
+ */
+export const PATTERN_WORK_PER_REQUEST = 32_768;
