@@ -68,7 +68,7 @@ interface Serving {
 type Handle = (
   request: Request,
   info: Deno.ServeHandlerInfo,
-) => Promise<{ response: Response; bytes: number }>;
+) => Promise<{ response: Response; bytes: number | null }>;
 
 function announce(
   addr: { hostname: string; port: number },

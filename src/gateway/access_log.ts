@@ -41,7 +41,8 @@ export interface AccessEntry {
   method: string;
   target: string;
   status: number;
-  bytes: number;
+  /** Body bytes, or null when not known (a stream). */
+  bytes: number | null;
   ms: number;
   site: string;
 }
@@ -63,7 +64,7 @@ export function accessLine(e: AccessEntry): string {
     : e.target;
   return `${e.peer} - - [${clfDate(e.time)}] "${e.method} ${
     sanitize(target)
-  } HTTP/1.1" ${e.status} ${e.bytes} ${e.ms.toFixed(1)}ms ${
+  } HTTP/1.1" ${e.status} ${e.bytes ?? "-"} ${e.ms.toFixed(1)}ms ${
     escapeControl(e.site)
   }`;
 }

@@ -15,8 +15,8 @@ export interface Answer {
   response: Response;
   /** The site the request is logged under. */
   site: string;
-  /** Body bytes sent. */
-  bytes: number;
+  /** Body bytes sent; null for a stream, whose length is not known. */
+  bytes: number | null;
 }
 
 /** Response headers as the Response constructor takes them, cheaply. */
@@ -27,6 +27,8 @@ export interface RequestContext {
   wire: WireRequest;
   headers: Headers;
   accept: string | null;
+  /** Aborts when the client goes away. */
+  clientGone: AbortSignal;
   /** Set once the site's Error hook has rendered for this request. */
   errorRendered?: boolean;
 }
@@ -75,11 +77,26 @@ const BAD_VALUE_REGEXP = /[\x00-\x08\x0a-\x1f\x7f]/;
 export function send(
   status: number,
   headers: HeaderList,
-  body: Uint8Array | string,
+  body: Uint8Array | string | ReadableStream<Uint8Array>,
   method: string,
   site: string,
 ): Answer {
   headers.push(SERVER_HEADER);
+  if (body instanceof ReadableStream) {
+    if (method !== "HEAD" && status !== 204 && status !== 304) {
+      return {
+        response: new Response(body, { status, headers }),
+        site,
+        bytes: null,
+      };
+    }
+    void body.cancel().catch(() => {});
+    return {
+      response: new Response(null, { status, headers }),
+      site,
+      bytes: 0,
+    };
+  }
   const bytes = typeof body === "string" ? utf8Length(body) : body.length;
   if (method === "HEAD" || status === 204 || status === 304) {
     if (method === "HEAD") headers.push(["content-length", String(bytes)]);
@@ -148,6 +165,11 @@ export function refusedReply(
     { accept: ctx.accept, method: ctx.wire.method },
     site,
   );
+}
+
+/** As nginx logs it: the client closed its connection before the answer. */
+export function clientGone(site: string): Answer {
+  return { response: new Response(null, { status: 499 }), site, bytes: 0 };
 }
 
 /** Fills the request's header list for a site (once). */

@@ -16,13 +16,23 @@
 /** A handled request: the response and the bytes of its body. */
 export interface Handled {
   response: Response;
-  bytes: number;
+  /** Body bytes, or null for a stream of unknown length. */
+  bytes: number | null;
+}
+
+/**
+ * What a handler learns of a request's connection. `Deno.serveHttp` does
+ * not abort `request.signal` when the client goes away; `clientGone` does:
+ * it aborts once the connection has ended with requests still in flight.
+ */
+export interface ConnectionInfo extends Deno.ServeHandlerInfo {
+  clientGone?: AbortSignal;
 }
 
 /** Handles one request. */
 export type ConnectionHandler = (
   request: Request,
-  info: Deno.ServeHandlerInfo,
+  info: ConnectionInfo,
 ) => Promise<Handled>;
 
 /** Options of {@linkcode ConnectionServer}. */
@@ -97,6 +107,8 @@ interface Connection {
   closed: boolean;
   /** No more requests will come on it (the client closed, or it upgraded). */
   ended: boolean;
+  /** Aborted when it ends with requests in flight (their client is gone). */
+  gone: AbortController;
 }
 
 /** A listening server that owns its connections. */
@@ -177,12 +189,14 @@ export class ConnectionServer {
       idleSince: Date.now(),
       closed: false,
       ended: false,
+      gone: new AbortController(),
     };
     this.#connections.add(c);
     const info = {
       remoteAddr: conn.remoteAddr as Deno.NetAddr,
       completed: Promise.resolve(),
-    } as Deno.ServeHandlerInfo;
+      clientGone: c.gone.signal,
+    } as ConnectionInfo;
     (async () => {
       try {
         if (this.#options.tls !== undefined) {
@@ -204,6 +218,9 @@ export class ConnectionServer {
         // A failed handshake, a malformed request or a reset: it is over.
       } finally {
         c.ended = true;
+        // Requests still being answered have lost their client (an upgraded
+        // connection's request was answered with its 101).
+        if (c.inflight > 0 && !c.upgraded) c.gone.abort();
         this.#settle(c);
       }
     })();
@@ -219,12 +236,15 @@ export class ConnectionServer {
         await this.#handler(event.request, info);
       let answer = response;
       if (response.status === 101) c.upgraded = true;
-      else if (bytes > STREAM_OVER_BYTES && response.body !== null) {
+      else if (
+        (bytes === null || bytes > STREAM_OVER_BYTES) && response.body !== null
+      ) {
         // Streamed in chunks, so each chunk taken shows the client reading
         // and the end of the answer is seen.
         answer = progressing(response, bytes, () => c.progressAt = Date.now());
       } else {
-        const leaving = Date.now() + (bytes / MIN_SEND_BYTES_PER_SECOND) * 1000;
+        const leaving = Date.now() +
+          ((bytes ?? 0) / MIN_SEND_BYTES_PER_SECOND) * 1000;
         c.bufferedUntil = Math.max(c.bufferedUntil, leaving);
       }
       c.sending++;
@@ -334,7 +354,7 @@ const MIN_SEND_BYTES_PER_SECOND = 16 * 1024;
  */
 function progressing(
   response: Response,
-  bytes: number,
+  bytes: number | null,
   onProgress: () => void,
 ): Response {
   const source = response.body!.getReader();
@@ -359,7 +379,7 @@ function progressing(
     },
   }, { highWaterMark: 0 });
   const headers = new Headers(response.headers);
-  if (!headers.has("content-length")) {
+  if (bytes !== null && !headers.has("content-length")) {
     headers.set("content-length", String(bytes));
   }
   return new Response(body, {

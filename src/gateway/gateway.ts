@@ -20,21 +20,22 @@ import denoJson from "../../deno.json" with { type: "json" };
 import { accessLine } from "./access_log.ts";
 import {
   type Answer,
+  clientGone,
   defaultError,
   internalError,
   refusedReply,
   type RequestContext,
-  send,
-  siteHeaders,
   withHeaders,
 } from "./answer.ts";
+import type { ConnectionInfo } from "./connections.ts";
 import { FileAnswers } from "./file_answers.ts";
 import { loadMimeTable } from "./mime.ts";
 import { requestPeer } from "./proxy.ts";
 import type { GatewayOptions } from "./options.ts";
 import { MIN_BODY_BYTES_PER_SECOND, readBody } from "./request_body.ts";
-import { readTarget, requestTarget } from "./request_target.ts";
+import { readTarget, requestHost, requestTarget } from "./request_target.ts";
 import { SessionBridge } from "./session_bridge.ts";
+import { replyAnswer } from "./site_reply.ts";
 import { isLocalPeer, LatencyTracker, statsAnswer } from "./stats.ts";
 import { upgradeToken, upgradeWebSocket } from "./websocket_upgrade.ts";
 import { WebSocketHub } from "./websockets.ts";
@@ -103,8 +104,8 @@ export class Gateway {
   /** Handles one request; also says how many body bytes the answer sends. */
   handle = async (
     request: Request,
-    info: Deno.ServeHandlerInfo,
-  ): Promise<{ response: Response; bytes: number }> => {
+    info: ConnectionInfo,
+  ): Promise<{ response: Response; bytes: number | null }> => {
     const time = new Date();
     const started = performance.now();
     // Read before answering: an upgraded request can no longer be read.
@@ -112,7 +113,8 @@ export class Gateway {
     const peer = (info.remoteAddr as Deno.NetAddr).hostname;
     let answer: Answer;
     try {
-      answer = await this.#process(request, peer, time.getTime());
+      const gone = info.clientGone ?? request.signal;
+      answer = await this.#process(request, peer, gone, time.getTime());
     } catch (err) {
       answer = internalError(err, method, ROOT_SITE);
     }
@@ -135,6 +137,7 @@ export class Gateway {
   #process(
     request: Request,
     connectedPeer: string,
+    clientGone: AbortSignal,
     startTime: number,
   ): Answer | Promise<Answer> {
     const target = readTarget(request.url);
@@ -150,7 +153,10 @@ export class Gateway {
       return refuse(request, peer.status, peer.message);
     }
 
-    const host = request.headers.get("host") ?? "";
+    const host = requestHost(request);
+    if (typeof host !== "string") {
+      return refuse(request, host.status, host.message);
+    }
     const ctx: RequestContext = {
       wire: {
         method: request.method,
@@ -167,6 +173,7 @@ export class Gateway {
       },
       accept: request.headers.get("accept"),
       headers: request.headers,
+      clientGone,
     };
     const snapshot = this.sites.snapshot;
 
@@ -276,10 +283,12 @@ export class Gateway {
         withHeaders(ctx).wire,
         body,
         generation,
+        ctx.clientGone,
       );
     } finally {
       generation?.release();
     }
+    if (outcome.kind === "gone") return clientGone(site.name);
     if (outcome.kind === "failed") {
       return defaultError(
         outcome.status,
@@ -294,25 +303,13 @@ export class Gateway {
   /** What a site replied, as an answer. */
   #fromReply(
     site: ServedSite,
-    { reply, body }: SandboxReply,
+    reply: SandboxReply,
     ctx: RequestContext,
   ): Answer | Promise<Answer> {
-    const request = { accept: ctx.accept, method: ctx.wire.method };
-    switch (reply.kind) {
-      case "body": {
-        const headers = siteHeaders(reply.headers);
-        if (typeof headers === "string") {
-          return this.#refusedReply(site.name, headers, ctx);
-        }
-        return send(reply.status, headers, body, ctx.wire.method, site.name);
-      }
-      case "file":
-        return this.#files!.siteFile(site, reply, ctx);
-      case "error":
-        return defaultError(reply.code, reply.message, request, site.name);
-      default:
-        return reply satisfies never;
-    }
+    return replyAnswer(site, reply, ctx, {
+      files: this.#files!,
+      refused: this.#refusedReply,
+    });
   }
 
   /** A reply that cannot be sent: 502, and one log line (repeats summed up). */

@@ -116,3 +116,39 @@ export function readTarget(
   }
   return target;
 }
+
+/**
+ * The host a request is for (RFC 9112 §3.2): the authority of its URL, which
+ * Deno takes from an absolute-form target (that wins over `Host`), from
+ * HTTP/2's `:authority`, or else from `Host`. Refused (400): more than one
+ * `Host` (Deno joins them with a comma), and an HTTP/1 request without one.
+ * An HTTP/2 request has no `Host`: over TLS, a missing `Host` is taken as
+ * HTTP/2, so there an HTTP/1.1 request without one is routed by the
+ * address it was sent to instead.
+ *
+ * @example
+ * ```ts
+ * import { requestHost } from "./request_target.ts";
+ * const request = new Request("http://a.test/x", { headers: { host: "b.test" } });
+ * requestHost(request); // "a.test" (as for GET http://a.test/x, Host: b.test)
+ * ```
+ */
+export function requestHost(
+  request: Request,
+): string | { status: 400; message: string } {
+  const header = request.headers.get("host");
+  const url = request.url;
+  if (header === null) {
+    if (!url.startsWith("https:")) {
+      return { status: 400, message: "The request has no Host header" };
+    }
+  } else if (header.includes(",")) {
+    return {
+      status: 400,
+      message: "The request has more than one Host header",
+    };
+  }
+  const start = url.indexOf("//") + 2;
+  const end = url.indexOf("/", start);
+  return url.slice(start, end < 0 ? url.length : end);
+}

@@ -27,11 +27,7 @@ export function upgradeWebSocket(
   deps: { snapshot: Snapshot; hub: WebSocketHub; error: ErrorAnswer },
 ): Promise<Answer> {
   const { snapshot, hub, error } = deps;
-  const route = snapshot.sockets.route(
-    request.headers.get("host") ?? "",
-    ctx.wire.path,
-    "GET",
-  );
+  const route = snapshot.sockets.route(ctx.wire.host, ctx.wire.path, "GET");
   if (route.kind === "error") {
     const message = route.status === 404
       ? `No websocket is registered at ${JSON.stringify(ctx.wire.path)}`

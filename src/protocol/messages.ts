@@ -120,6 +120,14 @@ export type ToSandbox =
     session: WireSession | null;
     error: string | null;
   }
+  /**
+   * Credit for a streamed reply: the sandbox may send `bytes` more bytes of
+   * request `id`'s body (flow control: the gateway holds only what its
+   * client has not read yet).
+   */
+  | { t: "more"; id: number; bytes: number }
+  /** The client of request `id` went away: stop answering it. */
+  | { t: "cancel"; id: number }
   | { t: "shutdown" };
 
 /** How a site answered a request; a `body` reply's bytes are the frame body. */
@@ -132,7 +140,18 @@ export type WireReply =
     path: string;
     listDirectory: boolean;
   }
-  | { kind: "error"; code: number; message: string };
+  | { kind: "error"; code: number; message: string }
+  /**
+   * The body follows in `chunk` frames, each sent within the credit the
+   * gateway grants with `more` (none before the first).
+   */
+  | {
+    kind: "stream";
+    status: number;
+    headers: string[];
+    /** The body's length when known (it becomes Content-Length). */
+    length: number | null;
+  };
 
 /** Sandbox → gateway. */
 export type FromSandbox =
@@ -140,6 +159,11 @@ export type FromSandbox =
   | { t: "loadFailed"; message: string; location: string | null }
   | { t: "reply"; id: number; reply: WireReply }
   | { t: "heartbeat"; id: number; ok: boolean }
+  /**
+   * Part of a streamed reply's body (the frame body); `end` closes it, and
+   * `failed` says it broke off (the client's connection is cut).
+   */
+  | { t: "chunk"; id: number; end: boolean; failed: boolean }
   /** The sandbox's resident memory in bytes, sent every few seconds. */
   | { t: "usage"; rss: number }
   /** Send to one client of the channel, or to all (`client: null`); body = message. */
@@ -239,6 +263,9 @@ function isWireReply(value: unknown): value is WireReply {
         typeof value.listDirectory === "boolean";
     case "error":
       return isStatus(value.code) && typeof value.message === "string";
+    case "stream":
+      return isStatus(value.status) && isHeaderList(value.headers) &&
+        (value.length === null || isId(value.length));
     default:
       return false;
   }
@@ -287,6 +314,19 @@ export function parseFromSandbox(value: unknown): FromSandbox {
         break;
       case "usage":
         if (isId(value.rss)) return { t: "usage", rss: value.rss };
+        break;
+      case "chunk":
+        if (
+          isId(value.id) && typeof value.end === "boolean" &&
+          typeof value.failed === "boolean"
+        ) {
+          return {
+            t: "chunk",
+            id: value.id,
+            end: value.end,
+            failed: value.failed,
+          };
+        }
         break;
       case "wsSend":
         if (
@@ -487,6 +527,14 @@ export function parseToSandbox(value: unknown): ToSandbox {
           };
         }
         break;
+      case "more":
+        if (isId(value.id) && isId(value.bytes)) {
+          return { t: "more", id: value.id, bytes: value.bytes };
+        }
+        break;
+      case "cancel":
+        if (isId(value.id)) return { t: "cancel", id: value.id };
+        break;
       case "shutdown":
         return { t: "shutdown" };
     }
@@ -555,7 +603,11 @@ export type ToWorker =
     call: number;
     session: WireSession | null;
     error: string | null;
-  };
+  }
+  /** Credit for a streamed reply (see ToSandbox "more"). */
+  | { t: "more"; id: number; bytes: number }
+  /** The client of request `id` went away. */
+  | { t: "cancel"; id: number };
 
 /**
  * A worker's websocket output. The worker writes it to the gateway itself

@@ -361,6 +361,15 @@ class Pool {
         );
         break;
       }
+      case "more":
+      case "cancel":
+        // The host does not see which worker answers a request (workers
+        // write their replies themselves): every worker hears it, the one
+        // streaming request `id` acts. Credit comes once per 64 KiB sent.
+        for (const w of this.#workers) {
+          w.worker.postMessage(msg satisfies ToWorker);
+        }
+        break;
       default:
         msg satisfies never;
     }

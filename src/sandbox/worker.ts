@@ -113,9 +113,26 @@ function writeFrame(header: FromSandbox, body?: Uint8Array): void {
   out.write(encodeFrame(header, body));
 }
 
+/** Bodies larger than this are streamed, within the gateway's credit. */
+const STREAM_OVER_BYTES = 64 * 1024;
+/** The largest chunk of a streamed body in one frame. */
+const CHUNK_BYTES = 64 * 1024;
+
+/** A reply being streamed: the credit the gateway granted, and whether it gave up. */
+interface Outgoing {
+  credit: number;
+  cancelled: boolean;
+  wake: (() => void) | null;
+}
+const streaming = new Map<number, Outgoing>();
+
 /** Answers request `id`, once: a second answer is dropped. */
 function sendReply(id: number, reply: WireReply, body: Uint8Array): void {
   if (!answering.delete(id)) return;
+  if (reply.kind === "body" && body.length > STREAM_OVER_BYTES) {
+    void streamReply(id, reply, body);
+    return;
+  }
   try {
     writeFrame({ t: "reply", id, reply }, body);
   } catch (err) {
@@ -123,6 +140,66 @@ function sendReply(id: number, reply: WireReply, body: Uint8Array): void {
   } finally {
     if (!direct) out?.finished(slot);
   }
+}
+
+/**
+ * Sends a large body in chunks, each within the credit the gateway grants
+ * as its client reads: the gateway holds only what is on its way, and a
+ * client that does not read leaves the rest here, in the site's memory.
+ */
+async function streamReply(
+  id: number,
+  reply: Extract<WireReply, { kind: "body" }>,
+  body: Uint8Array,
+): Promise<void> {
+  const state: Outgoing = { credit: 0, cancelled: false, wake: null };
+  streaming.set(id, state);
+  try {
+    writeFrame({
+      t: "reply",
+      id,
+      reply: {
+        kind: "stream",
+        status: reply.status,
+        headers: reply.headers,
+        length: body.length,
+      },
+    });
+    let offset = 0;
+    while (offset < body.length) {
+      while (state.credit <= 0 && !state.cancelled) {
+        await new Promise<void>((resolve) => state.wake = resolve);
+      }
+      if (state.cancelled) return;
+      const n = Math.min(body.length - offset, state.credit, CHUNK_BYTES);
+      writeFrame(
+        { t: "chunk", id, end: false, failed: false },
+        body.subarray(offset, offset + n),
+      );
+      state.credit -= n;
+      offset += n;
+    }
+    writeFrame({ t: "chunk", id, end: true, failed: false });
+  } catch (err) {
+    logError(`A reply could not be written: ${(err as Error).message}`);
+  } finally {
+    streaming.delete(id);
+    if (!direct) out?.finished(slot);
+  }
+}
+
+/** The gateway's credit for a streamed reply, or its client going away. */
+function streamControl(msg: Extract<ToWorker, { t: "more" | "cancel" }>): void {
+  const state = streaming.get(msg.id);
+  if (msg.t === "cancel") {
+    // Not answered yet: its answer will be dropped.
+    if (answering.delete(msg.id) && !direct) out?.finished(slot);
+    if (state !== undefined) state.cancelled = true;
+  } else if (state !== undefined) {
+    state.credit += msg.bytes;
+  }
+  state?.wake?.();
+  if (state !== undefined) state.wake = null;
 }
 
 /** The error's stack without the sandbox's own frames. */
@@ -430,6 +507,10 @@ function dispatch(msg: Exclude<ToWorker, { t: "load" }>): void {
         );}
       break;
     }
+    case "more":
+    case "cancel":
+      streamControl(msg);
+      break;
     default:
       msg satisfies never;
   }

@@ -62,7 +62,19 @@ export interface SandboxOptions {
 /** A reply to a request, with its body. */
 export interface SandboxReply {
   reply: WireReply;
-  body: Uint8Array;
+  /** The body; for a `stream` reply, the stream its chunks arrive on. */
+  body: Uint8Array | ReadableStream<Uint8Array>;
+}
+
+/** A streamed reply on its way from the sandbox to a client. */
+interface Incoming {
+  id: number;
+  controller: ReadableStreamDefaultController<Uint8Array>;
+  /** Body bytes the sandbox may send in all (credit granted so far). */
+  granted: number;
+  received: number;
+  /** Credit not yet read by the client: what the gateway may have to hold. */
+  allowance: number;
 }
 
 /** Why a sandbox stopped answering. */
@@ -97,6 +109,10 @@ const STOPPED = "it was stopped";
 const OOM_CONFIRM_MS = 1000;
 const MAX_HELD_LINES = 1000;
 
+/** Bytes of one streamed reply the gateway lets a sandbox send ahead of its client. */
+export const STREAM_WINDOW = 256 * 1024;
+/** Bytes of streamed replies the gateway holds for one sandbox at most. */
+export const SITE_STREAM_BYTES = 16 * 1024 * 1024;
 /** Frames a sandbox may send on its own per second (a burst of twice that). */
 export const SITE_FRAMES_PER_SECOND = 10_000;
 /** Bytes of frames a sandbox may send per second (a burst of twice that). */
@@ -198,6 +214,11 @@ export class SandboxProcess {
   #oomTimer: ReturnType<typeof setTimeout> | undefined;
   #stderrDone: Promise<void>;
   #pending = new Map<number, Pending>();
+  #streams = new Map<number, Incoming>();
+  /** Credit outstanding over every stream: the most the gateway holds. */
+  #held = 0;
+  /** Streams waiting for room under SITE_STREAM_BYTES. */
+  #starved = new Set<Incoming>();
   #heartbeats = new Map<number, (ok: boolean) => void>();
   #nextId = 1;
   #holds = 0;
@@ -283,7 +304,7 @@ export class SandboxProcess {
 
   /** Requests in flight, and requests routed here that are on their way. */
   get inflight(): number {
-    return this.#pending.size + this.#holds;
+    return this.#pending.size + this.#holds + this.#streams.size;
   }
 
   /**
@@ -387,6 +408,12 @@ export class SandboxProcess {
   /** Forgets a request the gateway already answered (e.g. timed out). */
   forget(id: number): void {
     this.#pending.delete(id);
+  }
+
+  /** Forgets a request whose client went away, and tells the sandbox. */
+  cancel(id: number): void {
+    if (!this.#pending.delete(id)) return;
+    if (this.#gone === null) this.#send({ t: "cancel", id });
   }
 
   #expect(id: number): Promise<SandboxReply> {
@@ -510,9 +537,14 @@ export class SandboxProcess {
         const pending = this.#pending.get(msg.id);
         if (pending === undefined) return false;
         this.#pending.delete(msg.id);
-        pending.resolve({ reply: msg.reply, body });
+        pending.resolve({
+          reply: msg.reply,
+          body: msg.reply.kind === "stream" ? this.#openStream(msg.id) : body,
+        });
         return true;
       }
+      case "chunk":
+        return this.#chunk(msg, body);
       case "heartbeat": {
         const answer = this.#heartbeats.get(msg.id);
         answer?.(msg.ok);
@@ -530,6 +562,81 @@ export class SandboxProcess {
       default:
         return msg satisfies never;
     }
+  }
+
+  /**
+   * The stream a `stream` reply's chunks arrive on. The sandbox sends only
+   * within credit, granted as the client reads: up to STREAM_WINDOW ahead
+   * per reply, and SITE_STREAM_BYTES over all of this sandbox's replies.
+   */
+  #openStream(id: number): ReadableStream<Uint8Array> {
+    let state: Incoming;
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        state = { id, controller, granted: 0, received: 0, allowance: 0 };
+        this.#streams.set(id, state);
+        this.#grant(state);
+      },
+      pull: () => this.#grant(state),
+      cancel: () => {
+        if (!this.#streams.has(id)) return;
+        this.#closeStream(state);
+        if (this.#gone === null) this.#send({ t: "cancel", id });
+      },
+    }, new ByteLengthQueuingStrategy({ highWaterMark: STREAM_WINDOW }));
+  }
+
+  /** Grants a stream credit up to its window, as far as the site's budget allows. */
+  #grant(state: Incoming): void {
+    if (!this.#streams.has(state.id)) return;
+    const queued = STREAM_WINDOW - (state.controller.desiredSize ?? 0);
+    const consumed = state.received - Math.max(0, queued);
+    const allowance = state.granted - consumed;
+    this.#held += allowance - state.allowance;
+    state.allowance = allowance;
+    const grant = Math.min(
+      STREAM_WINDOW - allowance,
+      SITE_STREAM_BYTES - this.#held,
+    );
+    if (grant <= 0 && allowance <= 0) {
+      this.#starved.add(state);
+      return;
+    }
+    // Credit goes out in pieces of a quarter window at least.
+    if (grant < STREAM_WINDOW / 4 && allowance > 0) return;
+    if (grant <= 0) return;
+    this.#starved.delete(state);
+    state.granted += grant;
+    state.allowance += grant;
+    this.#held += grant;
+    this.#send({ t: "more", id: state.id, bytes: grant });
+  }
+
+  /** A chunk of a streamed reply; false when nothing asked for it. */
+  #chunk(msg: Extract<FromSandbox, { t: "chunk" }>, body: Uint8Array): boolean {
+    const state = this.#streams.get(msg.id);
+    if (state === undefined) return false;
+    state.received += body.length;
+    if (state.received > state.granted) {
+      this.kill("it sent more of a reply than the gateway asked for", "crash");
+      return true;
+    }
+    if (body.length > 0) state.controller.enqueue(body);
+    if (msg.end) {
+      this.#closeStream(state);
+      if (msg.failed) {
+        state.controller.error(new Error("The site's reply broke off"));
+      } else state.controller.close();
+    }
+    return true;
+  }
+
+  #closeStream(state: Incoming): void {
+    this.#streams.delete(state.id);
+    this.#starved.delete(state);
+    this.#held -= state.allowance;
+    state.allowance = 0;
+    for (const waiting of [...this.#starved]) this.#grant(waiting);
   }
 
   async #readStderr(): Promise<void> {
@@ -629,6 +736,14 @@ export class SandboxProcess {
     );
     for (const p of this.#pending.values()) p.reject(this.#gone);
     this.#pending.clear();
+    for (const state of [...this.#streams.values()]) {
+      this.#closeStream(state);
+      try {
+        state.controller.error(this.#gone);
+      } catch {
+        // Already closed by its reader.
+      }
+    }
     for (const resolve of this.#heartbeats.values()) resolve(false);
     this.#heartbeats.clear();
     await this.#stdin.close().catch(() => {});

@@ -19,7 +19,9 @@ import type { SiteDefinition } from "./sites.ts";
 /** What became of a request handed to a site. */
 export type Outcome =
   | { kind: "reply"; reply: SandboxReply }
-  | { kind: "failed"; status: 502 | 503; message: string };
+  | { kind: "failed"; status: 502 | 503; message: string }
+  /** The client went away first: the request no longer counts for the site. */
+  | { kind: "gone" };
 
 /** Counters shown on /stats. */
 export interface SiteCounters {
@@ -311,13 +313,17 @@ export class SiteRunner {
     });
   }
 
-  /** Runs a page; never rejects. */
+  /**
+   * Runs a page; never rejects. When `signal` aborts (the client went away)
+   * the request is forgotten and the sandbox told to stop answering it.
+   */
   async dispatch(
     page: number,
     captures: string[],
     req: WireRequest,
     body: Uint8Array,
     generation: SandboxProcess | null,
+    signal?: AbortSignal,
   ): Promise<Outcome> {
     this.counters.requests++;
     const deadline = req.startTime + this.timeoutSeconds * 1000;
@@ -341,8 +347,17 @@ export class SiteRunner {
         `Site "${this.name}" has ${this.#options.queue} requests in flight; try again later`,
       );
     }
+    if (signal?.aborted) return { kind: "gone" };
     const { id, reply } = sandbox.request(page, captures, req, body);
-    return this.#settle(sandbox, reply, deadline, () => sandbox.forget(id));
+    return this.#settle(
+      sandbox,
+      reply,
+      deadline,
+      () => sandbox.forget(id),
+      signal === undefined
+        ? undefined
+        : { signal, cancel: () => sandbox.cancel(id) },
+    );
   }
 
   /** Renders an error page through the site's `Error` hook; null when it cannot. */
@@ -368,12 +383,22 @@ export class SiteRunner {
     reply: Promise<SandboxReply>,
     deadline: number,
     forget: () => void,
+    client?: { signal: AbortSignal; cancel: () => void },
   ): Promise<Outcome> {
     return new Promise<Outcome>((resolve) => {
       let settled = false;
+      const gone = () => {
+        if (settled) return;
+        settled = true;
+        DEADLINES.cancel(timer);
+        client!.cancel();
+        resolve({ kind: "gone" });
+      };
+      client?.signal.addEventListener("abort", gone, { once: true });
       const timer = DEADLINES.add(deadline, () => {
         if (settled) return;
         settled = true;
+        client?.signal.removeEventListener("abort", gone);
         forget();
         void this.#checkStuck(sandbox);
         resolve(
@@ -386,12 +411,20 @@ export class SiteRunner {
       reply.then(
         (result) => {
           DEADLINES.cancel(timer);
-          if (settled) return;
+          client?.signal.removeEventListener("abort", gone);
+          if (settled) {
+            // Answered after the client left or the time ran out.
+            if (result.body instanceof ReadableStream) {
+              void result.body.cancel();
+            }
+            return;
+          }
           settled = true;
           resolve({ kind: "reply", reply: result });
         },
         (err) => {
           DEADLINES.cancel(timer);
+          client?.signal.removeEventListener("abort", gone);
           if (settled) return;
           settled = true;
           const crashed = err instanceof SandboxGoneError &&

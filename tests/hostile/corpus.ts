@@ -133,19 +133,21 @@ export const CORPUS: HostileRequest[] = [
     ok: "404",
   },
   {
+    // RFC 9112 allows it, but neither of Deno's engines tells the handler
+    // the HTTP version, so it cannot be told from HTTP/1.1 without Host.
     name: "HTTP/1.0 without Host",
     bytes: "GET /nowhere HTTP/1.0\r\n\r\n",
-    ok: "404",
+    ok: "reject",
   },
   {
     name: "HTTP/1.1 without Host",
     bytes: "GET /nowhere HTTP/1.1\r\n\r\n",
-    ok: "tolerate",
+    ok: "reject",
   },
   {
     name: "two Host headers",
     bytes: `GET / HTTP/1.1\r\n${H}Host: y.test\r\n\r\n`,
-    ok: "tolerate",
+    ok: "reject",
   },
   {
     name: "garbage Host",
