@@ -85,6 +85,9 @@ export interface SiteProblem {
   message: string;
 }
 
+/** How often the sites folder is listed, for links the watcher misses. */
+const SITES_POLL_MS = 2000;
+
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
 
 function isCodeFile(path: string): boolean {
@@ -106,6 +109,9 @@ export class Supervisor implements Sites {
   #folderNames = new Set<string>();
   #watches = new Map<string, Watch>();
   #sitesWatch: Watch | null = null;
+  #poll: ReturnType<typeof setInterval> | null = null;
+  #scanning: Promise<void> | null = null;
+  #scanAgain = false;
   /** Sites with a load in progress, and whether another was asked for. */
   #loading = new Map<string, { again: boolean; done: Promise<void> }>();
   #stopping = false;
@@ -232,7 +238,9 @@ export class Supervisor implements Sites {
       def = await this.#define(name);
     } catch (err) {
       if (err instanceof Deno.errors.NotFound && name !== ROOT_SITE) {
-        await this.rescan(); // the folder went away: that stops the site
+        // The folder went away: a scan stops the site (not awaited: the
+        // scan may be the one waiting for this load).
+        void this.rescan();
         return;
       }
       log.error(
@@ -300,6 +308,9 @@ export class Supervisor implements Sites {
       recursive: false,
       onChange: () => void this.rescan(),
     });
+    // Deno's watcher reports no event when a link is made (`cli mount`):
+    // the sites folder is also listed every few seconds.
+    this.#poll = setInterval(() => void this.rescan(), SITES_POLL_MS);
     for (const name of this.#folderNames) this.#watchSite(name);
   }
 
@@ -370,8 +381,29 @@ export class Supervisor implements Sites {
     }
   }
 
-  /** Starts sites whose folders appeared and stops those whose folders went. */
-  async rescan(): Promise<void> {
+  /**
+   * Starts sites whose folders appeared and stops those whose folders went.
+   * One scan runs at a time; one asked for meanwhile runs after it.
+   */
+  rescan(): Promise<void> {
+    if (this.#scanning !== null) {
+      this.#scanAgain = true;
+      return this.#scanning;
+    }
+    this.#scanning = (async () => {
+      try {
+        do {
+          this.#scanAgain = false;
+          await this.#rescanOnce();
+        } while (this.#scanAgain && !this.#stopping);
+      } finally {
+        this.#scanning = null;
+      }
+    })();
+    return this.#scanning;
+  }
+
+  async #rescanOnce(): Promise<void> {
     if (this.#stopping) return;
     const names = new Set(await siteFolderNames(this.#options.sitesDir));
     const added = [...names].filter((n) => !this.#folderNames.has(n));
@@ -448,6 +480,7 @@ export class Supervisor implements Sites {
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
+    if (this.#poll !== null) clearInterval(this.#poll);
     this.#sitesWatch?.close();
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();

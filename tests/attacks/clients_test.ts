@@ -1,0 +1,103 @@
+/**
+ * Hostile clients against ordinary sites: each attack runs while a
+ * neighbour site is measured (p99 within 50 ms of its baseline, no failed
+ * request) and the gateway's memory is sampled.
+ */
+
+import assert from "node:assert/strict";
+import { startServer, writeSites } from "../helpers/server.ts";
+import { assertUnharmed, runClient, underAttack } from "./harness.ts";
+
+const NEIGHBOUR = { host: "nb.test", path: "/" };
+
+const SITES = {
+  nb: {
+    "site.json": JSON.stringify({ hosts: ["nb.test"] }),
+    "autorun/ar_nb.ts":
+      `import { hosts } from "sandflare";\nhosts.get("nb.test").add("/", () => "neighbour");\n`,
+  },
+  chat: {
+    // An ordinary site: a websocket whose messages it ignores, and a page
+    // that never answers.
+    "site.json": JSON.stringify({ hosts: ["*"], requestTimeout: 60 }),
+    "autorun/ar_chat.ts": `
+import { hosts, websocket } from "sandflare";
+const ws = websocket.register("/ws");
+ws.onMessage = () => {};
+hosts.any.add("/wait", () => new Promise(() => {}));
+hosts.any.add("/ok", () => "ok");
+`,
+  },
+};
+
+const FLOOD = `
+const [port, seconds] = Deno.args;
+const ws = new WebSocket("ws://127.0.0.1:" + port + "/ws");
+await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+let code = -1;
+ws.onclose = (e) => code = e.code;
+const end = Date.now() + Number(seconds) * 1000;
+let sent = 0;
+while (Date.now() < end && code === -1) {
+  for (let i = 0; i < 1000; i++) {
+    try { ws.send("hello world"); sent++; } catch { break; }
+  }
+  await new Promise((r) => setTimeout(r, 0));
+}
+console.log(JSON.stringify({ sent, code }));
+Deno.exit(0);
+`;
+
+Deno.test("a websocket client flooding messages is closed; the gateway keeps serving", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir });
+  try {
+    let result = "";
+    const report = await underAttack(server, NEIGHBOUR, 1500, async () => {
+      result = await runClient(FLOOD, [String(server.port), "1.5"]);
+    });
+    assertUnharmed("websocket flood", report);
+    await server.waitForLog(
+      /\[chat\] Closed websocket client\(s\): Too many messages \(over 1000 a second\)/,
+    );
+    assert.match(result, /"sent":\d+/);
+    // Still answering signals: SIGTERM stops it in time.
+  } finally {
+    const started = Date.now();
+    const status = await server.stop();
+    assert.equal(status.code, 0);
+    assert.ok(Date.now() - started < 15_000, "SIGTERM took too long");
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("requests whose clients went away stop counting against the site's queue", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir, args: ["--site-queue=5"] });
+  try {
+    // 20 clients ask for a page that never answers, then leave.
+    for (let i = 0; i < 20; i++) {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: server.port,
+      });
+      await conn.write(
+        new TextEncoder().encode("GET /wait HTTP/1.1\r\nHost: x.test\r\n\r\n"),
+      );
+      await new Promise((r) => setTimeout(r, 20));
+      conn.close();
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    // Before, the 20 left behind filled the queue of 5 until their timeout.
+    const res = await server.raw(
+      "GET /ok HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(res.status, 200);
+    assert.equal(res.body, "ok");
+    // Logged as nginx does: 499, the client closed the connection first.
+    await server.waitForLog(/"GET \/wait HTTP\/1.1" 499 /);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
