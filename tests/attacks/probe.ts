@@ -66,4 +66,5 @@ while (Date.now() < end) {
   await new Promise((r) => setTimeout(r, 5));
 }
 conn?.close();
+// deno-lint-ignore no-console -- the output is the result
 console.log(JSON.stringify({ latencies, failures }));
