@@ -1,0 +1,128 @@
+/**
+ * Hostile replies: many headers, huge bodies to clients that never read,
+ * control characters. Each runs while a neighbour site is measured and the
+ * gateway's memory sampled.
+ */
+
+import assert from "node:assert/strict";
+import { startServer, writeSites } from "../helpers/server.ts";
+import { assertUnharmed, underAttack } from "./harness.ts";
+
+const NEIGHBOUR = { host: "nb.test", path: "/" };
+
+const SITES = {
+  nb: {
+    "site.json": JSON.stringify({ hosts: ["nb.test"] }),
+    "autorun/ar_nb.ts":
+      `import { hosts } from "sandflare";\nhosts.get("nb.test").add("/", () => "neighbour");\n`,
+  },
+  evil: {
+    "site.json": JSON.stringify({ hosts: ["evil.test"], memory: 512 }),
+    "autorun/ar_evil.ts": `
+import { hosts } from "sandflare";
+const h = hosts.get("evil.test");
+h.add("/headers", (_req, res) => {
+  for (let i = 0; i < 20000; i++) res.setHeader("x-h" + i, "v");
+  return "many headers";
+});
+const big = new Uint8Array(60 * 1024 * 1024).fill(120);
+h.add("/big", (_req, res) => { res.setHeader("content-type", "application/octet-stream"); res.append(big); });
+h.add("/control", () => new Response("control", { headers: { "x-bad": "a\\u0001b" } }));
+`,
+  },
+};
+
+function raw(port: number, path: string, extra = ""): Promise<Deno.TcpConn> {
+  return Deno.connect({ hostname: "127.0.0.1", port }).then(async (conn) => {
+    await conn.write(
+      new TextEncoder().encode(
+        `GET ${path} HTTP/1.1\r\nHost: evil.test\r\n${extra}\r\n`,
+      ),
+    );
+    return conn;
+  });
+}
+
+async function readAll(conn: Deno.Conn): Promise<string> {
+  let text = "";
+  const buffer = new Uint8Array(65536);
+  while (true) {
+    const n = await conn.read(buffer).catch(() => null);
+    if (n === null) break;
+    text += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  conn.close();
+  return text;
+}
+
+Deno.test("a reply with 20,000 headers gets 502, logged once, and stalls no one", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir });
+  try {
+    const statuses: string[] = [];
+    const report = await underAttack(server, NEIGHBOUR, 2000, async () => {
+      const end = Date.now() + 2000;
+      while (Date.now() < end) {
+        const text = await readAll(
+          await raw(server.port, "/headers", "Connection: close\r\n"),
+        );
+        statuses.push(text.slice(9, 12));
+      }
+    });
+    assertUnharmed("20,000 reply headers", report, 100, 0.3);
+    assert.ok(statuses.length > 0 && statuses.every((s) => s === "502"));
+    const lines = server.err.filter((l) => /reply was refused/.test(l));
+    assert.match(lines[0] ?? "", /\[evil\].*2000\d headers \(at most 100\)/);
+    assert.ok(lines.length <= 2, `logged ${lines.length} times`);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("a 60 MiB reply to 40 clients that never read holds the gateway's memory bounded", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir });
+  const conns: Deno.Conn[] = [];
+  try {
+    const report = await underAttack(server, NEIGHBOUR, 3000, async () => {
+      for (let i = 0; i < 40; i++) conns.push(await raw(server.port, "/big"));
+      await new Promise((r) => setTimeout(r, 3000));
+    });
+    // Whole, that is 2.4 GB; streamed, 256 KiB ahead of each client.
+    assertUnharmed("60 MiB to 40 clients that never read", report, 100);
+    // And one that reads gets all of it.
+    const reader = await raw(server.port, "/big", "Connection: close\r\n");
+    let bytes = 0;
+    const buffer = new Uint8Array(65536);
+    while (true) {
+      const n = await reader.read(buffer);
+      if (n === null) break;
+      bytes += n;
+    }
+    reader.close();
+    assert.ok(bytes > 60 * 1048576, `${bytes} bytes`);
+  } finally {
+    for (const c of conns) c.close();
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("a reply header with a control character is a 502, logged as such", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir });
+  try {
+    const text = await readAll(
+      await raw(server.port, "/control", "Connection: close\r\n"),
+    );
+    assert.match(text, /^HTTP\/1\.1 502/);
+    await server.waitForLog(/"GET \/control HTTP\/1.1" 502 /);
+    await server.waitForLog(
+      /\[evil\].*a control character in the value of header "x-bad"/,
+    );
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
