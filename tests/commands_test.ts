@@ -145,3 +145,44 @@ Deno.test("mount and unmount link site folders, with clear errors", async (t) =>
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("sites escapes what a site registered before printing it to a terminal", async () => {
+  // OSC 52 (set the clipboard), a forged line, an 8-bit CSI, a bidi override.
+  const nasty =
+    "/x\\u001b]52;c;ZXZpbA==\\u0007\\nroot  FORGED\\u009b31m\\u202e";
+  const sitesDir = await writeSites({
+    nasty: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_nasty.ts":
+        `import { hosts } from "sandflare";\nhosts.any.add("${nasty}", () => "x");\n`,
+    },
+  });
+  try {
+    for (const args of [[], ["--json"]]) {
+      const { stdout } = await run([
+        "sites",
+        `--sites-dir=${sitesDir}`,
+        ...args,
+      ]);
+      assert.doesNotMatch(
+        stdout,
+        // deno-lint-ignore no-control-regex -- finding them is the point
+        /[\x1b\x07\x9b\u202e]/,
+        "raw control characters",
+      );
+      assert.doesNotMatch(stdout, /^root {2}FORGED/m, "a forged line");
+      assert.match(stdout, /\\(x1b|u001b)\]52;c;ZXZpbA==/);
+    }
+    const json = await run(["sites", `--sites-dir=${sitesDir}`, "--json"]);
+    const parsed = JSON.parse(json.stdout);
+    const routes = parsed.sites.flatMap((s: { pages: { route: string }[] }) =>
+      s.pages.map((p) => p.route)
+    );
+    assert.ok(
+      routes.includes(JSON.parse(`"${nasty}"`)),
+      "JSON keeps the value",
+    );
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});

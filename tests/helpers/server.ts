@@ -93,12 +93,32 @@ export class TestServer {
     );
   }
 
-  /** Sends a signal and waits for the exit; returns the exit status. */
-  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+  /**
+   * Sends a signal and waits for the exit; returns the exit status. A server
+   * still running after `killAfterMs` is killed (the status then says
+   * SIGKILL), so that no test leaves a process behind.
+   */
+  async stop(
+    signal: Deno.Signal = "SIGTERM",
+    killAfterMs = 20_000,
+  ): Promise<Deno.CommandStatus> {
     try {
       this.child.kill(signal);
     } catch {
       // Already gone.
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const exited = await Promise.race([
+      this.#done,
+      new Promise<null>((r) => timer = setTimeout(() => r(null), killAfterMs)),
+    ]);
+    clearTimeout(timer);
+    if (exited === null) {
+      try {
+        this.child.kill("SIGKILL");
+      } catch {
+        // Gone meanwhile.
+      }
     }
     const status = await this.#done;
     await this.#readers;

@@ -7,38 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cliCommand, startServer, writeSites } from "../helpers/server.ts";
 import { curl } from "../helpers/nginx.ts";
-
-async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "2",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output().catch((err) => {
-    throw new Error(
-      `openssl is needed for this test (apt-get install openssl): ${err}`,
-    );
-  });
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return { cert, key };
-}
+import { selfSigned } from "../helpers/tls.ts";
 
 for (const mode of ["", "--fast-connections"]) {
   Deno.test(`HTTPS serves HTTP/2 by ALPN and HTTP/1.1${mode === "" ? "" : ` (${mode})`}`, async () => {
