@@ -212,7 +212,7 @@ Deno.test("websockets", async (t) => {
           ]),
         );
         await server.waitForLog(
-          /\[chat\] Closed websocket client .* not reading/,
+          /\[chat\] Closed slow websocket client\(s\): .* is not reading/,
         );
         conn.close();
         const c = await connect(server, "/echo");

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { log, RepeatedWarning } from "../log.ts";
+import { RepeatedWarning } from "../log.ts";
 import { Budget } from "../shared/budget.ts";
 import type { SiteMessage } from "../supervisor/sandbox_process.ts";
 import type { SandboxProcess } from "../supervisor/sandbox_process.ts";
@@ -31,6 +31,9 @@ function keyOf(generation: SandboxProcess, channel: number): string | null {
   const reg = generation.routes?.websockets[channel];
   return reg === undefined ? null : socketKey(reg);
 }
+
+/** Bytes all of one site's websocket clients may have queued. */
+export const SITE_WEBSOCKET_BYTES = 64 * 1024 * 1024;
 
 /** One connected client. */
 interface HubClient {
@@ -70,6 +73,8 @@ export class WebSocketHub {
   #clients = new Map<string, HubClient>();
   #byChannel = new Map<string, Set<HubClient>>();
   #refusals = new RepeatedWarning("Closed websocket client(s)");
+  #slow = new RepeatedWarning("Closed slow websocket client(s)");
+  #queued = new Map<string, { bytes: number; at: number }>();
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -216,16 +221,48 @@ export class WebSocketHub {
   #send(client: HubClient, data: string | Uint8Array, size: number): void {
     if (!client.open || client.socket.readyState !== WebSocket.OPEN) return;
     if (client.socket.bufferedAmount + size > this.#options.maxBuffer) {
-      log.warn(
+      this.#slow.note(
         client.site,
-        `Closed websocket client ${
+        `${
           client.id.slice(0, 8)
-        } (${client.peer}): it is not reading (over ${this.#options.maxBuffer} bytes queued)`,
+        } (${client.peer}) is not reading (over ${this.#options.maxBuffer} bytes queued)`,
       );
       client.socket.close(1008, "Too slow: send buffer full");
       return;
     }
+    // What all of a site's clients have queued is bounded too: a broadcast
+    // of large messages to many clients cannot fill the gateway's memory.
+    const queued = this.#siteQueued(client.site);
+    if (queued.bytes + size > SITE_WEBSOCKET_BYTES) {
+      this.#slow.note(
+        client.site,
+        `${
+          client.id.slice(0, 8)
+        } (${client.peer}): the site's clients have ${SITE_WEBSOCKET_BYTES} bytes queued`,
+      );
+      client.socket.close(1008, "Too slow: the site's send buffers are full");
+      return;
+    }
+    queued.bytes += size;
     client.socket.send(data);
+  }
+
+  /**
+   * Bytes a site's clients have queued: summed from their buffers at most
+   * every 100 ms, plus what was sent since.
+   */
+  #siteQueued(site: string): { bytes: number; at: number } {
+    const now = Date.now();
+    let queued = this.#queued.get(site);
+    if (queued === undefined || now - queued.at >= 100) {
+      let bytes = 0;
+      for (const c of this.#clients.values()) {
+        if (c.site === site) bytes += c.socket.bufferedAmount;
+      }
+      queued = { bytes, at: now };
+      this.#queued.set(site, queued);
+    }
+    return queued;
   }
 
   /** Closes the clients of a sandbox that ended: 1012 if retired by a reload, else 1011. */

@@ -591,3 +591,65 @@ Deno.test("SessionLimitError is an Error named SessionLimitError", () => {
   assert.ok(err instanceof Error);
   assert.equal(err.name, "SessionLimitError");
 });
+
+Deno.test("openSqliteSessionStore() checks room for a new session without counting the site's sessions", async () => {
+  const dir = await Deno.makeTempDir();
+  const store = openSqliteSessionStore(join(dir, "count.db"));
+  const record = { data: { n: 1 }, expires: Date.now() + 60_000 };
+  const timeNew = (n: number) => {
+    const started = performance.now();
+    for (let i = 0; i < n; i++) {
+      store.set("busy", "session", newSessionId(), record);
+    }
+    return performance.now() - started;
+  };
+  try {
+    const early = timeNew(1000);
+    timeNew(40_000);
+    const late = timeNew(1000);
+    // With a COUNT per new session, the last thousand cost 40× the first
+    // (filling 100,000 took minutes); measured in one test on one machine,
+    // the two are compared, not timed.
+    assert.ok(
+      late < early * 5,
+      `1,000 new sessions: ${early.toFixed(0)} ms at first, ${
+        late.toFixed(0)
+      } ms after 41,000`,
+    );
+    assert.equal(store.count("busy"), 42_000);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("openSqliteSessionStore() counts rows across a restart, a purge and the limit", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = join(dir, "rows.db");
+  try {
+    const first = openSqliteSessionStore(file, { maxSessionsPerSite: 3 });
+    const soon = { data: {}, expires: Date.now() + 200 };
+    first.set("a", "s", newSessionId(), soon);
+    first.set("a", "s", newSessionId(), soon);
+    first.close();
+    const second = openSqliteSessionStore(file, { maxSessionsPerSite: 3 });
+    const later = { data: {}, expires: Date.now() + 60_000 };
+    second.set("a", "s", newSessionId(), later); // 3 rows: at the limit
+    assert.throws(
+      () => second.set("a", "s", newSessionId(), later),
+      SessionLimitError,
+    );
+    await new Promise((r) => setTimeout(r, 250));
+    // The two expired rows make room (removed when the limit is reached).
+    second.set("a", "s", newSessionId(), later);
+    second.set("a", "s", newSessionId(), later);
+    assert.throws(
+      () => second.set("a", "s", newSessionId(), later),
+      SessionLimitError,
+    );
+    assert.equal(second.purge(), 0);
+    second.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

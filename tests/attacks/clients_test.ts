@@ -25,6 +25,8 @@ import { hosts, websocket } from "sandflare";
 const ws = websocket.register("/ws");
 ws.onMessage = () => {};
 hosts.any.add("/wait", () => new Promise(() => {}));
+const blob = new Uint8Array(1024 * 1024).fill(98);
+hosts.any.add("/blast", () => { for (let i = 0; i < 8; i++) ws.send(blob); return "sent"; });
 hosts.any.add("/ok", () => "ok");
 `,
   },
@@ -97,6 +99,45 @@ Deno.test("requests whose clients went away stop counting against the site's que
     // Logged as nginx does: 499, the client closed the connection first.
     await server.waitForLog(/"GET \/wait HTTP\/1.1" 499 /);
   } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("broadcasting large messages to clients that never read holds the gateway's memory bounded", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir });
+  const clients: Deno.Conn[] = [];
+  try {
+    // 80 clients upgrade, then never read again.
+    for (let i = 0; i < 80; i++) {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: server.port,
+      });
+      await conn.write(new TextEncoder().encode(
+        "GET /ws HTTP/1.1\r\nHost: x.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      ));
+      await conn.read(new Uint8Array(1024));
+      clients.push(conn);
+    }
+    const report = await underAttack(server, NEIGHBOUR, 2000, async () => {
+      for (let i = 0; i < 3; i++) {
+        await server.raw(
+          "GET /blast HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
+        );
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+    });
+    // Per client 4 MiB would still be 320 MiB; the site's total is 64 MiB.
+    assertUnharmed(
+      "1 MiB broadcasts to 80 clients that never read",
+      report,
+      160,
+    );
+    await server.waitForLog(/\[chat\] Closed slow websocket client\(s\)/);
+  } finally {
+    for (const c of clients) c.close();
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
   }
