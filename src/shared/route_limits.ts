@@ -16,10 +16,11 @@ export const MAX_PATTERNS_PER_SITE = 256;
 export const MAX_PATH_BYTES = 8192;
 
 /**
- * The work one site's patterns may cost per request, in steps of the
- * linear-time engine (path length × the pattern's positions, summed over
- * the patterns tried). Patterns beyond it are not tried for that request.
- * About 0.5 ms on a 2-core machine of 2026 in the worst case; ordinary
+ * The work one site's patterns may cost per request, in units of the
+ * linear-time engine (path length × the pattern's cost per character,
+ * summed over the patterns tried; see `patternCost` in src/router/router.ts).
+ * Patterns beyond it are not tried for that request. At most ~22 ns a unit
+ * on a 2-core machine of 2026, so about 1 ms in the worst case; ordinary
  * patterns cost far less than their bound.
  */
-export const PATTERN_WORK_PER_REQUEST = 32_768;
+export const PATTERN_WORK_PER_REQUEST = 40_000;
