@@ -77,10 +77,14 @@ export class Gateway {
       ...options.sites,
       // Room for two of the largest request bodies on top of the default.
       maxInputBacklog: INPUT_BACKLOG + 2 * options.maxPostLength,
-      onSiteMessage: (site, from, msg, body) => {
+      // What each costs the site's frame budget: a session question 5 (it
+      // is answered), a websocket send one per 5 clients it reaches.
+      onSiteMessage: (site, from, msg, body, headerBytes) => {
         if (msg.t === "wsSend" || msg.t === "wsClose") {
-          this.#hub.fromSite(site, from, msg, body);
-        } else from.post(this.#sessions.answer(site, msg));
+          return this.#hub.fromSite(site, from, msg, body) / 5;
+        }
+        from.post(this.#sessions.answer(site, msg, headerBytes));
+        return 5;
       },
       onSandboxExit: (sandbox) => this.#hub.sandboxExited(sandbox),
       onReload: () => this.#files?.clear(),

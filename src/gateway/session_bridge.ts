@@ -39,8 +39,10 @@ type SessionResult = Extract<ToSandbox, { t: "sessionResult" }>;
 const PURGE_MS = 60_000;
 /** Session gets and saves a site may make per second (a burst of twice that). */
 export const SESSION_OPERATIONS_PER_SECOND = 1000;
-/** Bytes of session data a site may save per second (a burst of twice that). */
+/** Bytes of session data a site may read and save per second. */
 export const SESSION_BYTES_PER_SECOND = 2 * 1024 * 1024;
+/** Bytes of session data a site may read and save at once. */
+export const SESSION_BYTES_BURST = 512 * 1024;
 const TOO_MANY =
   "Too many session operations for this site; try again in a moment";
 
@@ -92,15 +94,22 @@ export class SessionBridge {
     if (budgets === undefined) {
       budgets = {
         operations: new Budget({ perSecond: SESSION_OPERATIONS_PER_SECOND }),
-        bytes: new Budget({ perSecond: SESSION_BYTES_PER_SECOND }),
+        // A small burst: one large session costs ~2 ms to pass on.
+        bytes: new Budget({
+          perSecond: SESSION_BYTES_PER_SECOND,
+          burst: SESSION_BYTES_BURST,
+        }),
       };
       this.#budgets.set(site, budgets);
     }
     return budgets;
   }
 
-  /** Answers one session question of `site`. */
-  answer(site: string, msg: SessionQuestion): SessionResult {
+  /**
+   * Answers one session question of `site`; `questionBytes` is what reading
+   * it cost (a save's data is charged before it is checked).
+   */
+  answer(site: string, msg: SessionQuestion, questionBytes = 0): SessionResult {
     const { maxAge, secure } = this.#options;
     const cookie = { secure, maxAge };
     const result = (
@@ -114,22 +123,25 @@ export class SessionBridge {
     });
     const store = this.#store;
     // Refused before the store is touched: the cost of saying no is tiny.
+    // Bytes read and written are charged: a site in debt waits.
     const budgets = this.#budgetsOf(site);
-    if (
-      !budgets.operations.take() ||
-      (msg.t === "sessionSave" && !budgets.bytes.take(0))
-    ) {
+    if (!budgets.bytes.take(0) || !budgets.operations.take()) {
       return result(null, TOO_MANY);
     }
+    if (msg.t === "sessionSave") budgets.bytes.spend(questionBytes);
     try {
       if (store === null) throw new Error("Sessions are not available");
       if (msg.t === "sessionGet") {
         if (msg.id !== null && isSessionId(msg.id)) {
-          const found = store.get(site, msg.name, msg.id);
+          // Passed on, not handled: a plain parse (its "__proto__" keys are
+          // own, ordinary keys) costs a tenth of the store's null-prototype
+          // copy, and what it reads is charged.
+          const found = store.getJson(site, msg.name, msg.id);
           if (found !== null) {
+            budgets.bytes.spend(found.json.length);
             return result({
               id: msg.id,
-              data: found.data,
+              data: JSON.parse(found.json) as Record<string, unknown>,
               fresh: false,
               ...cookie,
             });
@@ -138,11 +150,10 @@ export class SessionBridge {
         return result({ id: newSessionId(), data: {}, fresh: true, ...cookie });
       }
       if (!isSessionId(msg.id)) throw new TypeError("Not a session id");
-      const stored = store.set(site, msg.name, msg.id, {
+      store.set(site, msg.name, msg.id, {
         data: msg.data,
         expires: Date.now() + maxAge * 1000,
       });
-      budgets.bytes.spend(stored);
       return result({ id: msg.id, data: msg.data, fresh: false, ...cookie });
     } catch (err) {
       const expected = err instanceof SessionLimitError ||

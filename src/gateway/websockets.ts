@@ -189,33 +189,37 @@ export class WebSocketHub {
     });
   }
 
-  /** A site's `send` or `close`: only its own channels' clients are reachable. */
+  /**
+   * A site's `send` or `close`: only its own channels' clients are reachable.
+   * @returns how many clients it reached (what it cost)
+   */
   fromSite(
     site: string,
     generation: SandboxProcess,
     msg: Extract<SiteMessage, { t: "wsSend" | "wsClose" }>,
     body: Uint8Array,
-  ): void {
+  ): number {
     const key = keyOf(generation, msg.channel);
-    if (key === null) return;
+    if (key === null) return 0;
     if (msg.t === "wsClose") {
       const client = this.#clients.get(msg.client);
       if (client?.site === site && client.key === key) {
         client.socket.close(msg.code, msg.reason);
       }
-      return;
+      return 1;
     }
-    const data: string | Uint8Array = msg.binary ? body : DECODER.decode(body);
+    // Found first, decoded only when someone is there to receive it.
     if (msg.client !== null) {
       const client = this.#clients.get(msg.client);
-      if (client?.site === site && client.key === key) {
-        this.#send(client, data, body.length);
-      }
-      return;
+      if (client?.site !== site || client.key !== key) return 0;
+      this.#send(client, msg.binary ? body : DECODER.decode(body), body.length);
+      return 1;
     }
-    for (const client of this.#byChannel.get(`${site}\0${key}`) ?? []) {
-      this.#send(client, data, body.length);
-    }
+    const clients = this.#byChannel.get(`${site}\0${key}`);
+    if (clients === undefined || clients.size === 0) return 0;
+    const data: string | Uint8Array = msg.binary ? body : DECODER.decode(body);
+    for (const client of clients) this.#send(client, data, body.length);
+    return clients.size;
   }
 
   #send(client: HubClient, data: string | Uint8Array, size: number): void {

@@ -51,12 +51,17 @@ export type SiteMessage = Extract<
 export interface SandboxOptions {
   /** A line the site wrote to stderr. */
   onStderr: (line: string) => void;
-  /** A websocket send/close or a session question from the site. */
+  /**
+   * A websocket send/close or a session question from the site, with the
+   * bytes of its JSON header (what it cost to read).
+   * @returns what handling it cost, in frames (a broadcast costs more)
+   */
   onSiteMessage: (
     sandbox: SandboxProcess,
     message: SiteMessage,
     body: Uint8Array,
-  ) => void;
+    headerBytes: number,
+  ) => number;
 }
 
 /** A reply to a request, with its body. */
@@ -113,12 +118,16 @@ const MAX_HELD_LINES = 1000;
 export const STREAM_WINDOW = 256 * 1024;
 /** Bytes of streamed replies the gateway holds for one sandbox at most. */
 export const SITE_STREAM_BYTES = 16 * 1024 * 1024;
-/** Frames a sandbox may send on its own per second (a burst of twice that). */
+/**
+ * Frames a sandbox may send on its own per second (a burst of half that).
+ * A session question counts as 5 (it is answered), a websocket send as one
+ * per 5 clients it reaches.
+ */
 export const SITE_FRAMES_PER_SECOND = 10_000;
 /** Bytes of frames a sandbox may send per second (a burst of twice that). */
 export const SITE_BYTES_PER_SECOND = 64 * 1024 * 1024;
-/** Bytes of JSON headers a sandbox may send per second (a burst of twice that). */
-export const SITE_HEADER_BYTES_PER_SECOND = 8 * 1024 * 1024;
+/** Bytes of JSON headers a sandbox may send per second (and at once). */
+export const SITE_HEADER_BYTES_PER_SECOND = 4 * 1024 * 1024;
 /** Bytes of log output read from a sandbox per second (a burst of twice that). */
 export const SITE_LOG_BYTES_PER_SECOND = 64 * 1024;
 
@@ -495,10 +504,17 @@ export class SandboxProcess {
     // What a site sends on its own (not answers to the gateway) is read at a
     // bounded rate: over it, the gateway stops reading, the pipe fills and
     // the site's own writes wait. Refusing costs the gateway nothing.
-    const frames = new Budget({ perSecond: SITE_FRAMES_PER_SECOND });
+    // Small bursts: what one burst costs is a stall for everyone else.
+    const frames = new Budget({
+      perSecond: SITE_FRAMES_PER_SECOND,
+      burst: SITE_FRAMES_PER_SECOND / 2,
+    });
     const bytes = new Budget({ perSecond: SITE_BYTES_PER_SECOND });
     // JSON costs far more to parse than bodies cost to copy.
-    const json = new Budget({ perSecond: SITE_HEADER_BYTES_PER_SECOND });
+    const json = new Budget({
+      perSecond: SITE_HEADER_BYTES_PER_SECOND,
+      burst: SITE_HEADER_BYTES_PER_SECOND,
+    });
     try {
       for await (const chunk of this.#child.stdout) {
         let unsolicited = 0;
@@ -506,7 +522,7 @@ export class SandboxProcess {
         for (const frame of decoder.push(chunk)) {
           const msg = parseFromSandbox(frame.header);
           headerBytes += frame.headerBytes;
-          if (!this.#dispatch(msg, frame.body)) unsolicited++;
+          unsolicited += this.#dispatch(msg, frame.body, frame.headerBytes);
         }
         const pause = Math.max(
           frames.spend(unsolicited),
@@ -522,43 +538,49 @@ export class SandboxProcess {
     }
   }
 
-  /** Acts on one frame; true when it answered something the gateway asked. */
-  #dispatch(msg: FromSandbox, body: Uint8Array): boolean {
+  /**
+   * Acts on one frame.
+   * @returns what it costs the site's frame budget: nothing for an answer to
+   * something the gateway asked, more for what costs the gateway more
+   */
+  #dispatch(msg: FromSandbox, body: Uint8Array, headerBytes: number): number {
     switch (msg.t) {
       case "loaded":
-        if (this.routes !== null) return false;
+        if (this.routes !== null) return 1;
         this.routes = msg.routes;
         this.#onLoaded(msg.routes);
-        return true;
+        return 0;
       case "loadFailed":
         this.#onLoadFailed(new LoadError(msg.message, msg.location));
-        return this.routes === null;
+        return this.routes === null ? 0 : 1;
       case "reply": {
         const pending = this.#pending.get(msg.id);
-        if (pending === undefined) return false;
+        if (pending === undefined) return 1;
         this.#pending.delete(msg.id);
         pending.resolve({
           reply: msg.reply,
           body: msg.reply.kind === "stream" ? this.#openStream(msg.id) : body,
         });
-        return true;
+        return 0;
       }
       case "chunk":
-        return this.#chunk(msg, body);
+        // Every chunk counts, even of a reply that was asked for: a stream
+        // of empty chunks must not be free.
+        this.#chunk(msg, body);
+        return 1;
       case "heartbeat": {
         const answer = this.#heartbeats.get(msg.id);
         answer?.(msg.ok);
-        return answer !== undefined;
+        return answer === undefined ? 1 : 0;
       }
       case "usage":
         this.rssBytes = msg.rss;
-        return false;
+        return 1;
       case "wsSend":
       case "wsClose":
       case "sessionGet":
       case "sessionSave":
-        this.#onSiteMessage(this, msg, body);
-        return false;
+        return Math.max(1, this.#onSiteMessage(this, msg, body, headerBytes));
       default:
         return msg satisfies never;
     }
@@ -612,14 +634,14 @@ export class SandboxProcess {
     this.#send({ t: "more", id: state.id, bytes: grant });
   }
 
-  /** A chunk of a streamed reply; false when nothing asked for it. */
-  #chunk(msg: Extract<FromSandbox, { t: "chunk" }>, body: Uint8Array): boolean {
+  /** A chunk of a streamed reply (dropped when nothing asked for it). */
+  #chunk(msg: Extract<FromSandbox, { t: "chunk" }>, body: Uint8Array): void {
     const state = this.#streams.get(msg.id);
-    if (state === undefined) return false;
+    if (state === undefined) return;
     state.received += body.length;
     if (state.received > state.granted) {
       this.kill("it sent more of a reply than the gateway asked for", "crash");
-      return true;
+      return;
     }
     if (body.length > 0) state.controller.enqueue(body);
     if (msg.end) {
@@ -628,7 +650,6 @@ export class SandboxProcess {
         state.controller.error(new Error("The site's reply broke off"));
       } else state.controller.close();
     }
-    return true;
   }
 
   #closeStream(state: Incoming): void {

@@ -58,6 +58,17 @@ export interface SessionStore {
    */
   get(site: string, name: string, id: string): SessionRecord | null;
   /**
+   * The live session's data as the JSON text it is stored as, or null: for
+   * a caller that only passes it on (the gateway to a site), unparsed.
+   *
+   * @throws {TypeError} when `id` is not a session id
+   */
+  getJson(
+    site: string,
+    name: string,
+    id: string,
+  ): { json: string; expires: number } | null;
+  /**
    * Creates or replaces a session. A record that has already expired
    * removes the session instead.
    *
@@ -348,6 +359,14 @@ function describe(value: unknown): string {
  * Parses stored JSON into objects without a prototype, so a `"__proto__"`
  * key stays an ordinary key whatever the caller later does with the data.
  */
+function decodeRecord(
+  found: { json: string; expires: number } | null,
+): SessionRecord | null {
+  return found === null
+    ? null
+    : { data: decodeData(found.json), expires: found.expires };
+}
+
 function decodeData(json: string): Record<string, unknown> {
   const data: unknown = JSON.parse(json, toNullPrototype);
   if (!isPlainObject(data)) {
@@ -376,6 +395,14 @@ class MemorySessionStore implements SessionStore {
   }
 
   get(site: string, name: string, id: string): SessionRecord | null {
+    return decodeRecord(this.getJson(site, name, id));
+  }
+
+  getJson(
+    site: string,
+    name: string,
+    id: string,
+  ): { json: string; expires: number } | null {
     checkOpen(this.#closed);
     checkId(id);
     const stored = this.#sites.get(site)?.get(id + name);
@@ -384,7 +411,7 @@ class MemorySessionStore implements SessionStore {
       this.#remove(site, id + name);
       return null;
     }
-    return { data: decodeData(stored.json), expires: stored.expires };
+    return { json: stored.json, expires: stored.expires };
   }
 
   set(site: string, name: string, id: string, record: SessionRecord): number {
@@ -557,6 +584,14 @@ class SqliteSessionStore implements SessionStore {
   }
 
   get(site: string, name: string, id: string): SessionRecord | null {
+    return decodeRecord(this.getJson(site, name, id));
+  }
+
+  getJson(
+    site: string,
+    name: string,
+    id: string,
+  ): { json: string; expires: number } | null {
     checkOpen(this.#closed);
     checkId(id);
     const row = this.#sql.select.get(site, name, id);
@@ -573,7 +608,7 @@ class SqliteSessionStore implements SessionStore {
     if (typeof row.data !== "string") {
       throw new Error('Session store row has no text column "data"');
     }
-    return { data: decodeData(row.data), expires };
+    return { json: row.data, expires };
   }
 
   set(site: string, name: string, id: string, record: SessionRecord): number {

@@ -210,6 +210,17 @@ const STORE_CASES: StoreCase[] = [
     },
   },
   {
+    name: "getJson() gives the stored JSON unparsed, and nothing once expired",
+    run(store) {
+      store.set("blog", "sid", ID_A, { data: { n: 1 }, expires: later() });
+      const found = store.getJson("blog", "sid", ID_A);
+      assert.deepEqual(JSON.parse(found?.json ?? "null"), { n: 1 });
+      assert.equal(store.getJson("other", "sid", ID_A), null);
+      store.set("blog", "sid", ID_A, { data: {}, expires: Date.now() - 1 });
+      assert.equal(store.getJson("blog", "sid", ID_A), null);
+    },
+  },
+  {
     name: 'a "__proto__" key is an ordinary key and pollutes nothing',
     run(store) {
       const data = JSON.parse(

@@ -72,7 +72,8 @@ export interface SupervisorOptions {
     from: SandboxProcess,
     message: SiteMessage,
     body: Uint8Array,
-  ) => void;
+    headerBytes: number,
+  ) => number;
   /** A sandbox process ended (its websocket clients must be closed). */
   onSandboxExit: (sandbox: SandboxProcess) => void;
   /** A site's new generation took over: files cached for it are stale. */
@@ -440,8 +441,8 @@ export class Supervisor implements Sites {
       maxInputBacklog: this.#options.maxInputBacklog,
     }, {
       onStderr: siteOutput(def.name),
-      onSiteMessage: (from, msg, body) =>
-        this.#options.onSiteMessage(def.name, from, msg, body),
+      onSiteMessage: (from, msg, body, headerBytes) =>
+        this.#options.onSiteMessage(def.name, from, msg, body, headerBytes),
     });
     void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
     return sandbox;

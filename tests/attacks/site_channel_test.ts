@@ -53,6 +53,14 @@ const h = hosts.get("flood.test");
 h.add("/usage", () => "wrote " + flood({ t: "usage", rss: 1 }, 2000));
 h.add("/sessionGet", () =>
   "wrote " + flood({ t: "sessionGet", call: 1, name: "session", id: "0123456789abcdef0123456789abcdef" }, 2000));
+h.add("/bigSession", async (req, res) => {
+  // One large session of many small objects (costly to parse), then asked
+  // for over and over by forged frames.
+  const s = await session.get(req, res);
+  s.data.a = Array.from({ length: 21000 }, () => ({}));
+  await s.save();
+  return "wrote " + flood({ t: "sessionGet", call: 1, name: "session", id: s.id }, 2000);
+});
 h.add("/log", () => {
   let n = 0;
   for (const end = Date.now() + 2000; Date.now() < end; n++) console.log("spam " + "x".repeat(100));
@@ -62,9 +70,12 @@ h.add("/sessions", async (req, res) => {
   let saved = 0, refused = 0;
   const blob = "x".repeat(60_000);
   for (const end = Date.now() + 2000; Date.now() < end;) {
-    const s = await session.get(req, res);
-    s.data.blob = blob;
-    try { await s.save(); saved++; } catch { refused++; }
+    try {
+      const s = await session.get(req, res);
+      s.data.blob = blob;
+      await s.save();
+      saved++;
+    } catch { refused++; }
   }
   return JSON.stringify({ saved, refused });
 });
@@ -96,6 +107,7 @@ for (
     ["/usage", "forged usage frames"],
     ["/sessionGet", "forged sessionGet frames"],
     ["/log", "a console.log loop"],
+    ["/bigSession", "forged gets of a large session"],
   ] as const
 ) {
   Deno.test(`a site flooding ${name} costs the gateway a bounded share`, async () => {
