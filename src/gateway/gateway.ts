@@ -32,7 +32,7 @@ import { FileAnswers } from "./file_answers.ts";
 import { loadMimeTable } from "./mime.ts";
 import { requestPeer } from "./proxy.ts";
 import type { GatewayOptions } from "./options.ts";
-import { MIN_BODY_BYTES_PER_SECOND, readBody } from "./request_body.ts";
+import { type BodyBytes, bodyBytesMax, pageBody } from "./request_body.ts";
 import { readTarget, requestHost, requestTarget } from "./request_target.ts";
 import { SessionBridge } from "./session_bridge.ts";
 import { replyAnswer } from "./site_reply.ts";
@@ -56,6 +56,8 @@ export class Gateway {
   readonly #latency = new LatencyTracker();
   readonly #startedAt = Date.now();
   #files: FileAnswers | null = null;
+  /** Request bodies being read, over all requests. */
+  readonly #bodies: BodyBytes;
   readonly #badReplies = new RepeatedWarning("A page's reply was refused");
   readonly #costlyRoutes = new RepeatedWarning(
     "Route patterns skipped, over the work allowed per request",
@@ -63,6 +65,7 @@ export class Gateway {
 
   constructor(options: GatewayOptions) {
     this.#options = options;
+    this.#bodies = { held: 0, max: bodyBytesMax(options.maxPostLength) };
     this.#hub = new WebSocketHub({
       maxMessage: options.websocketMaxMessage,
       maxBuffer: options.websocketMaxBuffer,
@@ -251,36 +254,19 @@ export class Gateway {
     request: Request,
     ctx: RequestContext,
   ): Promise<Answer> {
-    const { maxPostLength, bodyStallSeconds } = this.#options;
     const runner = site.runner;
     // Page ids belong to the generation routed against: keep it until dispatched.
     const generation = runner.generation;
     generation?.hold();
     let outcome;
     try {
-      const body = await readBody(
-        request,
-        maxPostLength,
-        bodyStallSeconds * 1000,
-      );
-      if (body === "too large") {
-        return this.#error(
-          413,
-          `The request body is larger than ${maxPostLength} bytes`,
-          site.name,
-          ctx,
-        );
-      }
-      if (body === "stalled") {
-        const answer = defaultError(
-          408,
-          `The request body paused for ${bodyStallSeconds} s, or arrived at under ${MIN_BODY_BYTES_PER_SECOND} bytes a second`,
-          toErrorRequest(request),
-          site.name,
-        );
-        answer.response.headers.set("connection", "close");
-        return answer;
-      }
+      const body = await pageBody(request, site.name, ctx, {
+        maxPostLength: this.#options.maxPostLength,
+        stallSeconds: this.#options.bodyStallSeconds,
+        bodies: this.#bodies,
+        error: this.#error,
+      });
+      if (!(body instanceof Uint8Array)) return body;
       outcome = await runner.dispatch(
         route.pageId,
         route.captures,

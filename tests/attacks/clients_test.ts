@@ -28,6 +28,7 @@ hosts.any.add("/wait", () => new Promise(() => {}));
 const blob = new Uint8Array(1024 * 1024).fill(98);
 hosts.any.add("/blast", () => { for (let i = 0; i < 8; i++) ws.send(blob); return "sent"; });
 hosts.any.add("/ok", () => "ok");
+hosts.any.add("/upload", () => "uploaded", "POST");
 `,
   },
 };
@@ -138,6 +139,57 @@ Deno.test("broadcasting large messages to clients that never read holds the gate
     await server.waitForLog(/\[chat\] Closed slow websocket client\(s\)/);
   } finally {
     for (const c of clients) c.close();
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("slow uploads of large bodies hold the gateway's memory bounded", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir });
+  const conns: Deno.Conn[] = [];
+  try {
+    const statuses: string[] = [];
+    const report = await underAttack(server, NEIGHBOUR, 3000, async () => {
+      // 30 clients send all but the last 20 kB of a 10 MiB body, then
+      // trickle: 300 MiB held whole, before the bound.
+      const body = new Uint8Array(10 * 1048576 - 20_000).fill(97);
+      for (let i = 0; i < 30; i++) {
+        const conn = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: server.port,
+        });
+        conns.push(conn);
+        await conn.write(
+          new TextEncoder().encode(
+            `POST /upload HTTP/1.1\r\nHost: x.test\r\nContent-Length: ${
+              10 * 1048576
+            }\r\n\r\n`,
+          ),
+        );
+        const written = conn.write(body).catch(() => 0);
+        const answer = new Uint8Array(512);
+        // A refused upload is answered at once; a held one is not.
+        const n = await Promise.race([
+          conn.read(answer).catch(() => null),
+          new Promise<null>((r) => setTimeout(() => r(null), 100)),
+        ]);
+        if (n !== null) {
+          statuses.push(new TextDecoder().decode(answer.subarray(9, 12)));
+        }
+        await written;
+      }
+      for (let s = 0; s < 2; s++) {
+        for (const c of conns) {
+          await c.write(new Uint8Array([97])).catch(() => 0);
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    });
+    assertUnharmed("30 slow 10 MiB uploads", report, 150);
+    assert.ok(statuses.includes("503"), `answers: ${statuses}`);
+  } finally {
+    for (const c of conns) c.close();
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
   }
