@@ -72,6 +72,8 @@ const HOP_BY_HOP = new Set([
 const TOKEN_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // deno-lint-ignore no-control-regex -- finding control characters is the point
 const BAD_VALUE_REGEXP = /[\x00-\x08\x0a-\x1f\x7f]/;
+// deno-lint-ignore no-control-regex -- the range starts at NUL
+const WIDE_CHAR_REGEXP = /[^\u0000-\u00ff]/;
 
 /** An answer with a body (none for HEAD, 204 and 304). */
 export function send(
@@ -212,6 +214,12 @@ export function siteHeaders(flat: string[]): HeaderList | string {
       return `a control character in the value of header ${
         JSON.stringify(name)
       }`;
+    }
+    // A header value is bytes: characters past U+00FF cannot be sent.
+    if (WIDE_CHAR_REGEXP.test(value)) {
+      return `a character beyond Latin-1 in the value of header ${
+        JSON.stringify(name)
+      } (encode it, e.g. RFC 8187 or percent-encoding)`;
     }
     if (HOP_BY_HOP.has(name.toLowerCase())) continue;
     headers.push([name, value]);

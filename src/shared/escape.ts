@@ -30,12 +30,12 @@ export function escapeHtml(text: string): string {
 /**
  * Characters a terminal acts on rather than shows: C0 controls but tab,
  * DEL, C1 controls (8-bit CSI and OSC among them), the Unicode line and
- * paragraph separators, and the bidirectional overrides that reorder what
- * is shown.
+ * paragraph separators, the bidirectional marks and overrides that reorder
+ * what is shown, and the interlinear annotation marks.
  */
 const CONTROL_REGEXP =
   // deno-lint-ignore no-control-regex -- finding control characters is the point
-  /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+  /[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]/g;
 
 /**
  * Escapes text for an operator's terminal or log: every character in
@@ -62,7 +62,8 @@ function controlEscape(c: string): string {
 }
 
 /** What {@linkcode CONTROL_REGEXP} finds that `JSON.stringify` leaves raw. */
-const RAW_IN_JSON_REGEXP = /[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const RAW_IN_JSON_REGEXP =
+  /[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]/g;
 
 /**
  * JSON for a terminal: `JSON.stringify`, with the characters it leaves raw

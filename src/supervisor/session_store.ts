@@ -84,8 +84,11 @@ export interface SessionStore {
    * @throws {TypeError} when `id` is not a session id
    */
   delete(site: string, name: string, id: string): void;
-  /** Removes expired sessions; returns how many. */
-  purge(now?: number): number;
+  /**
+   * Removes expired sessions, at most `limit` of them (a caller that must
+   * not stall calls it again until it removes fewer); returns how many.
+   */
+  purge(now?: number, limit?: number): number;
   /** Live sessions of a site (for /stats). */
   count(site: string): number;
   /** Releases the store; it cannot be used afterwards. */
@@ -439,11 +442,12 @@ class MemorySessionStore implements SessionStore {
     this.#remove(site, id + name);
   }
 
-  purge(now: number = Date.now()): number {
+  purge(now: number = Date.now(), limit = Infinity): number {
     checkOpen(this.#closed);
     let removed = 0;
     for (const [site, sessions] of this.#sites) {
       for (const [key, stored] of sessions) {
+        if (removed >= limit) break;
         if (stored.expires > now) continue;
         sessions.delete(key);
         removed++;
@@ -556,7 +560,9 @@ const SQL = {
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, name, id) " +
     "DO UPDATE SET data = excluded.data, expires = excluded.expires",
   delete: "DELETE FROM sessions WHERE site = ? AND name = ? AND id = ?",
-  purge: "DELETE FROM sessions WHERE expires <= ? RETURNING site",
+  purge: "DELETE FROM sessions WHERE (site, name, id) IN " +
+    "(SELECT site, name, id FROM sessions WHERE expires <= ? LIMIT ?) " +
+    "RETURNING site",
   count: "SELECT COUNT(*) AS n FROM sessions WHERE site = ? AND expires > ?",
   begin: "BEGIN IMMEDIATE",
   commit: "COMMIT",
@@ -636,9 +642,12 @@ class SqliteSessionStore implements SessionStore {
     this.#forget(site, Number(this.#sql.delete.run(site, name, id).changes));
   }
 
-  purge(now: number = Date.now()): number {
+  purge(now: number = Date.now(), limit = -1): number {
     checkOpen(this.#closed);
-    const removed = this.#sql.purge.all(now);
+    const removed = this.#sql.purge.all(
+      now,
+      Number.isFinite(limit) ? limit : -1,
+    );
     for (const row of removed) this.#forget(String(row.site), 1);
     return removed.length;
   }

@@ -210,6 +210,22 @@ const STORE_CASES: StoreCase[] = [
     },
   },
   {
+    name: "purge() removes at most its limit, so a caller can spread the work",
+    run(store) {
+      for (let i = 0; i < 5; i++) {
+        store.set("blog", "sid", newSessionId(), {
+          data: {},
+          expires: Date.now() + 1000,
+        });
+      }
+      const later = Date.now() + 2000;
+      assert.equal(store.purge(later, 2), 2);
+      assert.equal(store.purge(later, 2), 2);
+      assert.equal(store.purge(later, 2), 1);
+      assert.equal(store.purge(later), 0);
+    },
+  },
+  {
     name: "getJson() gives the stored JSON unparsed, and nothing once expired",
     run(store) {
       store.set("blog", "sid", ID_A, { data: { n: 1 }, expires: later() });
