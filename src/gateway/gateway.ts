@@ -81,10 +81,12 @@ export class Gateway {
       // Room for two of the largest request bodies on top of the default.
       maxInputBacklog: INPUT_BACKLOG + 2 * options.maxPostLength,
       // What each costs the site's frame budget: a session question 5 (it
-      // is answered), a websocket send one per 5 clients it reaches.
+      // is answered), a websocket send one per 5 clients it reaches and one
+      // per 8 KiB it delivers in all.
       onSiteMessage: (site, from, msg, body, headerBytes) => {
         if (msg.t === "wsSend" || msg.t === "wsClose") {
-          return this.#hub.fromSite(site, from, msg, body) / 5;
+          const reached = this.#hub.fromSite(site, from, msg, body);
+          return reached / 5 + (reached * body.length) / 8192;
         }
         from.post(this.#sessions.answer(site, msg, headerBytes));
         return 5;

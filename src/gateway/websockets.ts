@@ -33,7 +33,16 @@ function keyOf(generation: SandboxProcess, channel: number): string | null {
 }
 
 /** Bytes all of one site's websocket clients may have queued. */
-export const SITE_WEBSOCKET_BYTES = 64 * 1024 * 1024;
+export const SITE_WEBSOCKET_BYTES = 32 * 1024 * 1024;
+/** Bytes all websocket clients of every site may have queued. */
+export const GATEWAY_WEBSOCKET_BYTES = 256 * 1024 * 1024;
+/**
+ * What a queued message costs besides its payload (measured on Deno 2.9.6:
+ * about 1 KiB each; `bufferedAmount` counts payload only).
+ */
+const MESSAGE_OVERHEAD = 1024;
+/** A message small enough to go to a client that keeps up, whatever is held. */
+const SMALL_MESSAGE = 64 * 1024;
 
 /** One connected client. */
 interface HubClient {
@@ -47,6 +56,14 @@ interface HubClient {
   open: boolean;
   /** What it may still send; null once it was refused. */
   budget: Budget | null;
+  /** Messages sent to it since its buffer was last seen empty. */
+  queuedMessages: number;
+  /**
+   * What it holds in the gateway, estimated: payload plus overhead per
+   * message. It stays counted once closed, until the connection is gone
+   * (Deno 2.9.6 cannot abort a websocket that does not read its close).
+   */
+  held: number;
 }
 
 /** What `accept` needs to know about a new client. */
@@ -74,7 +91,9 @@ export class WebSocketHub {
   #byChannel = new Map<string, Set<HubClient>>();
   #refusals = new RepeatedWarning("Closed websocket client(s)");
   #slow = new RepeatedWarning("Closed slow websocket client(s)");
-  #queued = new Map<string, { bytes: number; at: number }>();
+  #held = new Map<string, { bytes: number; at: number }>();
+  /** Clients closed for not reading, until their connection is gone. */
+  #closing = new Set<HubClient>();
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -101,6 +120,8 @@ export class WebSocketHub {
       socket,
       open: false,
       budget: new Budget({ perSecond: this.#options.maxRate }),
+      queuedMessages: 0,
+      held: 0,
     };
     socket.onopen = () => {
       client.open = true;
@@ -175,6 +196,7 @@ export class WebSocketHub {
   }
 
   #closed(client: HubClient, code: number, reason: string): void {
+    this.#closing.delete(client);
     if (!client.open) return;
     client.open = false;
     this.#clients.delete(client.id);
@@ -224,49 +246,79 @@ export class WebSocketHub {
 
   #send(client: HubClient, data: string | Uint8Array, size: number): void {
     if (!client.open || client.socket.readyState !== WebSocket.OPEN) return;
-    if (client.socket.bufferedAmount + size > this.#options.maxBuffer) {
+    const buffered = client.socket.bufferedAmount;
+    if (buffered === 0) client.queuedMessages = 0;
+    const held = buffered + (client.queuedMessages + 1) * MESSAGE_OVERHEAD +
+      size;
+    if (held > this.#options.maxBuffer) {
       this.#slow.note(
         client.site,
         `${
           client.id.slice(0, 8)
         } (${client.peer}) is not reading (over ${this.#options.maxBuffer} bytes queued)`,
       );
-      client.socket.close(1008, "Too slow: send buffer full");
+      this.#closeSlow(client, "Too slow: send buffer full");
       return;
     }
-    // What all of a site's clients have queued is bounded too: a broadcast
+    // What all clients hold is bounded too, per site and in all: a broadcast
     // of large messages to many clients cannot fill the gateway's memory.
-    const queued = this.#siteQueued(client.site);
-    if (queued.bytes + size > SITE_WEBSOCKET_BYTES) {
+    // A client that keeps up (its buffer empty) still gets small messages,
+    // so clients that do not read cannot cut a site off from the others.
+    const site = this.#heldBy(client.site);
+    const all = this.#heldBy(null);
+    const over = site.bytes + size > SITE_WEBSOCKET_BYTES ||
+      all.bytes + size > GATEWAY_WEBSOCKET_BYTES;
+    if (over && (buffered > 0 || size > SMALL_MESSAGE)) {
       this.#slow.note(
         client.site,
         `${
           client.id.slice(0, 8)
-        } (${client.peer}): the site's clients have ${SITE_WEBSOCKET_BYTES} bytes queued`,
+        } (${client.peer}): websocket clients hold too much unsent`,
       );
-      client.socket.close(1008, "Too slow: the site's send buffers are full");
+      this.#closeSlow(client, "Too slow: send buffers are full");
       return;
     }
-    queued.bytes += size;
+    site.bytes += size + MESSAGE_OVERHEAD;
+    all.bytes += size + MESSAGE_OVERHEAD;
+    client.queuedMessages++;
+    client.held = held;
     client.socket.send(data);
   }
 
+  /** Closes a client that does not read; what it holds stays counted. */
+  #closeSlow(client: HubClient, reason: string): void {
+    client.budget = null;
+    this.#closing.add(client);
+    try {
+      client.socket.close(1008, reason);
+    } catch {
+      // Already closing.
+    }
+  }
+
   /**
-   * Bytes a site's clients have queued: summed from their buffers at most
-   * every 100 ms, plus what was sent since.
+   * What the clients of `site` (or, for null, of every site) hold: summed
+   * at most every 100 ms, plus what was sent since. Closing clients count
+   * until they are gone.
    */
-  #siteQueued(site: string): { bytes: number; at: number } {
+  #heldBy(site: string | null): { bytes: number; at: number } {
+    const key = site ?? "\0";
     const now = Date.now();
-    let queued = this.#queued.get(site);
-    if (queued === undefined || now - queued.at >= 100) {
+    let held = this.#held.get(key);
+    if (held === undefined || now - held.at >= 100) {
       let bytes = 0;
       for (const c of this.#clients.values()) {
-        if (c.site === site) bytes += c.socket.bufferedAmount;
+        if (site !== null && c.site !== site) continue;
+        if (c.socket.bufferedAmount === 0) c.queuedMessages = 0;
+        bytes += c.socket.bufferedAmount + c.queuedMessages * MESSAGE_OVERHEAD;
       }
-      queued = { bytes, at: now };
-      this.#queued.set(site, queued);
+      for (const c of this.#closing) {
+        if (site === null || c.site === site) bytes += c.held;
+      }
+      held = { bytes, at: now };
+      this.#held.set(key, held);
     }
-    return queued;
+    return held;
   }
 
   /** Closes the clients of a sandbox that ended: 1012 if retired by a reload, else 1011. */

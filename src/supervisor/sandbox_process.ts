@@ -126,6 +126,8 @@ export const SITE_STREAM_BYTES = 16 * 1024 * 1024;
 export const SITE_FRAMES_PER_SECOND = 10_000;
 /** Bytes of frames a sandbox may send per second (a burst of twice that). */
 export const SITE_BYTES_PER_SECOND = 64 * 1024 * 1024;
+/** Frame cost handled in one turn of the event loop before others get theirs. */
+const YIELD_EVERY = 200;
 /** Bytes of JSON headers a sandbox may send per second (and at once). */
 export const SITE_HEADER_BYTES_PER_SECOND = 4 * 1024 * 1024;
 /** Bytes of log output read from a sandbox per second (a burst of twice that). */
@@ -516,19 +518,24 @@ export class SandboxProcess {
       burst: SITE_HEADER_BYTES_PER_SECOND,
     });
     try {
+      let sinceYield = 0;
       for await (const chunk of this.#child.stdout) {
-        let unsolicited = 0;
-        let headerBytes = 0;
         for (const frame of decoder.push(chunk)) {
           const msg = parseFromSandbox(frame.header);
-          headerBytes += frame.headerBytes;
-          unsolicited += this.#dispatch(msg, frame.body, frame.headerBytes);
+          const cost = this.#dispatch(msg, frame.body, frame.headerBytes);
+          const pause = Math.max(
+            frames.spend(cost),
+            json.spend(frame.headerBytes),
+          );
+          // Over budget, the site waits; and a long run of frames gives the
+          // other sites a turn now and then.
+          sinceYield += cost;
+          if (pause > 0 || sinceYield > YIELD_EVERY) {
+            sinceYield = 0;
+            await delay(pause);
+          }
         }
-        const pause = Math.max(
-          frames.spend(unsolicited),
-          bytes.spend(chunk.length),
-          json.spend(headerBytes),
-        );
+        const pause = bytes.spend(chunk.length);
         if (pause > 0) await delay(pause);
       }
       decoder.end();

@@ -86,6 +86,9 @@ export interface SiteProblem {
   message: string;
 }
 
+/** The least time between two scans of one site's static files. */
+const STATIC_SCAN_EVERY_MS = 1000;
+
 /** How often the sites folder is listed, for links the watcher misses. */
 const SITES_POLL_MS = 2000;
 
@@ -115,6 +118,8 @@ export class Supervisor implements Sites {
   #scanAgain = false;
   /** Sites with a load in progress, and whether another was asked for. */
   #loading = new Map<string, { again: boolean; done: Promise<void> }>();
+  /** Sites with a static scan in progress, and whether another was asked for. */
+  #staticScans = new Map<string, { again: boolean; done: Promise<void> }>();
   #stopping = false;
 
   constructor(options: SupervisorOptions) {
@@ -357,8 +362,37 @@ export class Supervisor implements Sites {
     return rel === "site.json" || isCodeFile(path) ? "code" : null;
   }
 
-  /** Re-indexes a site's static files (they changed; its code did not). */
-  async rescanStatic(name: string): Promise<void> {
+  /**
+   * Re-indexes a site's static files (they changed; its code did not). One
+   * scan of a site runs at a time, at most one a second (a site writing
+   * into its own static folder cannot make the gateway rescan without end);
+   * changes meanwhile ask for one more.
+   */
+  rescanStatic(name: string): Promise<void> {
+    const busy = this.#staticScans.get(name);
+    if (busy !== undefined) {
+      busy.again = true;
+      return busy.done;
+    }
+    const state = { again: false, done: Promise.resolve() };
+    state.done = (async () => {
+      try {
+        do {
+          state.again = false;
+          const started = Date.now();
+          await this.#rescanStaticOnce(name);
+          const wait = STATIC_SCAN_EVERY_MS - (Date.now() - started);
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        } while (state.again && !this.#stopping);
+      } finally {
+        this.#staticScans.delete(name);
+      }
+    })();
+    this.#staticScans.set(name, state);
+    return state.done;
+  }
+
+  async #rescanStaticOnce(name: string): Promise<void> {
     const runner = this.#runners.get(name);
     if (runner === undefined || runner.routes === null || this.#stopping) {
       return;

@@ -41,7 +41,7 @@ const SITES = {
 /** Costly requests on 8 connections: own host and fallback, long paths. */
 const HAMMER = `
 const [port, ms, maxPath] = Deno.args;
-const paths = ["/" + "x".repeat(180), "/" + "x".repeat(2000), "/" + "x".repeat(Number(maxPath) - 1)];
+const paths = ["/" + "x".repeat(140), "/" + "x".repeat(2000), "/" + "x".repeat(Number(maxPath) - 1)];
 const hosts = ["pat.test", "unknown.test"];
 const end = Date.now() + Number(ms);
 const counts = {};
