@@ -7,6 +7,7 @@
  */
 
 import {
+  MAX_HOSTS_PER_SITE,
   MAX_PATTERN_LENGTH,
   MAX_PATTERNS_PER_SITE,
   PATTERN_WORK_PER_REQUEST,
@@ -332,6 +333,11 @@ function collectSiteHosts(site: SiteRoutes): Map<string, Host> {
   };
   for (const spec of site.hosts) declare(spec.pattern, spec.noFallback);
   for (const page of site.pages) declare(page.host, false);
+  if (hosts.size > MAX_HOSTS_PER_SITE) {
+    throw new RouteTableError(
+      `Site "${site.site}" registers ${hosts.size} hosts; at most ${MAX_HOSTS_PER_SITE} are allowed`,
+    );
+  }
   return hosts;
 }
 

@@ -10,6 +10,7 @@ import {
   type SiteRoutes,
 } from "./router.ts";
 import {
+  MAX_HOSTS_PER_SITE,
   MAX_PATTERN_LENGTH,
   MAX_PATTERNS_PER_SITE,
 } from "../shared/route_limits.ts";
@@ -901,4 +902,22 @@ Deno.test("patternCost() bounds what the engine really spends, whatever the patt
     const ratio = perUnit(source, "a") / plain;
     assert.ok(ratio < 4, `${name}: ${ratio.toFixed(1)}× the plain cost a unit`);
   }
+});
+
+Deno.test("buildRouter() bounds the hosts a site registers", () => {
+  const hosts = Array.from({ length: MAX_HOSTS_PER_SITE + 1 }, (_, i) => ({
+    pattern: `h${i}.test`,
+    noFallback: false,
+  }));
+  const site = (n: number): SiteRoutes => ({
+    site: "many",
+    root: false,
+    hosts: hosts.slice(0, n),
+    pages: [],
+  });
+  assert.throws(
+    () => buildRouter([site(MAX_HOSTS_PER_SITE + 1)]),
+    /"many" registers 257 hosts; at most 256/,
+  );
+  assert.doesNotThrow(() => buildRouter([site(MAX_HOSTS_PER_SITE)]));
 });

@@ -25,6 +25,7 @@ export type { PageRequest } from "./request.ts";
 export { escapeHtml, html, raw, SafeHtml } from "./html.ts";
 import type { SafeHtml } from "./html.ts";
 import {
+  MAX_HOSTS_PER_SITE,
   MAX_PATTERN_LENGTH,
   MAX_PATTERNS_PER_SITE,
 } from "../shared/route_limits.ts";
@@ -207,6 +208,11 @@ function getHost(pattern: string, options: HostOptions = {}): Host {
   let host = hostObjects.get(key);
   if (host === undefined) {
     assertLoading(call);
+    if (hostObjects.size >= MAX_HOSTS_PER_SITE) {
+      throw new RangeError(
+        `${call}: a site may register at most ${MAX_HOSTS_PER_SITE} hosts; use a pattern such as "*.example.test"`,
+      );
+    }
     host = createHost(key);
     hostObjects.set(key, host);
     registry.hosts.set(key, { pattern: key, noFallback: false });

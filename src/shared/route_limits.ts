@@ -12,6 +12,12 @@ export const MAX_PATTERN_LENGTH = 256;
 /** Most route patterns (`addPattern`) one site may register. */
 export const MAX_PATTERNS_PER_SITE = 256;
 
+/**
+ * Most host patterns one site may register: an uncached Host header is
+ * matched against every site's patterns.
+ */
+export const MAX_HOSTS_PER_SITE = 256;
+
 /** Longest request path the gateway routes, in bytes; longer gets 414. */
 export const MAX_PATH_BYTES = 8192;
 
