@@ -69,6 +69,8 @@ const HOP_BY_HOP = new Set([
   "date",
 ]);
 
+/** Statuses that carry no body (RFC 9110 §15.3.5, §15.3.6, §15.4.5). */
+const NO_BODY = new Set([204, 205, 304]);
 const TOKEN_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // deno-lint-ignore no-control-regex -- finding control characters is the point
 const BAD_VALUE_REGEXP = /[\x00-\x08\x0a-\x1f\x7f]/;
@@ -85,7 +87,7 @@ export function send(
 ): Answer {
   headers.push(SERVER_HEADER);
   if (body instanceof ReadableStream) {
-    if (method !== "HEAD" && status !== 204 && status !== 304) {
+    if (method !== "HEAD" && !NO_BODY.has(status)) {
       return {
         response: new Response(body, { status, headers }),
         site,
@@ -100,7 +102,7 @@ export function send(
     };
   }
   const bytes = typeof body === "string" ? utf8Length(body) : body.length;
-  if (method === "HEAD" || status === 204 || status === 304) {
+  if (method === "HEAD" || NO_BODY.has(status)) {
     if (method === "HEAD") headers.push(["content-length", String(bytes)]);
     return {
       response: new Response(null, { status, headers }),
@@ -132,6 +134,8 @@ export function defaultError(
   );
 }
 
+const failures = { loggedAt: 0, suppressed: 0 };
+
 /** A failure of the gateway itself: logged with a reference, never shown. */
 export function internalError(
   err: unknown,
@@ -139,12 +143,23 @@ export function internalError(
   site: string,
 ): Answer {
   const ref = crypto.randomUUID().slice(0, 8);
-  log.error(
-    null,
-    `[ref ${ref}] Request failed in the gateway: ${
-      err instanceof Error ? err.stack ?? err.message : String(err)
-    }`,
-  );
+  // One line with its stack every 10 s at most; the others are counted.
+  const now = Date.now();
+  if (now - failures.loggedAt < 10_000) {
+    failures.suppressed++;
+  } else {
+    const more = failures.suppressed === 0
+      ? ""
+      : ` (and ${failures.suppressed} more since the last one logged)`;
+    failures.loggedAt = now;
+    failures.suppressed = 0;
+    log.error(
+      site === "root" ? null : site,
+      `[ref ${ref}] Request failed in the gateway${more}: ${
+        err instanceof Error ? err.stack ?? err.message : String(err)
+      }`,
+    );
+  }
   return defaultError(
     500,
     `Internal Server Error (ref ${ref})`,

@@ -36,6 +36,12 @@ export function replyAnswer(
   deps: ReplyAnswerDeps,
 ): Answer | Promise<Answer> {
   const method = ctx.wire.method;
+  // An informational status cannot be a final answer (a forged reply).
+  const status = reply.kind === "error" ? reply.code : reply.status;
+  if (status < 200) {
+    if (body instanceof ReadableStream) void body.cancel();
+    return deps.refused(site.name, `status ${status}`, ctx);
+  }
   switch (reply.kind) {
     case "body": {
       const headers = siteHeaders(reply.headers);

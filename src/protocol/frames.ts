@@ -92,6 +92,11 @@ export class FrameDecoder {
     this.#maxBody = limits.maxBodyBytes ?? 128 * 1024 * 1024;
   }
 
+  /** The largest header accepted from now on. */
+  set maxHeaderBytes(bytes: number) {
+    this.#maxHeader = bytes;
+  }
+
   /** Bytes received but not yet part of a whole frame. */
   get buffered(): number {
     return this.#buffered;

@@ -126,6 +126,8 @@ export const SITE_STREAM_BYTES = 16 * 1024 * 1024;
 export const SITE_FRAMES_PER_SECOND = 10_000;
 /** Bytes of frames a sandbox may send per second (a burst of twice that). */
 export const SITE_BYTES_PER_SECOND = 64 * 1024 * 1024;
+/** The largest frame header once a site has loaded (a reply's headers). */
+const MAX_HEADER_AFTER_LOAD = 256 * 1024;
 /** Frame cost handled in one turn of the event loop before others get theirs. */
 const YIELD_EVERY = 200;
 /** Bytes of JSON headers a sandbox may send per second (and at once). */
@@ -226,6 +228,7 @@ export class SandboxProcess {
   #stderrDone: Promise<void>;
   #pending = new Map<number, Pending>();
   #streams = new Map<number, Incoming>();
+  #decoder: FrameDecoder | null = null;
   /** Credit outstanding over every stream: the most the gateway holds. */
   #held = 0;
   /** Streams waiting for room under SITE_STREAM_BYTES. */
@@ -310,7 +313,8 @@ export class SandboxProcess {
 
   /** Requests sent to the sandbox and not answered yet. */
   get pending(): number {
-    return this.#pending.size;
+    // A reply still streaming holds its place: the site queue bounds them.
+    return this.#pending.size + this.#streams.size;
   }
 
   /** Requests in flight, and requests routed here that are on their way. */
@@ -503,6 +507,7 @@ export class SandboxProcess {
     // A reply larger than this is a protocol violation: the gateway holds
     // replies in memory, and a site's "memory" limit does not cover it.
     const decoder = new FrameDecoder({ maxBodyBytes: MAX_REPLY_BYTES });
+    this.#decoder = decoder;
     // What a site sends on its own (not answers to the gateway) is read at a
     // bounded rate: over it, the gateway stops reading, the pipe fills and
     // the site's own writes wait. Refusing costs the gateway nothing.
@@ -555,6 +560,11 @@ export class SandboxProcess {
       case "loaded":
         if (this.routes !== null) return 1;
         this.routes = msg.routes;
+        // Loaded: no frame needs a large header any more (the route table
+        // was the one). A reply's headers are at most 64 KiB, JSON-escaped.
+        if (this.#decoder !== null) {
+          this.#decoder.maxHeaderBytes = MAX_HEADER_AFTER_LOAD;
+        }
         this.#onLoaded(msg.routes);
         return 0;
       case "loadFailed":
@@ -664,7 +674,13 @@ export class SandboxProcess {
     this.#starved.delete(state);
     this.#held -= state.allowance;
     state.allowance = 0;
-    for (const waiting of [...this.#starved]) this.#grant(waiting);
+    // The room freed goes to the streams waiting longest, until it is used
+    // up: each close costs a few grants, not one per waiting stream.
+    for (const waiting of this.#starved) {
+      if (this.#held >= SITE_STREAM_BYTES) break;
+      this.#grant(waiting);
+      if (this.#starved.has(waiting)) break;
+    }
   }
 
   async #readStderr(): Promise<void> {

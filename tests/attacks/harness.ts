@@ -110,7 +110,11 @@ export async function underAttack(
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
-      rssPeakMiB = Math.max(rssPeakMiB, rssMiB(pid));
+      try {
+        rssPeakMiB = Math.max(rssPeakMiB, rssMiB(pid));
+      } catch {
+        return; // the server is gone (the test failed and stopped it)
+      }
       await delay(50);
     }
   })();
@@ -118,7 +122,13 @@ export async function underAttack(
   await delay(100); // the probe is running before the attack starts
   const cpuBefore = cpuSeconds(pid);
   const started = performance.now();
-  await attack();
+  try {
+    await attack();
+  } catch (err) {
+    sampling = false;
+    await during.catch(() => {});
+    throw err;
+  }
   const cpuShare = (cpuSeconds(pid) - cpuBefore) /
     ((performance.now() - started) / 1000);
   const report = {
