@@ -43,6 +43,7 @@ import {
 } from "./static_index.ts";
 import { type Watch, watchFolder } from "./watcher.ts";
 import { describeSites, type SiteDescription } from "./describe.ts";
+import { Coalescer } from "./coalesce.ts";
 
 /** What the gateway reads of the sites: all it needs per request. */
 export interface Sites {
@@ -114,12 +115,19 @@ export class Supervisor implements Sites {
   #watches = new Map<string, Watch>();
   #sitesWatch: Watch | null = null;
   #poll: ReturnType<typeof setInterval> | null = null;
-  #scanning: Promise<void> | null = null;
-  #scanAgain = false;
-  /** Sites with a load in progress, and whether another was asked for. */
-  #loading = new Map<string, { again: boolean; done: Promise<void> }>();
-  /** Sites with a static scan in progress, and whether another was asked for. */
-  #staticScans = new Map<string, { again: boolean; done: Promise<void> }>();
+  /** Loads of a site, one at a time. */
+  #loads = new Coalescer<string>((name) => this.#reloadOnce(name), {
+    stopped: () => this.#stopping,
+  });
+  /** Scans of a site's static files, one at a time, at most one a second. */
+  #staticScans = new Coalescer<string>(
+    (name) => this.#rescanStaticOnce(name),
+    { minIntervalMs: STATIC_SCAN_EVERY_MS, stopped: () => this.#stopping },
+  );
+  /** Scans of the sites folder, one at a time. */
+  #folderScans = new Coalescer<null>(() => this.#rescanOnce(), {
+    stopped: () => this.#stopping,
+  });
   #stopping = false;
 
   constructor(options: SupervisorOptions) {
@@ -217,24 +225,7 @@ export class Supervisor implements Sites {
    * more load after it.
    */
   reloadSite(name: string): Promise<void> {
-    const busy = this.#loading.get(name);
-    if (busy !== undefined) {
-      busy.again = true;
-      return busy.done;
-    }
-    const state = { again: false, done: Promise.resolve() };
-    state.done = (async () => {
-      try {
-        do {
-          state.again = false;
-          await this.#reloadOnce(name);
-        } while (state.again && !this.#stopping);
-      } finally {
-        this.#loading.delete(name);
-      }
-    })();
-    this.#loading.set(name, state);
-    return state.done;
+    return this.#loads.run(name);
   }
 
   async #reloadOnce(name: string): Promise<void> {
@@ -369,27 +360,7 @@ export class Supervisor implements Sites {
    * changes meanwhile ask for one more.
    */
   rescanStatic(name: string): Promise<void> {
-    const busy = this.#staticScans.get(name);
-    if (busy !== undefined) {
-      busy.again = true;
-      return busy.done;
-    }
-    const state = { again: false, done: Promise.resolve() };
-    state.done = (async () => {
-      try {
-        do {
-          state.again = false;
-          const started = Date.now();
-          await this.#rescanStaticOnce(name);
-          const wait = STATIC_SCAN_EVERY_MS - (Date.now() - started);
-          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        } while (state.again && !this.#stopping);
-      } finally {
-        this.#staticScans.delete(name);
-      }
-    })();
-    this.#staticScans.set(name, state);
-    return state.done;
+    return this.#staticScans.run(name);
   }
 
   async #rescanStaticOnce(name: string): Promise<void> {
@@ -421,21 +392,7 @@ export class Supervisor implements Sites {
    * One scan runs at a time; one asked for meanwhile runs after it.
    */
   rescan(): Promise<void> {
-    if (this.#scanning !== null) {
-      this.#scanAgain = true;
-      return this.#scanning;
-    }
-    this.#scanning = (async () => {
-      try {
-        do {
-          this.#scanAgain = false;
-          await this.#rescanOnce();
-        } while (this.#scanAgain && !this.#stopping);
-      } finally {
-        this.#scanning = null;
-      }
-    })();
-    return this.#scanning;
+    return this.#folderScans.run(null);
   }
 
   async #rescanOnce(): Promise<void> {
