@@ -122,7 +122,8 @@ export class Gateway {
     const peer = (info.remoteAddr as Deno.NetAddr).hostname;
     let answer: Answer;
     try {
-      const gone = info.clientGone ?? request.signal;
+      const owned = info.clientGone;
+      const gone = owned === undefined ? () => request.signal : () => owned;
       answer = await this.#process(request, peer, gone, time.getTime());
     } catch (err) {
       answer = internalError(err, method, ROOT_SITE);
@@ -146,7 +147,7 @@ export class Gateway {
   #process(
     request: Request,
     connectedPeer: string,
-    clientGone: AbortSignal,
+    clientGone: () => AbortSignal,
     startTime: number,
   ): Answer | Promise<Answer> {
     const target = readTarget(request.url);

@@ -150,6 +150,13 @@ function unguessableId(): number {
 interface Pending {
   resolve: (value: SandboxReply) => void;
   reject: (err: Error) => void;
+  /** Aborted once its client has gone (asked for when the queue is full). */
+  client?: () => AbortSignal;
+}
+
+/** A request dropped because its client went away. */
+export class ClientGoneError extends Error {
+  override name = "ClientGoneError";
 }
 
 /**
@@ -401,11 +408,32 @@ export class SandboxProcess {
     captures: string[],
     req: WireRequest,
     body: Uint8Array,
+    client?: () => AbortSignal,
   ): { id: number; reply: Promise<SandboxReply> } {
     const id = this.#nextId++;
     const reply = this.#expect(id);
+    if (client !== undefined) this.#pending.get(id)!.client = client;
     this.#send({ t: "request", id, page, captures, req }, body);
     return { id, reply };
+  }
+
+  /**
+   * Drops the requests whose clients have gone (their replies reject with
+   * ClientGoneError, and the sandbox is told to stop answering them).
+   * Called when the site's queue is full: checking each request's client
+   * as it goes would cost every request an event listener.
+   * @returns how many were dropped
+   */
+  dropGone(): number {
+    let dropped = 0;
+    for (const [id, pending] of this.#pending) {
+      if (pending.client?.().aborted !== true) continue;
+      this.#pending.delete(id);
+      if (this.#gone === null) this.#send({ t: "cancel", id });
+      pending.reject(new ClientGoneError("The client went away"));
+      dropped++;
+    }
+    return dropped;
   }
 
   /** Renders an error through the site's `Error` hook. */
@@ -426,11 +454,6 @@ export class SandboxProcess {
   }
 
   /** Forgets a request whose client went away, and tells the sandbox. */
-  cancel(id: number): void {
-    if (!this.#pending.delete(id)) return;
-    if (this.#gone === null) this.#send({ t: "cancel", id });
-  }
-
   #expect(id: number): Promise<SandboxReply> {
     if (this.#gone !== null) return Promise.reject(this.#gone);
     return new Promise((resolve, reject) =>
@@ -525,22 +548,25 @@ export class SandboxProcess {
     try {
       let sinceYield = 0;
       for await (const chunk of this.#child.stdout) {
+        let headerBytes = 0;
         for (const frame of decoder.push(chunk)) {
           const msg = parseFromSandbox(frame.header);
           const cost = this.#dispatch(msg, frame.body, frame.headerBytes);
-          const pause = Math.max(
-            frames.spend(cost),
-            json.spend(frame.headerBytes),
-          );
-          // Over budget, the site waits; and a long run of frames gives the
-          // other sites a turn now and then.
+          headerBytes += frame.headerBytes;
+          // Answers cost nothing. Over budget, the site waits; and a long
+          // run of frames gives the other sites a turn now and then.
+          if (cost === 0) continue;
+          const pause = frames.spend(cost);
           sinceYield += cost;
           if (pause > 0 || sinceYield > YIELD_EVERY) {
             sinceYield = 0;
             await delay(pause);
           }
         }
-        const pause = bytes.spend(chunk.length);
+        const pause = Math.max(
+          bytes.spend(chunk.length),
+          json.spend(headerBytes),
+        );
         if (pause > 0) await delay(pause);
       }
       decoder.end();

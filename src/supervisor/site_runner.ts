@@ -8,6 +8,7 @@
 import { log } from "../log.ts";
 import type { WireRequest, WireRoutes } from "../protocol/messages.ts";
 import {
+  ClientGoneError,
   LoadError,
   SandboxGoneError,
   type SandboxProcess,
@@ -314,8 +315,9 @@ export class SiteRunner {
   }
 
   /**
-   * Runs a page; never rejects. When `signal` aborts (the client went away)
-   * the request is forgotten and the sandbox told to stop answering it.
+   * Runs a page; never rejects. A request whose `signal` has aborted (the
+   * client went away) stops counting against the queue when the queue is
+   * full: it is forgotten and the sandbox told to stop answering it.
    */
   async dispatch(
     page: number,
@@ -323,7 +325,7 @@ export class SiteRunner {
     req: WireRequest,
     body: Uint8Array,
     generation: SandboxProcess | null,
-    signal?: AbortSignal,
+    signal?: () => AbortSignal,
   ): Promise<Outcome> {
     this.counters.requests++;
     const deadline = req.startTime + this.timeoutSeconds * 1000;
@@ -339,25 +341,18 @@ export class SiteRunner {
       );
     }
     // A site that does not answer cannot make the gateway hold requests
-    // without bound.
-    if (sandbox.pending >= this.#options.queue) {
+    // without bound; those whose clients left do not count.
+    if (
+      sandbox.pending >= this.#options.queue && sandbox.dropGone() === 0
+    ) {
       this.counters.overloaded++;
       return this.#failed(
         503,
         `Site "${this.name}" has ${this.#options.queue} requests in flight; try again later`,
       );
     }
-    if (signal?.aborted) return { kind: "gone" };
-    const { id, reply } = sandbox.request(page, captures, req, body);
-    return this.#settle(
-      sandbox,
-      reply,
-      deadline,
-      () => sandbox.forget(id),
-      signal === undefined
-        ? undefined
-        : { signal, cancel: () => sandbox.cancel(id) },
-    );
+    const { id, reply } = sandbox.request(page, captures, req, body, signal);
+    return this.#settle(sandbox, reply, deadline, () => sandbox.forget(id));
   }
 
   /** Renders an error page through the site's `Error` hook; null when it cannot. */
@@ -383,22 +378,12 @@ export class SiteRunner {
     reply: Promise<SandboxReply>,
     deadline: number,
     forget: () => void,
-    client?: { signal: AbortSignal; cancel: () => void },
   ): Promise<Outcome> {
     return new Promise<Outcome>((resolve) => {
       let settled = false;
-      const gone = () => {
-        if (settled) return;
-        settled = true;
-        DEADLINES.cancel(timer);
-        client!.cancel();
-        resolve({ kind: "gone" });
-      };
-      client?.signal.addEventListener("abort", gone, { once: true });
       const timer = DEADLINES.add(deadline, () => {
         if (settled) return;
         settled = true;
-        client?.signal.removeEventListener("abort", gone);
         forget();
         void this.#checkStuck(sandbox);
         resolve(
@@ -411,7 +396,6 @@ export class SiteRunner {
       reply.then(
         (result) => {
           DEADLINES.cancel(timer);
-          client?.signal.removeEventListener("abort", gone);
           if (settled) {
             // Answered after the client left or the time ran out.
             if (result.body instanceof ReadableStream) {
@@ -424,9 +408,12 @@ export class SiteRunner {
         },
         (err) => {
           DEADLINES.cancel(timer);
-          client?.signal.removeEventListener("abort", gone);
           if (settled) return;
           settled = true;
+          if (err instanceof ClientGoneError) {
+            resolve({ kind: "gone" });
+            return;
+          }
           const crashed = err instanceof SandboxGoneError &&
             err.kind === "crash";
           resolve(this.#failed(

@@ -6,16 +6,16 @@
 
 import assert from "node:assert/strict";
 import { startServer, writeSites } from "../helpers/server.ts";
-import { assertUnharmed, runClient, underAttack } from "./harness.ts";
-
-const NEIGHBOUR = { host: "nb.test", path: "/" };
+import {
+  assertUnharmed,
+  NEIGHBOUR,
+  NEIGHBOUR_SITE,
+  runClient,
+  underAttack,
+} from "./harness.ts";
 
 const SITES = {
-  nb: {
-    "site.json": JSON.stringify({ hosts: ["nb.test"] }),
-    "autorun/ar_nb.ts":
-      `import { hosts } from "sandflare";\nhosts.get("nb.test").add("/", () => "neighbour");\n`,
-  },
+  nb: NEIGHBOUR_SITE,
   chat: {
     // An ordinary site: a websocket whose messages it ignores, and a page
     // that never answers.
@@ -77,36 +77,43 @@ Deno.test("a websocket client flooding messages is closed; the gateway keeps ser
   }
 });
 
-Deno.test("requests whose clients went away stop counting against the site's queue", async () => {
-  const sitesDir = await writeSites(SITES);
-  const server = await startServer({ sitesDir, args: ["--site-queue=5"] });
-  try {
-    // 20 clients ask for a page that never answers, then leave.
-    for (let i = 0; i < 20; i++) {
-      const conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: server.port,
-      });
-      await conn.write(
-        new TextEncoder().encode("GET /wait HTTP/1.1\r\nHost: x.test\r\n\r\n"),
+for (const mode of ["", "--fast-connections"]) {
+  Deno.test(`requests whose clients went away stop counting against the site's queue${mode === "" ? "" : ` (${mode})`}`, async () => {
+    const sitesDir = await writeSites(SITES);
+    const server = await startServer({
+      sitesDir,
+      args: ["--site-queue=5", ...(mode === "" ? [] : [mode])],
+    });
+    try {
+      // 20 clients ask for a page that never answers, then leave.
+      for (let i = 0; i < 20; i++) {
+        const conn = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: server.port,
+        });
+        await conn.write(
+          new TextEncoder().encode(
+            "GET /wait HTTP/1.1\r\nHost: x.test\r\n\r\n",
+          ),
+        );
+        await new Promise((r) => setTimeout(r, 20));
+        conn.close();
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      // Before, the 20 left behind filled the queue of 5 until their timeout.
+      const res = await server.raw(
+        "GET /ok HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
       );
-      await new Promise((r) => setTimeout(r, 20));
-      conn.close();
+      assert.equal(res.status, 200);
+      assert.equal(res.body, "ok");
+      // Logged as nginx does: 499, the client closed the connection first.
+      await server.waitForLog(/"GET \/wait HTTP\/1.1" 499 /);
+    } finally {
+      await server.stop();
+      await Deno.remove(sitesDir, { recursive: true });
     }
-    await new Promise((r) => setTimeout(r, 500));
-    // Before, the 20 left behind filled the queue of 5 until their timeout.
-    const res = await server.raw(
-      "GET /ok HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
-    );
-    assert.equal(res.status, 200);
-    assert.equal(res.body, "ok");
-    // Logged as nginx does: 499, the client closed the connection first.
-    await server.waitForLog(/"GET \/wait HTTP\/1.1" 499 /);
-  } finally {
-    await server.stop();
-    await Deno.remove(sitesDir, { recursive: true });
-  }
-});
+  });
+}
 
 Deno.test("broadcasting large messages to clients that never read holds the gateway's memory bounded", async () => {
   const sitesDir = await writeSites(SITES);

@@ -36,6 +36,28 @@ export interface AttackReport {
 
 const PROBE = join(import.meta.dirname!, "probe.ts");
 
+/** The site every attack test measures: one page on its own host. */
+export const NEIGHBOUR_SITE = {
+  "site.json": JSON.stringify({ hosts: ["nb.test"] }),
+  "autorun/ar_nb.ts":
+    `import { hosts } from "sandflare";\nhosts.get("nb.test").add("/", () => "neighbour");\n`,
+};
+
+/** The neighbour's page. */
+export const NEIGHBOUR: Neighbour = { host: "nb.test", path: "/" };
+
+/**
+ * Site code (JavaScript) defining `frame(message)`: the bytes of a frame as
+ * the gateway reads them, for sites that forge their own.
+ */
+export const FRAME_JS = `function frame(message) {
+  const json = new TextEncoder().encode(JSON.stringify(message));
+  const out = new Uint8Array(8 + json.length);
+  new DataView(out.buffer).setUint32(0, json.length);
+  out.set(json, 8);
+  return out;
+}`;
+
 /** Resident memory of a process, in MiB. */
 export function rssMiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

@@ -6,16 +6,16 @@
 
 import assert from "node:assert/strict";
 import { startServer, writeSites } from "../helpers/server.ts";
-import { assertUnharmed, underAttack } from "./harness.ts";
-
-const NEIGHBOUR = { host: "nb.test", path: "/" };
+import {
+  assertUnharmed,
+  FRAME_JS,
+  NEIGHBOUR,
+  NEIGHBOUR_SITE,
+  underAttack,
+} from "./harness.ts";
 
 const SITES = {
-  nb: {
-    "site.json": JSON.stringify({ hosts: ["nb.test"] }),
-    "autorun/ar_nb.ts":
-      `import { hosts } from "sandflare";\nhosts.get("nb.test").add("/", () => "neighbour");\n`,
-  },
+  nb: NEIGHBOUR_SITE,
   evil: {
     "site.json": JSON.stringify({ hosts: ["evil.test"], memory: 512 }),
     "autorun/ar_evil.ts": `
@@ -30,13 +30,7 @@ h.add("/big", (_req, res) => { res.setHeader("content-type", "application/octet-
 h.add("/control", () => new Response("control", { headers: { "x-bad": "a\\u0001b" } }));
 h.add("/205", (_req, res) => { res.status = 205; return "a body it may not have"; });
 // Forged: the head of a streamed reply for this very request, then nothing.
-function frame(message) {
-  const json = new TextEncoder().encode(JSON.stringify(message));
-  const out = new Uint8Array(8 + json.length);
-  new DataView(out.buffer).setUint32(0, json.length);
-  out.set(json, 8);
-  return out;
-}
+${FRAME_JS}
 let count = 0;
 h.add("/stall", () => {
   count++;

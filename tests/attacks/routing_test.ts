@@ -12,9 +12,13 @@ import {
   MAX_PATTERN_LENGTH,
   MAX_PATTERNS_PER_SITE,
 } from "../../src/shared/route_limits.ts";
-import { assertUnharmed, runClient, underAttack } from "./harness.ts";
-
-const NEIGHBOUR = { host: "nb.test", path: "/" };
+import {
+  assertUnharmed,
+  NEIGHBOUR,
+  NEIGHBOUR_SITE,
+  runClient,
+  underAttack,
+} from "./harness.ts";
 
 /** Every position of `.*x?.*x?…` is active on a path of x's. */
 function worstPatterns(salt: number): string {
@@ -31,11 +35,7 @@ function worstPatterns(salt: number): string {
 }
 
 const SITES = {
-  nb: {
-    "site.json": JSON.stringify({ hosts: ["nb.test"] }),
-    "autorun/ar_nb.ts":
-      `import { hosts } from "sandflare";\nhosts.get("nb.test").add("/", () => "neighbour");\n`,
-  },
+  nb: NEIGHBOUR_SITE,
 };
 
 /** Costly requests on 8 connections: own host and fallback, long paths. */

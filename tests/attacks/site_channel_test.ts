@@ -7,19 +7,17 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { startServer, writeSites } from "../helpers/server.ts";
-import { assertUnharmed, underAttack } from "./harness.ts";
-
-const NEIGHBOUR = { host: "nb.test", path: "/" };
+import {
+  assertUnharmed,
+  FRAME_JS,
+  NEIGHBOUR,
+  NEIGHBOUR_SITE,
+  underAttack,
+} from "./harness.ts";
 
 /** Site code that writes forged frames to the sandbox's stdout for `ms`. */
 const FORGE = `
-function frame(message) {
-  const json = new TextEncoder().encode(JSON.stringify(message));
-  const out = new Uint8Array(8 + json.length);
-  new DataView(out.buffer).setUint32(0, json.length);
-  out.set(json, 8);
-  return out;
-}
+${FRAME_JS}
 /** Whole frames in writes of at most 4 KiB, which a pipe never splits. */
 function batch(message) {
   const one = frame(message);
@@ -39,11 +37,7 @@ function flood(message, ms) {
 `;
 
 const SITES = {
-  nb: {
-    "site.json": JSON.stringify({ hosts: ["nb.test"] }),
-    "autorun/ar_nb.ts":
-      `import { hosts } from "sandflare";\nhosts.get("nb.test").add("/", () => "neighbour");\n`,
-  },
+  nb: NEIGHBOUR_SITE,
   flood: {
     "site.json": JSON.stringify({ hosts: ["flood.test"], requestTimeout: 60 }),
     "autorun/ar_flood.ts": `
