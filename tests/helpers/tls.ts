@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { startServer, type TestServer } from "./server.ts";
 
 /** A self-signed certificate for 127.0.0.1 and localhost, made by openssl. */
 export async function selfSigned(
@@ -36,4 +37,21 @@ export async function selfSigned(
   });
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
   return { cert, key };
+}
+
+/**
+ * A server on HTTPS with a fresh self-signed certificate in `sitesDir`, plus
+ * `extra` flags (a connection mode, say). Returns the server and the
+ * certificate for curl's --cacert.
+ */
+export async function startTlsServer(
+  sitesDir: string,
+  extra: string[] = [],
+): Promise<{ server: TestServer; cert: string }> {
+  const { cert, key } = await selfSigned(sitesDir);
+  const server = await startServer({
+    sitesDir,
+    args: [`--tls-cert=${cert}`, `--tls-key=${key}`, ...extra],
+  });
+  return { server, cert };
 }

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { startServer, writeSites } from "../helpers/server.ts";
 import { curl } from "../helpers/nginx.ts";
-import { selfSigned } from "../helpers/tls.ts";
+import { startTlsServer } from "../helpers/tls.ts";
 
 const SITES = {
   a: {
@@ -68,15 +68,10 @@ for (const mode of ["", "--fast-connections"]) {
 
   Deno.test(`an HTTP/2 request is routed by its :authority${label}`, async () => {
     const sitesDir = await writeSites(SITES);
-    const { cert, key } = await selfSigned(sitesDir);
-    const server = await startServer({
+    const { server, cert } = await startTlsServer(
       sitesDir,
-      args: [
-        `--tls-cert=${cert}`,
-        `--tls-key=${key}`,
-        ...(mode === "" ? [] : [mode]),
-      ],
-    });
+      mode === "" ? [] : [mode],
+    );
     try {
       for (const [host, want] of [["a.test", "site a"], ["b.test", "site b"]]) {
         const h2 = await curl([

@@ -5,9 +5,9 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cliCommand, startServer, writeSites } from "../helpers/server.ts";
+import { cliCommand, writeSites } from "../helpers/server.ts";
 import { curl } from "../helpers/nginx.ts";
-import { selfSigned } from "../helpers/tls.ts";
+import { selfSigned, startTlsServer } from "../helpers/tls.ts";
 
 for (const mode of ["", "--fast-connections"]) {
   Deno.test(`HTTPS serves HTTP/2 by ALPN and HTTP/1.1${mode === "" ? "" : ` (${mode})`}`, async () => {
@@ -18,15 +18,10 @@ for (const mode of ["", "--fast-connections"]) {
           `import { hosts } from "sandflare";\nhosts.any.add("/secure", () => "over tls");\n`,
       },
     });
-    const { cert, key } = await selfSigned(sitesDir);
-    const server = await startServer({
+    const { server, cert } = await startTlsServer(
       sitesDir,
-      args: [
-        `--tls-cert=${cert}`,
-        `--tls-key=${key}`,
-        ...(mode === "" ? [] : [mode]),
-      ],
-    });
+      mode === "" ? [] : [mode],
+    );
     try {
       await server.waitForLog(/Listening on https:\/\/127\.0\.0\.1:\d+/);
       const url = `https://127.0.0.1:${server.port}/secure`;
