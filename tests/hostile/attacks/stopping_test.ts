@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { delay, startServer, writeSites } from "../helpers/server.ts";
+import { delay, startServer, writeSites } from "../../helpers/server.ts";
 
 const SPIN = {
   // One worker, busy for good once its task starts.

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { delay, type TestServer } from "../helpers/server.ts";
+import { delay, type TestServer } from "../../helpers/server.ts";
 
 /** A page of a site that is not under attack. */
 export interface Neighbour {

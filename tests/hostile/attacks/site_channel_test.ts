@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startServer, writeSites } from "../helpers/server.ts";
+import { startServer, writeSites } from "../../helpers/server.ts";
 import {
   assertUnharmed,
   FRAME_JS,

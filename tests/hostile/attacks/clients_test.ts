@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { startServer, writeSites } from "../helpers/server.ts";
+import { startServer, writeSites } from "../../helpers/server.ts";
 import {
   assertUnharmed,
   NEIGHBOUR,

@@ -6,12 +6,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startServer, writeSites } from "../helpers/server.ts";
+import { startServer, writeSites } from "../../helpers/server.ts";
 import {
   MAX_PATH_BYTES,
   MAX_PATTERN_LENGTH,
   MAX_PATTERNS_PER_SITE,
-} from "../../src/shared/route_limits.ts";
+} from "../../../src/shared/route_limits.ts";
 import {
   assertUnharmed,
   NEIGHBOUR,
