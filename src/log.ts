@@ -158,19 +158,22 @@ export class RepeatedWarning {
     this.#everyMs = everyMs;
   }
 
-  /** Notes one occurrence for `site`, with what sets it apart. */
-  note(site: string, detail: string): void {
-    const known = this.#repeats.get(site);
+  /**
+   * Notes one occurrence for `site`, with what sets it apart; occurrences
+   * with another `key` are counted apart (by default one count per site).
+   */
+  note(site: string, detail: string, key: string = site): void {
+    const known = this.#repeats.get(key);
     if (known !== undefined) {
       known.count++;
       known.last = detail;
       return;
     }
     log.warn(site, `${this.#what}: ${detail}`);
-    this.#repeats.set(site, { count: 0, last: detail });
+    this.#repeats.set(key, { count: 0, last: detail });
     const timer = setTimeout(() => {
-      const repeated = this.#repeats.get(site);
-      this.#repeats.delete(site);
+      const repeated = this.#repeats.get(key);
+      this.#repeats.delete(key);
       if (repeated !== undefined && repeated.count > 0) {
         log.warn(
           site,

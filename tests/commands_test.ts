@@ -40,7 +40,11 @@ websocket.register("/live", "v1");
   });
   try {
     await t.step("text", async () => {
-      const { code, stdout } = await run(["sites", `--sites-dir=${sitesDir}`]);
+      const { code, stdout } = await run([
+        "sites",
+        "--grant-requests",
+        `--sites-dir=${sitesDir}`,
+      ]);
       assert.equal(code, 1, "a site failed to load");
       assert.match(stdout, /^good {2}.*\/good$/m);
       assert.match(stdout, /hosts: +\*, good\.test/);
@@ -50,7 +54,7 @@ websocket.register("/live", "v1");
       assert.match(stdout, /static: +1 file/);
       assert.match(
         stdout,
-        /permissions: read .*\/good, .*\/good\/data; write none; net none; env none/,
+        /asks for: {4}read .*\/good, .*\/good\/data; write none; net none; env none/,
       );
       assert.match(stdout, /sandbox: +2 worker\(s\), 256 MiB/);
       assert.match(
@@ -61,6 +65,7 @@ websocket.register("/live", "v1");
     await t.step("--json", async () => {
       const { code, stdout } = await run([
         "sites",
+        "--grant-requests",
         `--sites-dir=${sitesDir}`,
         "--json",
       ]);
@@ -80,7 +85,11 @@ websocket.register("/live", "v1");
     });
     await t.step("exit 0 when every site loads", async () => {
       await Deno.remove(join(sitesDir, "bad"), { recursive: true });
-      const { code } = await run(["sites", `--sites-dir=${sitesDir}`]);
+      const { code } = await run([
+        "sites",
+        "--grant-requests",
+        `--sites-dir=${sitesDir}`,
+      ]);
       assert.equal(code, 0);
     });
   } finally {
@@ -161,6 +170,7 @@ Deno.test("sites escapes what a site registered before printing it to a terminal
     for (const args of [[], ["--json"]]) {
       const { stdout } = await run([
         "sites",
+        "--grant-requests",
         `--sites-dir=${sitesDir}`,
         ...args,
       ]);
@@ -173,7 +183,12 @@ Deno.test("sites escapes what a site registered before printing it to a terminal
       assert.doesNotMatch(stdout, /^root {2}FORGED/m, "a forged line");
       assert.match(stdout, /\\(x1b|u001b)\]52;c;ZXZpbA==/);
     }
-    const json = await run(["sites", `--sites-dir=${sitesDir}`, "--json"]);
+    const json = await run([
+      "sites",
+      "--grant-requests",
+      `--sites-dir=${sitesDir}`,
+      "--json",
+    ]);
     const parsed = JSON.parse(json.stdout);
     const routes = parsed.sites.flatMap((s: { pages: { route: string }[] }) =>
       s.pages.map((p) => p.route)

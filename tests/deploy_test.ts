@@ -244,6 +244,7 @@ Deno.test("deploy/sandflare.service", async (t) => {
         read?.toSorted(),
         [
           "/etc/mime.types",
+          "/etc/sandflare",
           "/opt/sandflare",
           "/proc/uptime",
           "/run/sandflare",
@@ -267,6 +268,7 @@ Deno.test("deploy/sandflare.service", async (t) => {
           "--host=127.0.0.1",
           "--port=8080",
           "--sites-dir=/srv/sandflare/sites",
+          "--grants=/etc/sandflare/sandflare.json",
           "--data-dir=/var/lib/sandflare",
           "--x-accel-redirect",
         ]
@@ -383,12 +385,19 @@ class NotifySocket {
 /** The unit's ExecStart with its paths and port moved into `dir`. */
 function localExecStart(
   unit: Unit,
-  paths: { sites: string; data: string; run: string; notify: string },
+  paths: {
+    sites: string;
+    data: string;
+    run: string;
+    notify: string;
+    etc: string;
+  },
   port: number,
 ): string[] {
   const replacements: [string, string][] = [
     ["/usr/local/bin/deno", Deno.execPath()],
     ["/opt/sandflare", PROJECT_DIR.replace(/\/$/, "")],
+    ["/etc/sandflare", paths.etc],
     ["/srv/sandflare/sites", paths.sites],
     ["/var/lib/sandflare", paths.data],
     ["/run/sandflare", paths.run],
@@ -495,9 +504,16 @@ Deno.test("the unit's ExecStart serves behind deploy/nginx.conf and deploy/hapro
     data: join(dir, "data"),
     run: join(dir, "run"),
     notify: join(dir, "notify.sock"),
+    etc: join(dir, "etc"),
   };
   await Deno.mkdir(paths.data);
   await Deno.mkdir(paths.run);
+  await Deno.mkdir(paths.etc);
+  // The operator's grants, where the unit reads them.
+  await Deno.writeTextFile(
+    join(paths.etc, "sandflare.json"),
+    JSON.stringify({ sites: { front: { hosts: ["*"] } } }),
+  );
   const notify = new NotifySocket(paths.notify);
   const port = freePort();
   const argv = localExecStart(unit, paths, port);
@@ -788,6 +804,7 @@ Deno.test("deploy/Containerfile runs the unit's flags as a non-root user", async
       "--host=0.0.0.0",
       "--port=8080",
       "--sites-dir=/srv/sandflare/sites",
+      "--grants=/etc/sandflare/sandflare.json",
       "--data-dir=/var/lib/sandflare",
     ]
   ) {

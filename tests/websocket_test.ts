@@ -286,7 +286,9 @@ Deno.test("sessions persist across requests and restarts, and never leak", async
     const first = await count("");
     assert.match(
       first.setCookie,
-      /^session=[0-9a-f]{32}; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Lax$/,
+      // x.test is shared by every site's hosts.any pages: the cookie is
+      // bound to its site by name.
+      /^sf~chat~session=[0-9a-f]{32}; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Lax$/,
     );
     const cookie = first.setCookie.split(";")[0]!;
     const id = cookie.split("=")[1]!;
@@ -309,7 +311,7 @@ Deno.test("sessions persist across requests and restarts, and never leak", async
     );
     assert.equal(otherSite.body.split(" ")[1], "{}");
 
-    const forged = await count("session=not-an-id");
+    const forged = await count("sf~chat~session=not-an-id");
     assert.equal(forged.body.split(" ")[1], "1");
 
     await server.stop();

@@ -7,13 +7,18 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { log } from "../log.ts";
 import { listen } from "./listen.ts";
-import { mountCommand, sitesCommand, unmountCommand } from "./site_commands.ts";
+import {
+  grantCommand,
+  mountCommand,
+  sitesCommand,
+  unmountCommand,
+} from "./site_commands.ts";
 import { formatHelp, parseListenOptions, UsageError } from "./options.ts";
 
 /** The version of this Sandflare. */
 export const VERSION: string = denoJson.version;
 
-const COMMANDS = ["listen", "sites", "mount", "unmount"] as const;
+const COMMANDS = ["listen", "sites", "grant", "mount", "unmount"] as const;
 
 const USAGE = `Usage: sandflare COMMAND [OPTIONS]
 
@@ -21,9 +26,13 @@ Commands:
   listen [OPTIONS]         serve every site until SIGINT or SIGTERM
   sites [OPTIONS] [--json] load every site, print its hosts, routes, permissions
                            and problems; exit 1 if any fails to load
+  grant SITE [--yes]       show what SITE's site.json asks for and what it is
+                           granted; once confirmed, write the request into the
+                           grants file (--grants=PATH, default sandflare.json
+                           beside --sites-dir)
   mount PATH [NAME]        link the site folder PATH into --sites-dir as NAME
   unmount NAME             remove that link
-  (sites, mount and unmount take --sites-dir=PATH, default ./sites)
+  (sites, grant, mount and unmount take --sites-dir=PATH, default ./sites)
 
 Run "deno task cli listen --help" (or "npm start -- --help") for the options of listen.`;
 
@@ -68,6 +77,14 @@ export async function runCli(args: string[]): Promise<number> {
           return 0;
         }
         return await sitesCommand(options, json);
+      }
+      case "grant": {
+        const yes = rest.includes("--yes") || rest.includes("-y");
+        const flags = rest.filter((a) =>
+          a.startsWith("-") && a !== "--yes" && a !== "-y"
+        );
+        const positional = rest.filter((a) => !a.startsWith("-"));
+        return await grantCommand(positional, parseListenOptions(flags), yes);
       }
       case "mount":
       case "unmount": {

@@ -5,6 +5,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { dirname, join, resolve } from "node:path";
 import { Gateway, type GatewayOptions } from "../gateway/gateway.ts";
 import type { IpMatcher } from "../gateway/proxy.ts";
 import { flushLog, log } from "../log.ts";
@@ -16,6 +17,11 @@ import {
   TrustError,
 } from "../gateway/trust.ts";
 import type { ListenOptions } from "./options.ts";
+import {
+  GRANTS_FILE_NAME,
+  GrantsError,
+  type ServerAddress,
+} from "../supervisor/grants.ts";
 
 /** How long in-flight requests may take to finish at shutdown. */
 const DRAIN_MS = 10_000;
@@ -25,15 +31,32 @@ const DUPLICATE_SIGNAL_MS = 250;
 /** The folder holding `autorun/` (the root site). */
 export const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url));
 
+/** The grants file `listen` reads, or null with --grant-requests. */
+export function grantsFileOf(options: ListenOptions): string | null {
+  if (options.grantRequests) return null;
+  return options.grantsFile ??
+    join(dirname(resolve(options.sitesDir)), GRANTS_FILE_NAME);
+}
+
+/** What the addresses of the server are, for a site's net request. */
+export interface Listening {
+  address: ServerAddress | null;
+}
+
 /** The gateway's options from the flags of `listen`. */
 export function gatewayOptions(
   options: ListenOptions,
-  trustedProxies: IpMatcher | null,
+  resolved: { trustedProxies: IpMatcher | null; operators: IpMatcher },
+  listening: Listening,
 ): GatewayOptions {
+  const { trustedProxies, operators } = resolved;
   return {
+    operators,
     sites: {
       projectDir: PROJECT_DIR,
       sitesDir: options.sitesDir,
+      grantsFile: grantsFileOf(options),
+      serverAddress: () => listening.address,
       threads: options.threads,
       requestTimeout: options.requestTimeout,
       siteQueue: options.siteQueue,
@@ -101,7 +124,12 @@ function serve(
   tls: { cert: string; key: string } | undefined,
   handle: Handle,
   openWebsockets: () => number,
+  listening: Listening,
 ): Serving {
+  const onListen = (addr: { hostname: string; port: number }) => {
+    listening.address = { hostname: addr.hostname, port: addr.port };
+    announce(addr, tls !== undefined);
+  };
   if (!options.fastConnections) {
     const owned = new ConnectionServer({
       hostname: bindAddress(options.host),
@@ -109,7 +137,7 @@ function serve(
       keepaliveMs: options.keepaliveTime * 1000,
       maxConnections: options.maxConnections,
       ...(tls !== undefined ? { tls } : {}),
-      onListen: (addr) => announce(addr, tls !== undefined),
+      onListen,
       onRefused: refused,
       openWebsockets,
     }, handle);
@@ -119,7 +147,7 @@ function serve(
     hostname: bindAddress(options.host),
     port: options.port,
     ...(tls ?? {}),
-    onListen: (addr) => announce(addr, tls !== undefined),
+    onListen,
   }, async (request, info) => (await handle(request, info)).response);
   return {
     shutdown: (ms) =>
@@ -216,18 +244,30 @@ export async function listen(options: ListenOptions): Promise<number> {
     return 2;
   }
   let trusted: TrustedProxies | null = null;
-  if (options.reverseProxy) {
-    try {
+  let operators: TrustedProxies;
+  try {
+    if (options.reverseProxy) {
       trusted = await resolveTrustedProxies(options.trustedReverseProxies);
-    } catch (err) {
-      if (!(err instanceof TrustError)) throw err;
-      log.error(null, err.message);
-      return 2;
+      log.info(
+        null,
+        `Trusting reverse proxies: ${trusted.described.join("; ")}`,
+      );
     }
-    log.info(null, `Trusting reverse proxies: ${trusted.described.join("; ")}`);
+    operators = await resolveTrustedProxies(
+      options.operatorAddresses,
+      "--operator-addresses",
+    );
+  } catch (err) {
+    if (!(err instanceof TrustError)) throw err;
+    log.error(null, err.message);
+    return 2;
   }
+  const listening: Listening = { address: null };
   const gateway = new Gateway(
-    gatewayOptions(options, trusted?.matches ?? null),
+    gatewayOptions(options, {
+      trustedProxies: trusted?.matches ?? null,
+      operators: operators.matches,
+    }, listening),
   );
   let tls: { cert: string; key: string } | undefined;
   if (options.tlsCert !== null && options.tlsKey !== null) {
@@ -243,10 +283,16 @@ export async function listen(options: ListenOptions): Promise<number> {
   const loaded = Promise.withResolvers<void>();
   let server: Serving;
   try {
-    server = serve(options, tls, async (request, info) => {
-      await loaded.promise;
-      return gateway.handle(request, info);
-    }, () => gateway.openSockets());
+    server = serve(
+      options,
+      tls,
+      async (request, info) => {
+        await loaded.promise;
+        return gateway.handle(request, info);
+      },
+      () => gateway.openSockets(),
+      listening,
+    );
   } catch (err) {
     log.error(
       null,
@@ -256,7 +302,22 @@ export async function listen(options: ListenOptions): Promise<number> {
     );
     return 1;
   }
-  const problems = await gateway.start();
+  const grantsFile = grantsFileOf(options);
+  log.info(
+    null,
+    grantsFile === null
+      ? "--grant-requests: every site gets what its site.json asks for"
+      : `Grants: ${grantsFile}`,
+  );
+  let problems;
+  try {
+    problems = await gateway.start();
+  } catch (err) {
+    if (!(err instanceof GrantsError)) throw err;
+    log.error(null, err.message);
+    await server.shutdown(1000);
+    return 2;
+  }
   loaded.resolve();
   // Watch before saying Ready: a file saved just after Ready is picked up.
   if (options.reload) gateway.sites.watch();

@@ -36,6 +36,12 @@ export interface ListenOptions {
   host: string;
   /** Folder holding the third-party sites. */
   sitesDir: string;
+  /** The operator's grants file, or `null` for the default beside sitesDir. */
+  grantsFile: string | null;
+  /** Whether every site gets what its site.json asks for (no grants file). */
+  grantRequests: boolean;
+  /** IP addresses, CIDR ranges and host names that may see /stats. */
+  operatorAddresses: string[];
   /** Default number of workers per site, 1 to 64. */
   threads: number;
   /** Whether changed scripts are reloaded. */
@@ -241,6 +247,35 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: "./sites",
     placeholder: "PATH",
     help: "folder holding the third-party sites",
+  },
+  {
+    name: "grants",
+    key: "grantsFile",
+    kind: "path",
+    default: null,
+    placeholder: "PATH",
+    help: "the operator's grants, what each site may have; when not " +
+      "given, sandflare.json beside --sites-dir",
+  },
+  {
+    name: "grant-requests",
+    key: "grantRequests",
+    kind: "flag",
+    default: false,
+    help: "give every site what its site.json asks for, without a grants " +
+      "file: only for sites you wrote yourself",
+  },
+  {
+    name: "operator-addresses",
+    key: "operatorAddresses",
+    kind: "list",
+    default: ["localhost"],
+    placeholder: "LIST",
+    expected:
+      "expected a comma-separated list of IP addresses, CIDR ranges and host names",
+    check: checkProxy,
+    help: "comma-separated IP addresses, CIDR ranges and host names that " +
+      "may see /stats",
   },
   {
     name: "threads",

@@ -8,9 +8,16 @@
 import { basename, join, resolve } from "node:path";
 import { Gateway } from "../gateway/gateway.ts";
 import type { SiteDescription } from "../supervisor/describe.ts";
-import { gatewayOptions } from "./listen.ts";
+import { gatewayOptions, grantsFileOf } from "./listen.ts";
 import { escapeControl, safeJson } from "../shared/escape.ts";
 import { log } from "../log.ts";
+import {
+  grantJson,
+  GrantsError,
+  readGrants,
+  writeGrant,
+} from "../supervisor/grants.ts";
+import { ManifestError, parseManifest } from "../supervisor/manifest.ts";
 import type { ListenOptions } from "./options.ts";
 import { UsageError } from "./options.ts";
 
@@ -26,7 +33,9 @@ export function formatSites(sites: SiteDescription[]): string {
   for (const s of sites) {
     const where = s.root ? "(built-in root site)" : s.dir;
     if (!s.loaded) {
-      lines.push(`${s.name}  ${where}`, `  NOT LOADED: ${s.problem}`, "");
+      lines.push(`${s.name}  ${where}`, `  NOT LOADED: ${s.problem}`);
+      if (s.granted !== null) lines.push(grantedLine(s));
+      lines.push("");
       continue;
     }
     lines.push(`${s.name}  ${where}`);
@@ -65,14 +74,29 @@ export function formatSites(sites: SiteDescription[]): string {
       ? "none"
       : p.env.join(", ");
     lines.push(
-      `  permissions: read ${p.read.join(", ")}; write ${
+      `  asks for:    read ${p.read.join(", ")}; write ${
         p.write.join(", ") || "none"
       }; net ${p.net.join(", ") || "none"}; env ${env}`,
     );
-    lines.push(`  sandbox:     ${s.workers} worker(s), ${s.memory} MiB`, "");
+    lines.push(`  sandbox:     ${s.workers} worker(s), ${s.memory} MiB`);
+    if (s.granted !== null) lines.push(grantedLine(s));
+    lines.push("");
   }
   // Every field but the labels came from a site: escape what a terminal acts on.
   return lines.map(escapeControl).join("\n").trimEnd();
+}
+
+/** What the operator grants a site, on one line. */
+function grantedLine(s: SiteDescription): string {
+  const g = s.granted!;
+  const list = (items: string[]) => items.join(", ") || "none";
+  return `  granted:     ${s.listed ? "" : "(not listed) "}hosts ${
+    list(g.hosts)
+  }; read ${list(g.permissions.read)}; write ${
+    list(g.permissions.write)
+  }; net ${list(g.permissions.net)}; env ${
+    list(g.permissions.env)
+  }; up to ${g.workers} worker(s), ${g.memory} MiB, ${g.requestTimeout} s`;
 }
 
 /**
@@ -84,11 +108,22 @@ export async function sitesCommand(
   options: ListenOptions,
   json: boolean,
 ): Promise<number> {
-  const gateway = new Gateway(gatewayOptions(options, null));
+  const operators = () => false;
+  const address = {
+    hostname: options.host === "*" ? "0.0.0.0" : options.host,
+    port: options.port,
+  };
+  const gateway = new Gateway(
+    gatewayOptions(options, { trustedProxies: null, operators }, { address }),
+  );
   let sites: SiteDescription[];
   try {
     await gateway.start();
     sites = gateway.sites.describe();
+  } catch (err) {
+    if (!(err instanceof GrantsError)) throw err;
+    log.error(null, err.message);
+    return 2;
   } finally {
     await gateway.stop(1000);
   }
@@ -185,5 +220,85 @@ export async function unmountCommand(
   }
   await Deno.remove(link);
   log.info(name, `Unmounted ${link}`);
+  return 0;
+}
+
+/**
+ * `grant SITE [--yes]`: shows what a site's site.json asks for and what it
+ * is granted now, and once confirmed (or with --yes) writes the request
+ * into the grants file as that site's grant. A running server picks it up.
+ * @returns the exit code
+ */
+export async function grantCommand(
+  args: string[],
+  options: ListenOptions,
+  yes: boolean,
+): Promise<number> {
+  const [name] = args;
+  if (name === undefined || args.length > 1) {
+    throw new UsageError("Usage: grant SITE [--yes] [--sites-dir=PATH]");
+  }
+  if (!NAME_REGEXP.test(name) || name === "root") {
+    throw new UsageError(`Invalid site name ${JSON.stringify(name)}`);
+  }
+  const file = grantsFileOf(options);
+  if (file === null) {
+    throw new UsageError(
+      "grant writes the grants file: leave out --grant-requests",
+    );
+  }
+  let dir: string;
+  try {
+    dir = await Deno.realPath(join(options.sitesDir, name));
+  } catch {
+    log.error(null, `No site folder ${join(options.sitesDir, name)}`);
+    return 1;
+  }
+  const manifestFile = join(dir, "site.json");
+  let request;
+  let grants;
+  try {
+    const text = await Deno.readTextFile(manifestFile).catch((err) => {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    });
+    request = parseManifest(text, { file: manifestFile, siteDir: dir });
+    grants = await readGrants(file);
+  } catch (err) {
+    if (err instanceof ManifestError || err instanceof GrantsError) {
+      log.error(name, err.message);
+      return 2;
+    }
+    throw err;
+  }
+  const previous = grants.sites.get(name) ?? null;
+  const grant = grantJson(request, dir, previous);
+  print(escapeControl(`${name}: ${manifestFile} asks for`));
+  print(escapeControl(JSON.stringify(grant, null, 2)));
+  if (request.permissions.env === true) {
+    print(
+      '"env": true asks for the names the operator lists: ' +
+        (previous === null || previous.permissions.env.length === 0
+          ? `none yet; add them to "permissions.env" in ${file}`
+          : `kept as granted (${previous.permissions.env.join(", ")})`),
+    );
+  }
+  print(
+    previous === null
+      ? `It is not listed in ${file} now, so it gets the grant of unlisted sites.`
+      : `It is granted now: ${JSON.stringify(previous)}`,
+  );
+  if (!yes) {
+    const answer = prompt(`Write this grant for ${name} into ${file}? [y/N]`);
+    if (answer === null || !/^y(es)?$/i.test(answer.trim())) {
+      print("Nothing written.");
+      return 1;
+    }
+  }
+  await writeGrant(file, name, grant);
+  log.info(
+    name,
+    `Granted in ${file}; a running server reloads the site within 2 s`,
+  );
   return 0;
 }

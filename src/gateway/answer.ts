@@ -7,8 +7,9 @@
  */
 
 import type { WireRequest } from "../protocol/messages.ts";
-import { log, type RepeatedWarning } from "../log.ts";
+import { log, RepeatedWarning } from "../log.ts";
 import { errorPage } from "./error_page.ts";
+import { scopeCookieHeader, scopeSetCookie } from "./cookie_scope.ts";
 
 /** A response with what the access log needs to know of it. */
 export interface Answer {
@@ -34,6 +35,14 @@ export interface RequestContext {
   clientGone: () => AbortSignal;
   /** Set once the site's Error hook has rendered for this request. */
   errorRendered?: boolean;
+  /**
+   * The site that owns the request's host, once routed (null: a host
+   * shared by every site's hosts.any pages). Any other site answering gets
+   * its cookies bound to it (cookie_scope.ts).
+   */
+  hostOwner?: string | null;
+  /** The site `wire.headers` were made for. */
+  headersFor?: string;
 }
 
 /** Answers an error for a request, through the owning site's `Error` hook when it has one. */
@@ -193,13 +202,61 @@ export function clientGone(site: string): Answer {
 }
 
 /** Fills the request's header list for a site (once). */
-export function withHeaders(ctx: RequestContext): RequestContext {
-  if (ctx.wire.headers.length === 0) {
+export function withHeaders(
+  ctx: RequestContext,
+  site: string,
+): RequestContext {
+  if (ctx.headersFor !== site) {
+    // On a host the site does not own it sees only its own cookies.
+    const bound = site !== ctx.hostOwner;
     const flat: WireRequest["headers"] = [];
-    ctx.headers.forEach((value, name) => flat.push(name, value));
+    ctx.headers.forEach((value, name) => {
+      if (name !== "cookie" || !bound) flat.push(name, value);
+      else {
+        const scoped = scopeCookieHeader(value, site);
+        if (scoped !== "") flat.push(name, scoped);
+      }
+    });
     ctx.wire.headers = flat;
+    ctx.headersFor = site;
   }
   return ctx;
+}
+
+const removedDomains = new RepeatedWarning(
+  "A cookie's Domain was removed: the site does not own every host under it",
+);
+
+/**
+ * A site's reply headers as they may be sent ({@linkcode siteHeaders}),
+ * with its `Set-Cookie` headers scoped to the request's host
+ * (cookie_scope.ts); or why they cannot be sent.
+ *
+ * @param site the site replying, and the host patterns it owns
+ */
+export function replyHeaders(
+  flat: string[],
+  site: { name: string; owns: readonly string[] },
+  ctx: RequestContext,
+): HeaderList | string {
+  const headers = siteHeaders(flat);
+  if (typeof headers === "string") return headers;
+  const scope = {
+    bound: site.name === ctx.hostOwner ? null : site.name,
+    owns: site.owns,
+  };
+  for (const header of headers) {
+    if (header[0].toLowerCase() !== "set-cookie") continue;
+    const scoped = scopeSetCookie(header[1], scope);
+    header[1] = scoped.value;
+    if (scoped.removedDomain !== null) {
+      removedDomains.note(
+        site.name,
+        `Domain=${scoped.removedDomain} on ${ctx.wire.host}`,
+      );
+    }
+  }
+  return headers;
 }
 
 /** Most headers a site's reply may have. */

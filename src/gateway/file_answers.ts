@@ -15,10 +15,10 @@ import {
   type ErrorAnswer,
   hasHeader,
   type HeaderList,
+  replyHeaders,
   type RequestContext,
   send,
   SERVER_HEADER,
-  siteHeaders,
 } from "./answer.ts";
 import { fileAnswer, FileCache } from "./file_cache.ts";
 import { accelPath, lookupSiteFile } from "./files.ts";
@@ -125,7 +125,10 @@ export class FileAnswers {
       }
       return this.#listDirectory(site.name, found.path, dir, ctx);
     }
-    const checked = siteHeaders(reply.headers);
+    const checked = replyHeaders(reply.headers, {
+      name: site.name,
+      owns: site.runner.def.manifest.hosts,
+    }, ctx);
     if (typeof checked === "string") {
       return this.#options.refused(site.name, checked, ctx);
     }

@@ -36,7 +36,8 @@ import { type BodyBytes, bodyBytesMax, pageBody } from "./request_body.ts";
 import { readTarget, requestHost, requestTarget } from "./request_target.ts";
 import { SessionBridge } from "./session_bridge.ts";
 import { replyAnswer } from "./site_reply.ts";
-import { isLocalPeer, LatencyTracker, statsAnswer } from "./stats.ts";
+import { LatencyTracker, statsAnswer } from "./stats.ts";
+import { STATS_PATH } from "../shared/operator_paths.ts";
 import { upgradeToken, upgradeWebSocket } from "./websocket_upgrade.ts";
 import { WebSocketHub } from "./websockets.ts";
 
@@ -59,6 +60,7 @@ export class Gateway {
   /** Request bodies being read, over all requests. */
   readonly #bodies: BodyBytes;
   readonly #badReplies = new RepeatedWarning("A page's reply was refused");
+  readonly #conflicts = new RepeatedWarning("Answered 409");
   readonly #costlyRoutes = new RepeatedWarning(
     "Route patterns skipped, over the work allowed per request",
   );
@@ -190,6 +192,9 @@ export class Gateway {
     const upgrade = upgradeToken(request.headers);
     if (upgrade !== null) return this.#upgrade(upgrade, request, ctx);
 
+    // The operator's paths are the gateway's on every host: no site can
+    // shadow them.
+    if (target.path === STATS_PATH) return this.#stats(ctx, target.query);
     const route = snapshot.router.route(host, target.path, request.method);
     for (const site of route.overBudget ?? []) {
       this.#costlyRoutes.note(
@@ -197,11 +202,7 @@ export class Gateway {
         `a path of ${target.path.length} characters`,
       );
     }
-    if (
-      route.kind === "error" && route.status === 404 && target.path === "/stats"
-    ) {
-      return this.#stats(ctx, target.query);
-    }
+    ctx.hostOwner = route.hostOwner;
     if (route.kind === "error") return this.#routeError(route, ctx);
     const site = snapshot.sites.get(route.site);
     if (site === undefined) {
@@ -238,6 +239,12 @@ export class Gateway {
     route: Extract<RouteResult, { kind: "error" }>,
     ctx: RequestContext,
   ): Promise<Answer> {
+    // The page names no site; the log says which (host and page
+    // conflicts counted apart, never one entry per path).
+    if (route.detail !== undefined) {
+      const kind = route.detail.startsWith("Host") ? "host" : "page";
+      this.#conflicts.note(route.owner, route.detail, `${route.owner} ${kind}`);
+    }
     const answer = await this.#error(
       route.status,
       route.message,
@@ -273,7 +280,7 @@ export class Gateway {
       outcome = await runner.dispatch(
         route.pageId,
         route.captures,
-        withHeaders(ctx).wire,
+        withHeaders(ctx, site.name).wire,
         body,
         generation,
         ctx.clientGone,
@@ -327,7 +334,7 @@ export class Gateway {
       const rendered = await site.runner.renderError(
         code,
         message,
-        withHeaders(ctx).wire,
+        withHeaders(ctx, owner).wire,
       );
       if (rendered !== null) return this.#fromReply(site, rendered, ctx);
     }
@@ -339,10 +346,15 @@ export class Gateway {
     );
   };
 
-  /** /stats, built in, for local peers only (a site may claim the path). */
+  /** /stats, built in, for the operator's addresses only. */
   #stats(ctx: RequestContext, query: string): Promise<Answer> | Answer {
-    if (!isLocalPeer(ctx.wire.peer)) {
-      return this.#error(403, "/stats is only for local peers", ROOT_SITE, ctx);
+    if (!this.#options.operators(ctx.wire.peer)) {
+      return this.#error(
+        403,
+        "/stats is only for the operator's addresses",
+        ROOT_SITE,
+        ctx,
+      );
     }
     return statsAnswer(ctx, query, {
       snapshot: this.sites.snapshot,

@@ -13,8 +13,16 @@ export interface GatewayOptions {
   /** Where the sites are and how each is run. */
   sites: Pick<
     SupervisorOptions,
-    "projectDir" | "sitesDir" | "threads" | "requestTimeout" | "siteQueue"
+    | "projectDir"
+    | "sitesDir"
+    | "threads"
+    | "requestTimeout"
+    | "siteQueue"
+    | "grantsFile"
+    | "serverAddress"
   >;
+  /** Who may see /stats and the other operator paths. */
+  operators: IpMatcher;
   /** Largest accepted request body, in bytes. */
   maxPostLength: number;
   /** Seconds a request body may pause (and the unit of its time budget). */

@@ -12,9 +12,9 @@ import type { ServedSite } from "../supervisor/snapshot.ts";
 import {
   type Answer,
   defaultError,
+  replyHeaders,
   type RequestContext,
   send,
-  siteHeaders,
 } from "./answer.ts";
 import type { FileAnswers } from "./file_answers.ts";
 
@@ -44,7 +44,10 @@ export function replyAnswer(
   }
   switch (reply.kind) {
     case "body": {
-      const headers = siteHeaders(reply.headers);
+      const headers = replyHeaders(reply.headers, {
+        name: site.name,
+        owns: site.runner.def.manifest.hosts,
+      }, ctx);
       if (typeof headers === "string") {
         return deps.refused(site.name, headers, ctx);
       }
@@ -55,7 +58,10 @@ export function replyAnswer(
       return send(reply.status, headers, body, method, site.name);
     }
     case "stream": {
-      const headers = siteHeaders(reply.headers);
+      const headers = replyHeaders(reply.headers, {
+        name: site.name,
+        owns: site.runner.def.manifest.hosts,
+      }, ctx);
       if (typeof headers === "string" || body instanceof Uint8Array) {
         if (body instanceof ReadableStream) void body.cancel();
         return deps.refused(site.name, String(headers), ctx);

@@ -82,12 +82,6 @@ export interface Stats {
   sites: SiteStats[];
 }
 
-/** True for loopback addresses (the peers /stats answers). */
-export function isLocalPeer(peer: string): boolean {
-  return peer === "::1" || peer.startsWith("127.") ||
-    peer.startsWith("::ffff:127.");
-}
-
 function sparkline(values: number[]): string {
   if (values.length < 2) return "";
   const max = Math.max(...values, 1);

@@ -26,6 +26,7 @@ export class TrustError extends Error {
  */
 export async function resolveTrustedProxies(
   entries: string[],
+  flag = "--trusted-reverse-proxies",
 ): Promise<TrustedProxies> {
   const matchers: IpMatcher[] = [];
   const described: string[] = [];
@@ -33,7 +34,7 @@ export async function resolveTrustedProxies(
     const parsed = parseTrustEntry(entry);
     if (parsed === null) {
       throw new TrustError(
-        `Invalid --trusted-reverse-proxies entry ${
+        `Invalid ${flag} entry ${
           JSON.stringify(entry)
         }: use an IP address, a CIDR such as 10.0.0.0/8 or fd00::/8, or a host name`,
       );
@@ -50,9 +51,9 @@ export async function resolveTrustedProxies(
       );
     } catch (err) {
       throw new TrustError(
-        `Cannot resolve --trusted-reverse-proxies entry ${
-          JSON.stringify(entry)
-        }: ${(err as Error).message}`,
+        `Cannot resolve ${flag} entry ${JSON.stringify(entry)}: ${
+          (err as Error).message
+        }`,
       );
     }
     if (parsed.name === "localhost") addresses.push("127.0.0.1", "::1");

@@ -264,3 +264,63 @@ function formatIPv6(groups: number[]): string {
   const after = hex.slice(bestStart + bestLength).join(":");
   return `${before}::${after}`;
 }
+
+/**
+ * Whether every host that `requested` matches is matched by `granted`: one
+ * pattern each, no comma lists. `*` (hosts.any) covers only `*`, and only
+ * `*` covers it: a grant of `*` never gives a named host.
+ *
+ * @example
+ * ```ts
+ * import { hostPatternCovers } from "./host_pattern.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(hostPatternCovers("*.example.test", "blog.example.test"));
+ * assert.ok(hostPatternCovers("~.example.test", "+.example.test"));
+ * assert.ok(!hostPatternCovers("~.example.test", "example.test"));
+ * assert.ok(!hostPatternCovers("*", "example.test"));
+ * ```
+ */
+export function hostPatternCovers(granted: string, requested: string): boolean {
+  const g = splitPattern(granted);
+  const r = splitPattern(requested);
+  if (g.kind === "*" || r.kind === "*") return g.kind === r.kind;
+  // Is `name` `root` or below it (`strict`: below only; `depth1`: one label)?
+  const under = (name: string, root: string, strict: boolean) =>
+    name.endsWith(`.${root}`) || (!strict && name === root);
+  if (r.kind === "exact") {
+    switch (g.kind) {
+      case "exact":
+        return g.root === r.root;
+      case "*.":
+        return under(r.root, g.root, false);
+      case "~.":
+        return under(r.root, g.root, true);
+      case "+.":
+        return under(r.root, g.root, true) &&
+          !r.root.slice(0, -g.root.length - 1).includes(".");
+    }
+  }
+  switch (g.kind) {
+    case "exact":
+      return false;
+    case "+.":
+      return r.kind === "+." && r.root === g.root;
+    case "~.":
+      return under(r.root, g.root, r.kind === "*.");
+    case "*.":
+      return under(r.root, g.root, false);
+  }
+}
+
+function splitPattern(
+  pattern: string,
+): { kind: "*" | "exact" | "*." | "~." | "+."; root: string } {
+  const p = pattern.trim().toLowerCase();
+  if (p === ANY_PATTERN) return { kind: "*", root: "" };
+  const prefix = p.slice(0, 2);
+  if (prefix === "*." || prefix === "~." || prefix === "+.") {
+    return { kind: prefix, root: p.slice(2) };
+  }
+  return { kind: "exact", root: p };
+}

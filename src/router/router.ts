@@ -42,6 +42,16 @@ export interface HostSpec {
   noFallback: boolean;
 }
 
+/** A host pattern a site owns (from its site.json, within its grant). */
+export interface OwnedHost {
+  pattern: string;
+  /**
+   * The owner lets other sites' `hosts.any` pages answer the paths it does
+   * not; otherwise only its own `hosts.any` pages and the root site's do.
+   */
+  fallback: boolean;
+}
+
 /** Everything one site registered. */
 export interface SiteRoutes {
   site: string;
@@ -49,6 +59,11 @@ export interface SiteRoutes {
   root: boolean;
   hosts: HostSpec[];
   pages: PageSpec[];
+  /**
+   * The named hosts the site owns: no other site ever gets a request for
+   * them unless the owner opts in. @default {[]}
+   */
+  owns?: OwnedHost[];
 }
 
 /** Thrown by {@linkcode buildRouter} for bad input; names the site. */
@@ -64,14 +79,21 @@ export type RouteResult =
     pageId: number;
     captures: string[];
     hostPattern: string;
+    /** The site that owns the request's host; null for a shared host. */
+    hostOwner: string | null;
     /** Sites whose patterns were not all tried (over their work budget). */
     overBudget?: string[];
   }
   | {
     kind: "error";
     status: 404 | 405 | 409;
+    /** For the client: it names no site. */
     message: string;
+    /** For the operator's log, when it says more than `message`. */
+    detail?: string;
     owner: string;
+    /** The site that owns the request's host; null for a shared host. */
+    hostOwner: string | null;
     allow?: string[];
     /** Sites whose patterns were not all tried (over their work budget). */
     overBudget?: string[];
@@ -164,12 +186,14 @@ interface Host {
   /** `null` for hosts.any. */
   site: string | null;
   noFallback: boolean;
+  /** Other sites' hosts.any pages may answer what this host does not. */
+  fallback: boolean;
   matches: (host: string) => boolean;
   /** Tried in order; on hosts.any the root site's pages come last. */
   tiers: Tier[];
 }
 
-type HostChoice = { host: Host } | { conflict: string };
+type HostChoice = { host: Host } | { conflict: string; detail: string };
 
 type Lookup =
   | { kind: "page"; page: PageEntry; captures: string[] }
@@ -213,13 +237,16 @@ export function buildRouter(
   const rootSite = options.rootSite ??
     sites.find((site) => site.root)?.site ?? "root";
   const budget = options.patternWork ?? PATTERN_WORK_PER_REQUEST;
-  const { hosts, any } = buildHosts(sites, options.compiled ?? new Map());
+  const { hosts, owned, any, anyOf, rootOnly } = buildHosts(
+    sites,
+    options.compiled ?? new Map(),
+  );
   const cache = new Map<string, HostChoice | null>();
 
   function chooseHost(name: string): HostChoice | null {
     const cached = cache.get(name);
     if (cached !== undefined) return cached;
-    const choice = resolveHost(hosts, name);
+    const choice = resolveHost(hosts, name) ?? resolveOwned(owned, name);
     if (cache.size >= HOST_CACHE_LIMIT) cache.clear();
     cache.set(name, choice);
     return choice;
@@ -232,7 +259,10 @@ export function buildRouter(
     const method = String(rawMethod);
     const choice = chooseHost(name);
     if (choice !== null && "conflict" in choice) {
-      return error(409, choice.conflict, rootSite);
+      return {
+        ...error(409, choice.conflict, rootSite, null),
+        detail: choice.detail,
+      };
     }
     const work: Work = { budget, spent: null, over: null };
     return withWork(routeOn(choice?.host, path, method, work), work);
@@ -244,27 +274,48 @@ export function buildRouter(
     method: string,
     work: Work,
   ): RouteResult {
-    if (named !== undefined) {
-      const result = lookup(named, path, method, work);
-      if (result.kind !== "none") return answer(named, result, path, method);
-      if (named.noFallback) return notFound(path, named.site ?? rootSite);
+    if (named === undefined || named.site === null) {
+      // A host no site owns: every site's hosts.any pages.
+      const result = lookup(any, path, method, work);
+      return answer(any, result, path, method, rootSite, null);
     }
-    const result = lookup(any, path, method, work);
-    if (result.kind !== "none") return answer(any, result, path, method);
-    return notFound(path, named?.site ?? rootSite);
+    const owner = named.site;
+    const result = lookup(named, path, method, work);
+    if (result.kind !== "none" || named.noFallback) {
+      return answer(named, result, path, method, owner, owner);
+    }
+    // What the owner's host does not answer goes to its own hosts.any
+    // pages and the root site's, or to everyone's if it opted in.
+    const shared = named.fallback ? any : anyOf.get(owner) ?? rootOnly;
+    const fallback = lookup(shared, path, method, work);
+    return answer(shared, fallback, path, method, owner, owner);
   }
 
-  function answer(host: Host, result: Lookup, path: string, method: string) {
-    const owner = host.site ?? rootSite;
+  function answer(
+    host: Host,
+    result: Lookup,
+    path: string,
+    method: string,
+    owner: string,
+    hostOwner: string | null,
+  ): RouteResult {
     switch (result.kind) {
       case "page":
-        return page(host, result.page, result.captures);
+        return page(host, result.page, result.captures, hostOwner);
       case "conflict":
-        return error(409, pageConflictMessage(result.pages, path), owner);
+        return {
+          ...error(
+            409,
+            `More than one page answers "${quotable(path)}"`,
+            owner,
+            hostOwner,
+          ),
+          detail: pageConflictMessage(result.pages, path),
+        };
       case "method":
-        return methodNotAllowed(result.allow, path, method, owner);
+        return methodNotAllowed(result.allow, path, method, owner, hostOwner);
       case "none":
-        return notFound(path, owner);
+        return notFound(path, owner, hostOwner);
       default:
         return assertNever(result);
     }
@@ -279,13 +330,28 @@ function withWork(result: RouteResult, work: Work): RouteResult {
   return result;
 }
 
+interface BuiltHosts {
+  /** Hosts that sites registered pages or options on. */
+  hosts: Host[];
+  /** Hosts sites own but registered nothing on (tried after `hosts`). */
+  owned: Host[];
+  /** hosts.any: every site's pages there, then the root site's. */
+  any: Host;
+  /** Per site: its own hosts.any pages, then the root site's. */
+  anyOf: Map<string, Host>;
+  /** The root site's hosts.any pages alone. */
+  rootOnly: Host;
+}
+
 function buildHosts(
   sites: SiteRoutes[],
   compiled: Map<string, CompiledPattern>,
-): { hosts: Host[]; any: Host } {
+): BuiltHosts {
   const any = newHost(ANY_HOST, null, false, () => true);
   const anyTiers = { site: newTier(), root: newTier() };
+  const ownTiers = new Map<string, Tier>();
   const hosts: Host[] = [];
+  const owned: Host[] = [];
   const seenSites = new Set<string>();
   for (const site of sites) {
     if (typeof site.site !== "string" || site.site === "") {
@@ -297,17 +363,62 @@ function buildHosts(
     seenSites.add(site.site);
     const siteHosts = collectSiteHosts(site);
     hosts.push(...siteHosts.values());
+    owned.push(...ownedHosts(site, siteHosts));
+    const own = newTier();
+    if (!site.root) ownTiers.set(site.site, own);
     addPages(
       site,
       siteHosts,
-      site.root ? anyTiers.root : anyTiers.site,
+      site.root ? [anyTiers.root] : [anyTiers.site, own],
       compiled,
     );
   }
-  any.tiers = [anyTiers.site, anyTiers.root].filter((tier) =>
-    tier.exact.size > 0 || tier.allPatterns.length > 0
+  const used = (tiers: Tier[]) =>
+    tiers.filter((tier) => tier.exact.size > 0 || tier.allPatterns.length > 0);
+  any.tiers = used([anyTiers.site, anyTiers.root]);
+  const rootOnly = newHost(ANY_HOST, null, false, () => true);
+  rootOnly.tiers = used([anyTiers.root]);
+  const anyOf = new Map<string, Host>();
+  for (const [site, tier] of ownTiers) {
+    const host = newHost(ANY_HOST, null, false, () => true);
+    host.tiers = used([tier, anyTiers.root]);
+    anyOf.set(site, host);
+  }
+  return { hosts, owned, any, anyOf, rootOnly };
+}
+
+/**
+ * The hosts a site owns, as hosts with no pages of their own; and each of
+ * its registered hosts learns whether its owner opted in to fallback (every
+ * pattern of a comma list must have).
+ */
+function ownedHosts(site: SiteRoutes, registered: Map<string, Host>): Host[] {
+  const owns = site.root ? [] : site.owns ?? [];
+  const optedIn = new Set(
+    owns.filter((o) => o.fallback).map((o) => hostKey(o.pattern)),
   );
-  return { hosts, any };
+  for (const host of registered.values()) {
+    host.fallback = hostKey(host.pattern).split(",").every((part) =>
+      optedIn.has(part)
+    );
+  }
+  const out: Host[] = [];
+  for (const { pattern, fallback } of owns) {
+    const key = hostKey(pattern);
+    if (key === ANY_HOST || key.includes(",")) continue;
+    let matches: (host: string) => boolean;
+    try {
+      matches = compileHostPattern(pattern);
+    } catch {
+      throw new RouteTableError(
+        `Site "${site.site}" owns invalid host pattern "${pattern}"`,
+      );
+    }
+    const host = newHost(pattern, site.site, false, matches);
+    host.fallback = fallback;
+    out.push(host);
+  }
+  return out;
 }
 
 /** The hosts of one site, keyed by canonical pattern. */
@@ -344,7 +455,7 @@ function collectSiteHosts(site: SiteRoutes): Map<string, Host> {
 function addPages(
   site: SiteRoutes,
   siteHosts: Map<string, Host>,
-  anyTier: Tier,
+  anyTiers: Tier[],
   compiled: Map<string, CompiledPattern>,
 ): void {
   const patterns = site.pages.filter((p) => p.regex !== undefined).length;
@@ -364,12 +475,17 @@ function addPages(
     ids.add(spec.id);
     const key = hostKey(spec.host);
     const host = key === ANY_HOST ? undefined : siteHosts.get(key);
-    const tier = host === undefined ? anyTier : host.tiers[0] ?? newTier();
-    if (host !== undefined) host.tiers = [tier];
-    if (spec.regex !== undefined) {
-      addPattern(tier, site.site, spec, method, compiled);
-    } else {
-      addExact(tier, site.site, spec, method, spec.path ?? "");
+    let tiers = anyTiers;
+    if (host !== undefined) {
+      host.tiers = [host.tiers[0] ?? newTier()];
+      tiers = host.tiers;
+    }
+    for (const tier of tiers) {
+      if (spec.regex !== undefined) {
+        addPattern(tier, site.site, spec, method, compiled);
+      } else {
+        addExact(tier, site.site, spec, method, spec.path ?? "");
+      }
     }
   }
 }
@@ -509,11 +625,29 @@ function resolveHost(hosts: Host[], name: string): HostChoice | null {
   const [first] = matching;
   if (first === undefined) return null;
   if (matching.length === 1) return { host: first };
+  return hostConflict(name, matching);
+}
+
+/** The owner of a host no site registered pages on, if any site owns it. */
+function resolveOwned(owned: Host[], name: string): HostChoice | null {
+  const matching = owned.filter((host) => host.matches(name));
+  const [first] = matching;
+  if (first === undefined) return null;
+  const mine = matching.filter((host) => host.site === first.site);
+  if (mine.length < matching.length) return hostConflict(name, matching);
+  // A site that owns the name by two patterns falls back only if both say so.
+  return {
+    host: { ...first, fallback: mine.every((host) => host.fallback) },
+  };
+}
+
+function hostConflict(name: string, matching: Host[]): HostChoice {
   const claims = matching
     .map((host) => `"${host.pattern}" (site ${host.site})`)
     .join(", ");
   return {
-    conflict: `Host "${quotable(name)}" is claimed by more than one host: ` +
+    conflict: `Host "${quotable(name)}" is claimed by more than one site`,
+    detail: `Host "${quotable(name)}" is claimed by more than one host: ` +
       claims,
   };
 }
@@ -753,7 +887,7 @@ function newHost(
   noFallback: boolean,
   matches: (host: string) => boolean,
 ): Host {
-  return { pattern, site, noFallback, matches, tiers: [] };
+  return { pattern, site, noFallback, fallback: false, matches, tiers: [] };
 }
 
 /** Identity of a pattern: case and spaces around commas do not count. */
@@ -761,22 +895,37 @@ function hostKey(pattern: string): string {
   return pattern.split(",").map((item) => item.trim().toLowerCase()).join(",");
 }
 
-function page(host: Host, entry: PageEntry, captures: string[]): RouteResult {
+function page(
+  host: Host,
+  entry: PageEntry,
+  captures: string[],
+  hostOwner: string | null,
+): RouteResult {
   return {
     kind: "page",
     site: entry.site,
     pageId: entry.pageId,
     captures,
     hostPattern: host.pattern,
+    hostOwner,
   };
 }
 
-function error(status: 404 | 409, message: string, owner: string): RouteResult {
-  return { kind: "error", status, message, owner };
+function error(
+  status: 404 | 409,
+  message: string,
+  owner: string,
+  hostOwner: string | null,
+): Extract<RouteResult, { kind: "error" }> {
+  return { kind: "error", status, message, owner, hostOwner };
 }
 
-function notFound(path: string, owner: string): RouteResult {
-  return error(404, `No page at "${quotable(path)}"`, owner);
+function notFound(
+  path: string,
+  owner: string,
+  hostOwner: string | null,
+): RouteResult {
+  return error(404, `No page at "${quotable(path)}"`, owner, hostOwner);
 }
 
 function methodNotAllowed(
@@ -784,6 +933,7 @@ function methodNotAllowed(
   path: string,
   method: string,
   owner: string,
+  hostOwner: string | null,
 ): RouteResult {
   if (methods.has("GET")) methods.add("HEAD");
   return {
@@ -793,6 +943,7 @@ function methodNotAllowed(
       quotable(path)
     }"`,
     owner,
+    hostOwner,
     allow: [...methods].sort(),
   };
 }

@@ -132,6 +132,8 @@ type Expected =
     owner: string;
     allow?: string[];
     message?: string | RegExp;
+    /** What the log is told (the page names no site). */
+    detail?: string | RegExp;
   };
 
 function check(result: RouteResult, expected: Expected): void {
@@ -155,6 +157,11 @@ function check(result: RouteResult, expected: Expected): void {
     assert.equal(result.message, expected.message);
   } else if (expected.message !== undefined) {
     assert.match(result.message, expected.message);
+  }
+  if (typeof expected.detail === "string") {
+    assert.equal(result.detail, expected.detail);
+  } else if (expected.detail !== undefined) {
+    assert.match(result.detail ?? "", expected.detail);
   }
 }
 
@@ -246,19 +253,21 @@ Deno.test("route() answers 409 when hosts conflict", async (t) => {
     ["exact and *. across sites", "a.test", "/", "GET", {
       status: 409,
       owner: "root",
-      message:
+      message: 'Host "a.test" is claimed by more than one site',
+      detail:
         'Host "a.test" is claimed by more than one host: "a.test" (site shop), "*.a.test" (site other)',
     }],
     ["same pattern in two sites", "dup.test:80", "/", "GET", {
       status: 409,
       owner: "root",
-      message:
+      message: 'Host "dup.test" is claimed by more than one site',
+      detail:
         'Host "dup.test" is claimed by more than one host: "dup.test" (site shop), "DUP.test" (site other)',
     }],
     ["*. and +. in one site", "x.shop.test", "/", "GET", {
       status: 409,
       owner: "root",
-      message: /"\*\.shop\.test" \(site shop\), "\+\.shop\.test" \(site shop\)/,
+      detail: /"\*\.shop\.test" \(site shop\), "\+\.shop\.test" \(site shop\)/,
     }],
     ["+. leaves deeper names to *.", "x.y.shop.test", "/", "GET", {
       page: ["shop", 0, "*.shop.test"],
@@ -321,7 +330,8 @@ Deno.test("route() finds pages on the host", async (t) => {
     ["two patterns match: 409", "blog.test", "/a/bc", "GET", {
       status: 409,
       owner: "blog",
-      message:
+      message: 'More than one page answers "/a/bc"',
+      detail:
         'Path "/a/bc" is claimed by more than one page: GET //a/.*/ (site blog), GET //a/b.*/ (site blog)',
     }],
     ["s flag", "blog.test", "/files/a\nb", "GET", {
@@ -433,11 +443,17 @@ Deno.test("route() answers 405 with Allow", async (t) => {
       owner: "root",
       allow: ["POST", "PUT"],
     }],
-    ["after fallback", "blog.test", "/stats", "DELETE", {
-      status: 405,
-      owner: "root",
-      allow: ["GET", "HEAD"],
-    }],
+    [
+      "after fallback, owned by the host's site",
+      "blog.test",
+      "/stats",
+      "DELETE",
+      {
+        status: 405,
+        owner: "blog",
+        allow: ["GET", "HEAD"],
+      },
+    ],
   ]);
 });
 
@@ -526,13 +542,19 @@ Deno.test("route() merges hosts.any across sites", async (t) => {
     ["cross-site conflict", "x.test", "/shared", "GET", {
       status: 409,
       owner: "root",
-      message:
+      message: 'More than one page answers "/shared"',
+      detail:
         'Path "/shared" is claimed by more than one page: GET "/shared" (site blog), GET "/shared" (site shop), GET "/shared" (site other)',
     }],
-    ["cross-site conflict after fallback", "blog.test", "/shared", "HEAD", {
-      status: 409,
-      owner: "root",
-    }],
+    [
+      "a shared conflict never reaches an owner's host",
+      "blog.test",
+      "/shared",
+      "HEAD",
+      {
+        page: ["blog", 18, "*"],
+      },
+    ],
   ]);
 });
 
@@ -920,4 +942,94 @@ Deno.test("buildRouter() bounds the hosts a site registers", () => {
     /"many" registers 257 hosts; at most 256/,
   );
   assert.doesNotThrow(() => buildRouter([site(MAX_HOSTS_PER_SITE)]));
+});
+
+Deno.test("route() gives an owned host to its owner alone, unless it opts in", async (t) => {
+  const owner: SiteRoutes = {
+    site: "owner",
+    root: false,
+    hosts: [{ pattern: "own.test", noFallback: false }],
+    pages: [
+      exact(0, "own.test", "GET", "/home"),
+      exact(1, ANY_HOST, "GET", "/mine"),
+    ],
+    owns: [
+      { pattern: "own.test", fallback: false },
+      { pattern: "*.quiet.test", fallback: false },
+      { pattern: "open.test", fallback: true },
+    ],
+  };
+  const thief: SiteRoutes = {
+    site: "thief",
+    root: false,
+    hosts: [],
+    pages: [
+      exact(0, ANY_HOST, "GET", "/steal"),
+      pattern(1, ANY_HOST, "GET", "/grab/.*"),
+      exact(2, ANY_HOST, "GET", "/mine"),
+    ],
+  };
+  const router = buildRouter([ROOT, owner, thief]);
+  const cases: [string, string, string, Expected, string | null][] = [
+    ["the owner's page", "own.test", "/home", {
+      page: ["owner", 0, "own.test"],
+    }, "owner"],
+    ["another site's hosts.any page is not tried", "own.test", "/steal", {
+      status: 404,
+      owner: "owner",
+    }, "owner"],
+    ["nor its patterns", "own.test", "/grab/x", {
+      status: 404,
+      owner: "owner",
+    }, "owner"],
+    ["the owner's own hosts.any page", "own.test", "/mine", {
+      page: ["owner", 1, "*"],
+    }, "owner"],
+    ["the root site's pages still answer", "own.test", "/welcome", {
+      page: ["root", 2, "*"],
+    }, "owner"],
+    ["a host owned but not registered", "a.quiet.test", "/steal", {
+      status: 404,
+      owner: "owner",
+    }, "owner"],
+    ["its owner's hosts.any pages", "quiet.test", "/mine", {
+      page: ["owner", 1, "*"],
+    }, "owner"],
+    ["an owner that opted in", "open.test", "/steal", {
+      page: ["thief", 0, "*"],
+    }, "owner"],
+    ["a host nobody owns is shared", "x.test", "/steal", {
+      page: ["thief", 0, "*"],
+    }, null],
+    ["a conflict on a shared host names no site", "x.test", "/mine", {
+      status: 409,
+      owner: "root",
+      message: 'More than one page answers "/mine"',
+    }, null],
+  ];
+  for (const [name, host, path, expected, hostOwner] of cases) {
+    await t.step(`${name}: ${host} ${path}`, () => {
+      const result = router.route(host, path, "GET");
+      check(result, expected);
+      assert.equal(result.hostOwner, hostOwner);
+    });
+  }
+  await t.step("two sites owning one name is a 409 naming neither", () => {
+    const other = {
+      ...thief,
+      site: "other",
+      owns: [{ pattern: "*.quiet.test", fallback: false }],
+    };
+    const result = buildRouter([ROOT, owner, other]).route(
+      "quiet.test",
+      "/",
+      "GET",
+    );
+    check(result, {
+      status: 409,
+      owner: "root",
+      message: 'Host "quiet.test" is claimed by more than one site',
+      detail: /site owner.*site other/,
+    });
+  });
 });

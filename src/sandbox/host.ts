@@ -214,7 +214,10 @@ class Pool {
           read: permissions.read,
           write: permissions.write.length > 0 ? permissions.write : false,
           net: permissions.net.length > 0 ? permissions.net : false,
-          env: permissions.env,
+          // By name only, whatever the message says.
+          env: Array.isArray(permissions.env) && permissions.env.length > 0
+            ? permissions.env
+            : false,
           run: false,
           ffi: false,
           sys: false,

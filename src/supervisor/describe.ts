@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { ROOT_SITE } from "./sites.ts";
 import type { Snapshot } from "./snapshot.ts";
+import { grantOf, type Grants, type SiteGrant } from "./grants.ts";
 
 /** A site as `sandflare sites` shows it. */
 export interface SiteDescription {
@@ -27,6 +28,10 @@ export interface SiteDescription {
   } | null;
   workers: number | null;
   memory: number | null;
+  /** What the operator grants it (null for the root site). */
+  granted: SiteGrant | null;
+  /** Whether the grants file lists it (false: it gets the unlisted grant). */
+  listed: boolean;
 }
 
 /** The served sites, then those that did not load; the root site first. */
@@ -34,7 +39,12 @@ export function describeSites(
   snapshot: Snapshot,
   notLoaded: ReadonlyMap<string, string>,
   folders: { projectDir: string; sitesDir: string },
+  grants: Grants,
 ): SiteDescription[] {
+  const granted = (name: string) =>
+    name === ROOT_SITE
+      ? { granted: null, listed: false }
+      : { granted: grantOf(grants, name), listed: grants.sites.has(name) };
   const out: SiteDescription[] = [];
   for (const { runner, files } of snapshot.sites.values()) {
     const { routes, def } = runner;
@@ -72,6 +82,7 @@ export function describeSites(
       },
       workers: runner.workersOf(def),
       memory: def.manifest.memory,
+      ...granted(runner.name),
     });
   }
   for (const [name, problem] of notLoaded) {
@@ -91,6 +102,7 @@ export function describeSites(
       permissions: null,
       workers: null,
       memory: null,
+      ...granted(name),
     });
   }
   return out.sort(byRootThenName);

@@ -30,6 +30,11 @@ export interface SitePermissions {
 export interface SiteManifest {
   /** Host patterns the site may register, lower case. */
   hosts: string[];
+  /**
+   * Hosts of `hosts` whose owner lets other sites' `hosts.any` pages answer
+   * the paths it does not (`{"host": "…", "fallback": true}`).
+   */
+  fallback: string[];
   /** What the site's workers may do. */
   permissions: SitePermissions;
   /** Size of the worker pool, or `null` for `--threads`. */
@@ -65,6 +70,21 @@ export interface ParseManifestOptions {
   file: string;
   /** The site folder that relative paths are resolved against. */
   siteDir: string;
+  /**
+   * Put before field names in messages: `sites.blog.` for a site's entry in
+   * the grants file. @default {""}
+   */
+  prefix?: string;
+}
+
+/** A file and the path of the object being parsed in it, for messages. */
+interface Where {
+  file: string;
+  prefix: string;
+}
+
+function whereOf(options: ParseManifestOptions): Where {
+  return { file: options.file, prefix: options.prefix ?? "" };
 }
 
 /** Heap limit of a site's sandbox process when `site.json` sets none, in MiB. */
@@ -90,6 +110,9 @@ const HOST_LABEL_REGEXP = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
 const ENV_NAME_REGEXP = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const HOST_PATTERN_HELP = 'must be a host pattern: "*", "example.test", ' +
   '"*.example.test", "~.example.test" or "+.example.test"';
+const HOST_OBJECT_HELP =
+  'must be a host pattern, or {"host": "example.test", "fallback": true} to ' +
+  "let other sites' hosts.any pages answer the paths this site does not";
 const NET_HELP = "must be a host name or IP address with an optional port, " +
   'such as "api.example.com:443", "10.0.0.1" or "[::1]:80"';
 
@@ -123,19 +146,21 @@ export function parseManifest(
   text: string | null,
   options: ParseManifestOptions,
 ): SiteManifest {
-  const { file } = options;
+  const file = whereOf(options);
   if (text === null) return defaultManifest();
   const data = parseJson(text, file);
   if (!isObject(data)) {
     throw new ManifestError(
-      `${file}: expected a JSON object with the fields ${list(FIELDS)}, got ${
-        show(data)
-      }`,
+      `${file.file}: expected a JSON object with the fields ${
+        list(FIELDS)
+      }, got ${show(data)}`,
     );
   }
   checkKeys(data, file);
+  const hosts = parseHosts(data.hosts, file);
   return {
-    hosts: parseHosts(data.hosts, file),
+    hosts: hosts.patterns,
+    fallback: hosts.fallback,
     permissions: parsePermissions(data.permissions, options),
     workers: parseWorkers(data.workers, file),
     requestTimeout: parseRequestTimeout(data.requestTimeout, file),
@@ -146,6 +171,7 @@ export function parseManifest(
 function defaultManifest(): SiteManifest {
   return {
     hosts: [],
+    fallback: [],
     permissions: { read: [], write: [], net: [], env: false },
     workers: null,
     requestTimeout: null,
@@ -153,14 +179,14 @@ function defaultManifest(): SiteManifest {
   };
 }
 
-function parseJson(text: string, file: string): unknown {
+function parseJson(text: string, file: Where): unknown {
   const source = text.replace(/^\uFEFF/, "");
   try {
     return JSON.parse(source);
   } catch (err) {
     if (!(err instanceof SyntaxError)) throw err;
     throw new ManifestError(
-      `${file}: invalid JSON${describeSyntaxError(err.message, source)}`,
+      `${file.file}: invalid JSON${describeSyntaxError(err.message, source)}`,
       { cause: err },
     );
   }
@@ -200,19 +226,22 @@ function lowerFirst(text: string): string {
   return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
-function checkKeys(data: Record<string, unknown>, file: string): void {
+function checkKeys(data: Record<string, unknown>, file: Where): void {
   for (const key of Object.keys(data)) {
     if ((FIELDS as readonly string[]).includes(key)) continue;
     throw new ManifestError(
-      `${file}: unknown field ${JSON.stringify(key)}; valid fields are ${
-        list(FIELDS)
-      }${suggest(key, FIELDS)}`,
+      `${file.file}: unknown field ${
+        JSON.stringify(file.prefix + key)
+      }; valid fields are ${list(FIELDS)}${suggest(key, FIELDS)}`,
     );
   }
 }
 
-function parseHosts(value: unknown, file: string): string[] {
-  if (value === undefined) return [];
+function parseHosts(
+  value: unknown,
+  file: Where,
+): { patterns: string[]; fallback: string[] } {
+  if (value === undefined) return { patterns: [], fallback: [] };
   if (!Array.isArray(value)) {
     throw fieldError(
       file,
@@ -221,13 +250,43 @@ function parseHosts(value: unknown, file: string): string[] {
       value,
     );
   }
-  const patterns = value.map((entry, index) =>
-    parseHostPattern(entry, file, `hosts[${index}]`)
-  );
-  return [...new Set(patterns)];
+  const patterns = new Set<string>();
+  const fallback = new Set<string>();
+  value.forEach((entry, index) => {
+    const field = `hosts[${index}]`;
+    if (!isObject(entry)) {
+      patterns.add(parseHostPattern(entry, file, field));
+      return;
+    }
+    for (const key of Object.keys(entry)) {
+      if (key !== "host" && key !== "fallback") {
+        throw fieldError(file, field, HOST_OBJECT_HELP, entry);
+      }
+    }
+    const pattern = parseHostPattern(entry.host, file, `${field}.host`);
+    if (entry.fallback !== undefined && typeof entry.fallback !== "boolean") {
+      throw fieldError(
+        file,
+        `${field}.fallback`,
+        "must be true or false",
+        entry.fallback,
+      );
+    }
+    if (pattern === "*" && entry.fallback !== undefined) {
+      throw fieldError(
+        file,
+        `${field}.fallback`,
+        'is for named hosts; "*" is already shared by every site on it',
+        entry.fallback,
+      );
+    }
+    patterns.add(pattern);
+    if (entry.fallback === true) fallback.add(pattern);
+  });
+  return { patterns: [...patterns], fallback: [...fallback] };
 }
 
-function parseHostPattern(entry: unknown, file: string, field: string): string {
+function parseHostPattern(entry: unknown, file: Where, field: string): string {
   if (typeof entry !== "string") {
     throw fieldError(file, field, HOST_PATTERN_HELP, entry);
   }
@@ -262,7 +321,7 @@ function parsePermissions(
   value: unknown,
   options: ParseManifestOptions,
 ): SitePermissions {
-  const { file } = options;
+  const file = whereOf(options);
   if (value === undefined) return defaultManifest().permissions;
   if (!isObject(value)) {
     throw fieldError(
@@ -281,20 +340,20 @@ function parsePermissions(
   };
 }
 
-function checkPermissionName(key: string, file: string): void {
+function checkPermissionName(key: string, file: Where): void {
   if ((PERMISSIONS as readonly string[]).includes(key)) return;
   if (FORBIDDEN_PERMISSIONS.includes(key)) {
     throw new ManifestError(
-      `${file}: "permissions.${key}" cannot be granted to a site; sites may ` +
+      `${file.file}: "${file.prefix}permissions.${key}" cannot be granted to a site; sites may ` +
         `only ask for ${list(PERMISSIONS)}`,
     );
   }
   throw new ManifestError(
-    `${file}: unknown permission ${
+    `${file.file}: unknown permission ${
       JSON.stringify(key)
-    } in "permissions"; valid permissions are ${list(PERMISSIONS)}${
-      suggest(key, PERMISSIONS)
-    }`,
+    } in "${file.prefix}permissions"; valid permissions are ${
+      list(PERMISSIONS)
+    }${suggest(key, PERMISSIONS)}`,
   );
 }
 
@@ -303,7 +362,7 @@ function parsePaths(
   name: "read" | "write",
   options: ParseManifestOptions,
 ): string[] {
-  const { file } = options;
+  const file = whereOf(options);
   const field = `permissions.${name}`;
   if (value === undefined || value === false) return [];
   if (!Array.isArray(value)) {
@@ -318,16 +377,60 @@ function parsePaths(
     );
   }
   const root = resolve(options.siteDir);
-  const paths = value.map((entry, index) =>
-    resolveSitePath(entry, root, file, `${field}[${index}]`)
-  );
+  const paths = value.map((entry, index) => {
+    const path = resolveSitePath(entry, root, file, `${field}[${index}]`);
+    const over = name === "write" ? loaderPathUnder(root, path) : null;
+    if (over !== null) {
+      throw fieldError(
+        file,
+        `${field}[${index}]`,
+        `must not cover ${over}, which the loader reads (a site may not ` +
+          'rewrite its own manifest or code); use a folder such as "data"',
+        entry,
+      );
+    }
+    return path;
+  });
   return [...new Set(paths)];
+}
+
+/**
+ * What the loader reads in a site folder: writing there would let a site
+ * change its own request or code behind the operator's back.
+ */
+export const LOADER_PATHS: readonly string[] = [
+  "site.json",
+  "deno.json",
+  "deno.jsonc",
+  "package.json",
+  "autorun",
+  "node_modules",
+];
+
+/**
+ * The loader's path a writable `path` would cover (the folder itself, a
+ * file the loader reads, or a folder of code, or something inside one), or
+ * null when there is none.
+ */
+export function loaderPathUnder(root: string, path: string): string | null {
+  if (path === root) return "the whole site folder";
+  for (const name of LOADER_PATHS) {
+    const loaded = resolve(root, name);
+    const inside = relative(loaded, path);
+    const isIn = inside === "" ||
+      !(inside === ".." || inside.startsWith(`..${sep}`) ||
+        isAbsolute(inside));
+    if (isIn || !relative(path, loaded).startsWith("..")) {
+      return JSON.stringify(name);
+    }
+  }
+  return null;
 }
 
 function resolveSitePath(
   entry: unknown,
   root: string,
-  file: string,
+  file: Where,
   field: string,
 ): string {
   if (typeof entry !== "string" || entry === "" || entry.includes("\0")) {
@@ -369,7 +472,7 @@ function resolveSitePath(
   return path;
 }
 
-function parseNet(value: unknown, file: string): string[] {
+function parseNet(value: unknown, file: Where): string[] {
   const field = "permissions.net";
   if (value === undefined || value === false) return [];
   if (!Array.isArray(value)) {
@@ -412,7 +515,7 @@ function isPort(text: string): boolean {
     Number(text) <= 65535;
 }
 
-function parseEnv(value: unknown, file: string): boolean | string[] {
+function parseEnv(value: unknown, file: Where): boolean | string[] {
   if (value === undefined) return false;
   if (typeof value === "boolean") return value;
   if (!Array.isArray(value)) {
@@ -435,7 +538,7 @@ function parseEnv(value: unknown, file: string): boolean | string[] {
   return names.length === 0 ? false : [...new Set(names)];
 }
 
-function parseWorkers(value: unknown, file: string): number | null {
+function parseWorkers(value: unknown, file: Where): number | null {
   if (value === undefined || value === null) return null;
   const { min, max } = LIMITS.workers;
   if (!isIntegerIn(value, min, max)) {
@@ -449,7 +552,7 @@ function parseWorkers(value: unknown, file: string): number | null {
   return value;
 }
 
-function parseRequestTimeout(value: unknown, file: string): number | null {
+function parseRequestTimeout(value: unknown, file: Where): number | null {
   if (value === undefined || value === null) return null;
   const { max } = LIMITS.requestTimeout;
   if (typeof value !== "number" || !(value > 0 && value <= max)) {
@@ -463,7 +566,7 @@ function parseRequestTimeout(value: unknown, file: string): number | null {
   return value;
 }
 
-function parseMemory(value: unknown, file: string): number {
+function parseMemory(value: unknown, file: Where): number {
   if (value === undefined || value === null) return DEFAULT_MEMORY_MIB;
   const { min, max } = LIMITS.memory;
   if (!isIntegerIn(value, min, max)) {
@@ -491,12 +594,14 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 function fieldError(
-  file: string,
+  file: Where,
   field: string,
   must: string,
   value: unknown,
 ): ManifestError {
-  return new ManifestError(`${file}: "${field}" ${must}, got ${show(value)}`);
+  return new ManifestError(
+    `${file.file}: "${file.prefix}${field}" ${must}, got ${show(value)}`,
+  );
 }
 
 /** A JSON value as written, shortened to one readable line. */

@@ -13,6 +13,7 @@ const OPTIONS = { file: FILE, siteDir: SITE };
 
 const DEFAULTS: SiteManifest = {
   hosts: [],
+  fallback: [],
   permissions: { read: [], write: [], net: [], env: false },
   workers: null,
   requestTimeout: null,
@@ -53,6 +54,7 @@ Deno.test("parseManifest() reads the SPEC example", () => {
   }`;
   assert.deepEqual(parseManifest(text, OPTIONS), {
     hosts: ["example.test", "*.example.test"],
+    fallback: [],
     permissions: {
       read: ["/srv/sites/blog/data"],
       write: ["/srv/sites/blog/data"],
@@ -102,13 +104,40 @@ Deno.test("parseManifest() resolves read and write paths inside the site", async
   ];
   for (const [paths, expected] of cases) {
     await t.step(paths.join(" ") || "none", () => {
-      const { permissions } = parse({
-        permissions: { read: paths, write: paths },
-      });
+      const { permissions } = parse({ permissions: { read: paths } });
       assert.deepEqual(permissions.read, expected);
-      assert.deepEqual(permissions.write, expected);
+      if (!expected.includes(SITE)) {
+        const written = parse({ permissions: { write: paths } });
+        assert.deepEqual(written.permissions.write, expected);
+      }
     });
   }
+  await t.step("write never covers what the loader reads", () => {
+    for (
+      const path of [
+        ".",
+        "x/..",
+        "site.json",
+        "deno.json",
+        "package.json",
+        "autorun",
+        "autorun/lib",
+        "node_modules/x",
+      ]
+    ) {
+      assert.throws(
+        () => parse({ permissions: { write: [path] } }),
+        /"permissions\.write\[0\]" must not cover .*which the loader reads/,
+        path,
+      );
+    }
+    // Beside them is fine.
+    assert.deepEqual(
+      parse({ permissions: { write: ["autorunner", "static"] } }).permissions
+        .write,
+      [`${SITE}/autorunner`, `${SITE}/static`],
+    );
+  });
   await t.step("false grants nothing", () => {
     const { permissions } = parse({
       permissions: { read: false, write: false },
@@ -479,4 +508,27 @@ Deno.test("parseManifest() errors are one line with no final period", () => {
       assert.doesNotMatch(err.message, /\n|\.$/, text);
     }
   }
+});
+
+Deno.test("parseManifest() reads a host's fallback opt-in", () => {
+  const manifest = parse({
+    hosts: ["a.test", { host: "B.test", fallback: true }, {
+      host: "c.test",
+      fallback: false,
+    }],
+  });
+  assert.deepEqual(manifest.hosts, ["a.test", "b.test", "c.test"]);
+  assert.deepEqual(manifest.fallback, ["b.test"]);
+  assert.throws(
+    () => parse({ hosts: [{ host: "a.test", fallback: "yes" }] }),
+    /"hosts\[0\]\.fallback" must be true or false/,
+  );
+  assert.throws(
+    () => parse({ hosts: [{ host: "*", fallback: true }] }),
+    /"hosts\[0\]\.fallback" is for named hosts/,
+  );
+  assert.throws(
+    () => parse({ hosts: [{ name: "a.test" }] }),
+    /"hosts\[0\]" must be a host pattern, or \{"host"/,
+  );
 });

@@ -204,10 +204,8 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
   if (spec.permissions.net.length > 0) {
     args.push(`--allow-net=${spec.permissions.net.join(",")}`);
   }
-  if (spec.permissions.env === true) args.push("--allow-env");
-  else if (
-    Array.isArray(spec.permissions.env) && spec.permissions.env.length > 0
-  ) {
+  // By name only: never the server's whole environment.
+  if (Array.isArray(spec.permissions.env) && spec.permissions.env.length > 0) {
     args.push(`--allow-env=${spec.permissions.env.join(",")}`);
   }
   args.push(decodeURIComponent(MAIN.pathname), "__sandbox");

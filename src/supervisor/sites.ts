@@ -7,6 +7,13 @@
 
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import { ManifestError, parseManifest, type SiteManifest } from "./manifest.ts";
+import {
+  grantOf,
+  type Grants,
+  judgeRequest,
+  type ServerAddress,
+  type SiteGrant,
+} from "./grants.ts";
 
 /** A site ready to be started. */
 export interface SiteDefinition {
@@ -15,7 +22,10 @@ export interface SiteDefinition {
   dir: string;
   /** The built-in root site (may register any host). */
   root: boolean;
+  /** What the site gets: its request (site.json), within its grant. */
   manifest: SiteManifest;
+  /** What the operator granted it (null for the root site). */
+  grant: SiteGrant | null;
   /** Folders the site's workers may always read (its own folder for a site). */
   baseRead: string[];
   /** file: URLs of `autorun/ar_*.ts`, in file-name order. */
@@ -126,13 +136,21 @@ async function readManifest(file: string, dir: string): Promise<SiteManifest> {
   return parseManifest(text, { file, siteDir: dir });
 }
 
+/** What a site's request is judged against. */
+export interface GrantSource {
+  grants: Grants;
+  /** The server's own address, once it listens. */
+  server: ServerAddress | null;
+}
+
 /**
- * Loads one site folder's definition.
+ * Loads one site folder's definition, its request judged against its grant.
  * @throws {SiteError} naming the site, the file and what is wrong
  */
 export async function defineSite(
   name: string,
   folder: string,
+  source: GrantSource,
 ): Promise<SiteDefinition> {
   if (!NAME_REGEXP.test(name)) {
     throw new SiteError(
@@ -150,15 +168,44 @@ export async function defineSite(
   }
   const dir = await Deno.realPath(folder);
   await checkSymlinks(name, dir, dir);
-  let manifest: SiteManifest;
+  let request: SiteManifest;
+  const file = join(dir, "site.json");
   try {
-    manifest = await readManifest(join(dir, "site.json"), dir);
+    request = await readManifest(file, dir);
   } catch (err) {
     if (err instanceof ManifestError) throw new SiteError(name, err.message);
     throw err;
   }
+  const { grants } = source;
+  const grant = grantOf(grants, name);
+  const decision = judgeRequest(request, grant, {
+    siteDir: dir,
+    server: source.server,
+    requested: grants.file === null,
+  });
+  if (!decision.ok) {
+    const from = grants.file === null
+      ? "it may have"
+      : grants.sites.has(name)
+      ? `${grants.file} grants it`
+      : `${grants.file} grants a site it does not list`;
+    throw new SiteError(
+      name,
+      `${file} asks for more than ${from}: ${
+        decision.problems.join("; ")
+      }. To grant what it asks: deno task cli grant ${name}`,
+    );
+  }
   const scripts = await listScripts(join(dir, "autorun"));
-  return { name, dir, root: false, manifest, baseRead: [dir], scripts };
+  return {
+    name,
+    dir,
+    root: false,
+    manifest: decision.manifest,
+    grant,
+    baseRead: [dir],
+    scripts,
+  };
 }
 
 /** The root site: `autorun/` and `static/` of the project. */
@@ -177,6 +224,7 @@ export async function defineRootSite(
     dir,
     root: true,
     manifest,
+    grant: null,
     baseRead: [autorun, join(dir, "static")],
     scripts: await listScripts(autorun),
   };
@@ -213,6 +261,7 @@ async function listSitesDir(sitesDir: string): Promise<SitesEntry[]> {
  */
 export async function discoverSites(
   sitesDir: string,
+  source: GrantSource,
 ): Promise<{ sites: SiteDefinition[]; errors: SiteError[]; names: string[] }> {
   const sites: SiteDefinition[] = [];
   const errors: SiteError[] = [];
@@ -226,7 +275,7 @@ export async function discoverSites(
     if (!info.isDirectory) continue;
     names.push(name);
     try {
-      sites.push(await defineSite(name, folder));
+      sites.push(await defineSite(name, folder, source));
     } catch (err) {
       errors.push(
         err instanceof SiteError

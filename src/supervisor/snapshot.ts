@@ -10,6 +10,7 @@
 import { join } from "node:path";
 import type { WireRoutes, WireSocket } from "../protocol/messages.ts";
 import {
+  ANY_HOST,
   buildRouter,
   type CompiledPattern,
   findConflicts,
@@ -19,6 +20,7 @@ import {
   type SiteRoutes,
 } from "../router/router.ts";
 import { checkHostClaims } from "./claims.ts";
+import { OPERATOR_PATHS } from "../shared/operator_paths.ts";
 import type { SiteRunner } from "./site_runner.ts";
 import { ROOT_SITE, type SiteDefinition } from "./sites.ts";
 import type { StaticIndex } from "./static_index.ts";
@@ -64,8 +66,7 @@ export function socketKey(reg: WireSocket): string {
 
 /** A site's routes with its static files, as the router takes them. */
 function siteTable(
-  name: string,
-  root: boolean,
+  def: SiteDefinition,
   routes: WireRoutes,
   files: StaticIndex,
 ): SiteRoutes {
@@ -73,7 +74,16 @@ function siteTable(
   for (const h of files.hosts) {
     if (!hosts.some((x) => x.pattern === h.pattern)) hosts.push(h);
   }
-  return { site: name, root, hosts, pages: [...routes.pages, ...files.pages] };
+  const { manifest } = def;
+  return {
+    site: def.name,
+    root: def.root,
+    hosts,
+    pages: [...routes.pages, ...files.pages],
+    owns: def.root ? [] : manifest.hosts.filter((h) => h !== ANY_HOST).map((
+      pattern,
+    ) => ({ pattern, fallback: manifest.fallback.includes(pattern) })),
+  };
 }
 
 /** One pseudo-page per websocket host and path, for the websocket router. */
@@ -104,7 +114,7 @@ export function checkRoutes(
   files: StaticIndex,
   compiled: Map<string, CompiledPattern> = new Map(),
 ): string | null {
-  const table = siteTable(def.name, def.root, routes, files);
+  const table = siteTable(def, routes, files);
   // Every host the site touches counts: declared hosts, the host of each
   // page and of each websocket (a forged table could name others).
   const touched = [
@@ -161,7 +171,7 @@ export function buildSnapshot(
     all.set(site.name, site);
     const { routes, def } = site.runner;
     if (routes === null) continue;
-    const table = siteTable(site.name, def.root, routes, site.files);
+    const table = siteTable(def, routes, site.files);
     const sockets = { ...table, pages: socketPages(routes) };
     try {
       buildRouter([table], { compiled });
@@ -177,6 +187,21 @@ export function buildSnapshot(
     router: buildRouter(tables, { rootSite: ROOT_SITE, compiled }),
     sockets: buildRouter(socketTables, { rootSite: ROOT_SITE, compiled }),
     sites: all,
-    conflicts: findConflicts(tables),
+    conflicts: [...findConflicts(tables), ...shadowedOperatorPaths(tables)],
   };
+}
+
+/** Pages a site put on an operator's path, which are never served. */
+function shadowedOperatorPaths(tables: readonly SiteRoutes[]): string[] {
+  const messages: string[] = [];
+  for (const table of tables) {
+    for (const page of table.pages) {
+      if (page.path !== undefined && OPERATOR_PATHS.includes(page.path)) {
+        messages.push(
+          `${page.method} "${page.path}" of site ${table.site} is never served: the gateway answers ${page.path} on every host, for the operator`,
+        );
+      }
+    }
+  }
+  return messages;
 }

@@ -44,6 +44,13 @@ import {
 import { type Watch, watchFolder } from "./watcher.ts";
 import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
+import {
+  grantOf,
+  type Grants,
+  readGrants,
+  requestedGrants,
+  type ServerAddress,
+} from "./grants.ts";
 
 /** What the gateway reads of the sites: all it needs per request. */
 export interface Sites {
@@ -59,6 +66,13 @@ export interface SupervisorOptions {
   projectDir: string;
   /** The folder of third-party sites. */
   sitesDir: string;
+  /**
+   * The operator's grants file; null gives every site what its site.json
+   * asks for (`--grant-requests`).
+   */
+  grantsFile: string | null;
+  /** The address the server listens on, once it does. */
+  serverAddress: () => ServerAddress | null;
   /** Workers per site when site.json does not say. */
   threads: number;
   /** Seconds a page may run when site.json does not say. */
@@ -129,6 +143,9 @@ export class Supervisor implements Sites {
     stopped: () => this.#stopping,
   });
   #stopping = false;
+  #grants: Grants = requestedGrants();
+  /** The grants file's modification time and size as last read. */
+  #grantsStamp = "";
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -147,8 +164,21 @@ export class Supervisor implements Sites {
     return [...this.#runners.keys()];
   }
 
-  /** Loads the root site and every site folder; returns those that failed. */
+  /** The grants in force. */
+  get grants(): Grants {
+    return this.#grants;
+  }
+
+  /**
+   * Loads the root site and every site folder; returns those that failed.
+   * @throws {GrantsError} when the grants file cannot be used
+   */
   async start(): Promise<SiteProblem[]> {
+    const { grantsFile } = this.#options;
+    if (grantsFile !== null) {
+      this.#grantsStamp = await fileStamp(grantsFile);
+      this.#grants = await readGrants(grantsFile);
+    }
     const problems: SiteProblem[] = [];
     const defs: SiteDefinition[] = [];
     try {
@@ -158,6 +188,7 @@ export class Supervisor implements Sites {
     }
     const { sites, errors, names } = await discoverSites(
       this.#options.sitesDir,
+      this.#grantSource(),
     );
     this.#folderNames = new Set(names);
     defs.push(...sites);
@@ -215,7 +246,52 @@ export class Supervisor implements Sites {
   #define(name: string): Promise<SiteDefinition> {
     return name === ROOT_SITE
       ? defineRootSite(this.#options.projectDir)
-      : defineSite(name, join(this.#options.sitesDir, name));
+      : defineSite(
+        name,
+        join(this.#options.sitesDir, name),
+        this.#grantSource(),
+      );
+  }
+
+  #grantSource() {
+    return { grants: this.#grants, server: this.#options.serverAddress() };
+  }
+
+  /**
+   * Reads the grants file again when it changed, and reloads the sites
+   * whose grant is not what it was (a grant can only be judged at load).
+   * A file that cannot be used is logged and the grants in force stay.
+   */
+  async #checkGrants(): Promise<void> {
+    const file = this.#options.grantsFile;
+    if (file === null || this.#stopping) return;
+    const stamp = await fileStamp(file);
+    if (stamp === this.#grantsStamp) return;
+    this.#grantsStamp = stamp;
+    let next: Grants;
+    try {
+      next = await readGrants(file);
+    } catch (err) {
+      log.error(
+        null,
+        `Grants not changed, the previous ones stay: ${messageOf(err)}`,
+      );
+      return;
+    }
+    const before = this.#grants;
+    this.#grants = next;
+    const names = new Set([...this.#runners.keys(), ...this.#notLoaded.keys()]);
+    names.delete(ROOT_SITE);
+    const changed = [...names].filter((name) =>
+      JSON.stringify(grantOf(before, name)) !==
+        JSON.stringify(grantOf(next, name))
+    );
+    if (changed.length === 0) return;
+    log.info(
+      null,
+      `Grants changed in ${file}: reloading ${changed.join(", ")}`,
+    );
+    await Promise.all(changed.map((name) => this.reloadSite(name)));
   }
 
   /**
@@ -283,8 +359,13 @@ export class Supervisor implements Sites {
     );
   }
 
-  /** Reloads every site and picks up sites added or removed (SIGHUP). */
+  /**
+   * Reads the grants again, reloads every site and picks up sites added or
+   * removed (SIGHUP).
+   */
   async reloadAll(): Promise<void> {
+    this.#grantsStamp = "";
+    await this.#checkGrants();
     await this.rescan();
     await Promise.all([...this.#runners.keys()].map((n) => this.reloadSite(n)));
   }
@@ -307,7 +388,10 @@ export class Supervisor implements Sites {
     });
     // Deno's watcher reports no event when a link is made (`cli mount`):
     // the sites folder is also listed every few seconds.
-    this.#poll = setInterval(() => void this.rescan(), SITES_POLL_MS);
+    this.#poll = setInterval(() => {
+      void this.rescan();
+      void this.#checkGrants();
+    }, SITES_POLL_MS);
     for (const name of this.#folderNames) this.#watchSite(name);
   }
 
@@ -466,7 +550,7 @@ export class Supervisor implements Sites {
     return describeSites(this.#snapshot, this.#notLoaded, {
       projectDir: this.#options.projectDir,
       sitesDir: this.#options.sitesDir,
-    });
+    }, this.#grants);
   }
 
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
@@ -480,19 +564,28 @@ export class Supervisor implements Sites {
   }
 }
 
-/** The variables of the server's environment a site may read. */
+/**
+ * The variables of the server's environment a site may read: by name only
+ * (a grant turns `env: true` into the names the operator lists).
+ */
 function passedEnv(env: boolean | string[]): Record<string, string> {
-  const names = Array.isArray(env)
-    ? env
-    : env
-    ? Object.keys(Deno.env.toObject())
-    : [];
+  const names = Array.isArray(env) ? env : [];
   const passed: Record<string, string> = {};
   for (const name of names) {
     const value = Deno.env.get(name);
     if (value !== undefined) passed[name] = value;
   }
   return passed;
+}
+
+/** A file's modification time and size, "" when it is missing. */
+async function fileStamp(file: string): Promise<string> {
+  try {
+    const info = await Deno.stat(file);
+    return `${info.mtime?.getTime()}:${info.size}`;
+  } catch {
+    return "";
+  }
 }
 
 function scanSiteStatic(def: SiteDefinition): Promise<StaticIndex> {

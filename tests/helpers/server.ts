@@ -40,6 +40,12 @@ export interface StartOptions {
   /** More `listen` options. */
   args?: string[];
   env?: Record<string, string>;
+  /**
+   * The operator's grants file, written beside the sites as `.grants.json`
+   * and passed as --grants. Without it every site gets what it asks for
+   * (--grant-requests), as on a developer's machine.
+   */
+  grants?: unknown;
   /** How long to wait for "Ready". @default {20000} */
   timeoutMs?: number;
   /** Send the access log (stdout) to /dev/null, as a benchmark does. */
@@ -202,6 +208,7 @@ export async function startServer(options: StartOptions): Promise<TestServer> {
       "--port=0",
       "--host=127.0.0.1",
       `--sites-dir=${options.sitesDir}`,
+      await grantsArg(options.sitesDir, options.grants),
       ...(options.args ?? []),
     ],
     options.env,
@@ -243,6 +250,20 @@ export async function startServer(options: StartOptions): Promise<TestServer> {
   await child.status;
   await readers;
   throw new Error(`Server not ready in time:\n${[...out, ...err].join("\n")}`);
+}
+
+/**
+ * `--grants=FILE` with `grants` written to FILE beside the sites, or
+ * `--grant-requests` when there are none.
+ */
+export async function grantsArg(
+  sitesDir: string,
+  grants: unknown,
+): Promise<string> {
+  if (grants === undefined) return "--grant-requests";
+  const file = join(sitesDir, ".grants.json");
+  await Deno.writeTextFile(file, JSON.stringify(grants, null, 2));
+  return `--grants=${file}`;
 }
 
 /** Waits `ms` milliseconds. */
