@@ -289,7 +289,8 @@ export async function grantCommand(
       : `It is granted now: ${JSON.stringify(previous)}`,
   );
   if (!yes) {
-    const answer = prompt(`Write this grant for ${name} into ${file}? [y/N]`);
+    print(`Write this grant for ${name} into ${file}? [y/N]`);
+    const answer = await readLine();
     if (answer === null || !/^y(es)?$/i.test(answer.trim())) {
       print("Nothing written.");
       return 1;
@@ -301,4 +302,19 @@ export async function grantCommand(
     `Granted in ${file}; a running server reloads the site within 2 s`,
   );
   return 0;
+}
+
+/** One line from standard input (a terminal or a pipe); null at its end. */
+async function readLine(): Promise<string | null> {
+  const buffer = new Uint8Array(256);
+  let line = "";
+  const decoder = new TextDecoder();
+  while (line.length < 1024) {
+    const n = await Deno.stdin.read(buffer);
+    if (n === null) return line === "" ? null : line;
+    line += decoder.decode(buffer.subarray(0, n), { stream: true });
+    const end = line.indexOf("\n");
+    if (end >= 0) return line.slice(0, end);
+  }
+  return line;
 }

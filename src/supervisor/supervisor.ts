@@ -146,6 +146,8 @@ export class Supervisor implements Sites {
   #grants: Grants = requestedGrants();
   /** The grants file's modification time and size as last read. */
   #grantsStamp = "";
+  /** Sites whose grant changed since their last load. */
+  #regranted = new Set<string>();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -291,7 +293,18 @@ export class Supervisor implements Sites {
       null,
       `Grants changed in ${file}: reloading ${changed.join(", ")}`,
     );
-    await Promise.all(changed.map((name) => this.reloadSite(name)));
+    await Promise.all(changed.map((name) => this.#regrant(name)));
+  }
+
+  /**
+   * A site whose grant changed: reloaded when it still fits, stopped when
+   * it asks for more than it is granted now (the generation serving was
+   * judged against the old grant, so it must not keep serving). Goes
+   * through the site's loads, so it never overlaps one.
+   */
+  #regrant(name: string): Promise<void> {
+    this.#regranted.add(name);
+    return this.reloadSite(name);
   }
 
   /**
@@ -316,9 +329,22 @@ export class Supervisor implements Sites {
         void this.rescan();
         return;
       }
+      const running = this.#runners.get(name);
+      if (this.#regranted.delete(name) && running !== undefined) {
+        this.#runners.delete(name);
+        this.#static.delete(name);
+        this.#notLoaded.set(name, messageOf(err));
+        this.#publish();
+        log.error(
+          name,
+          `Site stopped: its grant no longer covers it: ${messageOf(err)}`,
+        );
+        await running.stop(10_000);
+        return;
+      }
       log.error(
         name,
-        this.#runners.has(name)
+        running !== undefined
           ? `Reload failed, the previous version keeps serving: ${
             messageOf(err)
           }`
@@ -326,6 +352,7 @@ export class Supervisor implements Sites {
       );
       return;
     }
+    this.#regranted.delete(name);
     const runner = this.#runners.get(name);
     if (runner === undefined) {
       const problem = await this.#startSite(def);

@@ -174,6 +174,7 @@ export function cliCommand(
   args: string[],
   env: Record<string, string> = {},
   stdout: "piped" | "null" = "piped",
+  stdin: "piped" | "null" = "null",
 ): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: [
@@ -191,7 +192,7 @@ export function cliCommand(
     ],
     cwd: PROJECT_DIR,
     env: { NO_COLOR: "1", ...env },
-    stdin: "null",
+    stdin,
     stdout,
     stderr: "piped",
   });
