@@ -273,8 +273,10 @@ export async function grantCommand(
   }
   const previous = grants.sites.get(name) ?? null;
   const grant = grantJson(request, dir, previous);
+  const show = (value: unknown) =>
+    JSON.stringify(value, null, 2).split("\n").map(escapeControl).join("\n");
   print(escapeControl(`${name}: ${manifestFile} asks for`));
-  print(escapeControl(JSON.stringify(grant, null, 2)));
+  print(show(grant));
   if (request.permissions.env === true) {
     print(
       '"env": true asks for the names the operator lists: ' +
@@ -286,7 +288,15 @@ export async function grantCommand(
   print(
     previous === null
       ? `It is not listed in ${file} now, so it gets the grant of unlisted sites.`
-      : `It is granted now: ${JSON.stringify(previous)}`,
+      : `It is granted now:\n${
+        show({
+          hosts: previous.hosts,
+          permissions: previous.permissions,
+          workers: previous.workers,
+          requestTimeout: previous.requestTimeout,
+          memory: previous.memory,
+        })
+      }`,
   );
   if (!yes) {
     print(`Write this grant for ${name} into ${file}? [y/N]`);

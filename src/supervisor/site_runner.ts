@@ -337,7 +337,7 @@ export class SiteRunner {
     if (sandbox === null) {
       return this.#failed(
         503,
-        `Site "${this.name}" is not available right now`,
+        "The site is not available right now",
       );
     }
     // A site that does not answer cannot make the gateway hold requests
@@ -348,7 +348,7 @@ export class SiteRunner {
       this.counters.overloaded++;
       return this.#failed(
         503,
-        `Site "${this.name}" has ${this.#options.queue} requests in flight; try again later`,
+        `The site has ${this.#options.queue} requests in flight; try again later`,
       );
     }
     const { id, reply } = sandbox.request(page, captures, req, body, signal);
@@ -419,8 +419,8 @@ export class SiteRunner {
           resolve(this.#failed(
             crashed ? 502 : 503,
             crashed
-              ? `Site "${this.name}" failed while answering`
-              : `Site "${this.name}" was restarted while answering`,
+              ? "The site failed while answering"
+              : "The site was restarted while answering",
           ));
         },
       );
