@@ -272,3 +272,39 @@ Deno.test("a grants file that cannot be used stops listen and sites with exit 2"
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("a grant's workers and requestTimeout bound a site that does not ask", async () => {
+  const sitesDir = await writeSites({
+    slow: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_slow.ts": `
+import { hosts } from "sandflare";
+hosts.any.add("/slow", async () => {
+  await new Promise((r) => setTimeout(r, 4000));
+  return "late";
+});
+`,
+    },
+  });
+  const server = await startServer({
+    sitesDir,
+    args: ["--threads=4", "--request-timeout=30"],
+    grants: {
+      sites: { slow: { hosts: ["*"], workers: 1, requestTimeout: 1 } },
+    },
+  });
+  try {
+    const res = await get(server, "x.test", "/slow");
+    assert.equal(res.status, 503);
+    const out = await cli([
+      "sites",
+      `--sites-dir=${sitesDir}`,
+      `--grants=${join(sitesDir, ".grants.json")}`,
+      "--threads=4",
+    ]);
+    assert.match(out.stdout, /slow .*\n(.*\n)*? {2}sandbox: {5}1 worker\(s\)/);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});

@@ -14,7 +14,9 @@ import { log } from "../log.ts";
 import {
   grantJson,
   GrantsError,
+  netReachesServer,
   readGrants,
+  resolveNetHosts,
   writeGrant,
 } from "../supervisor/grants.ts";
 import { ManifestError, parseManifest } from "../supervisor/manifest.ts";
@@ -272,7 +274,27 @@ export async function grantCommand(
     throw err;
   }
   const previous = grants.sites.get(name) ?? null;
-  const grant = grantJson(request, dir, previous);
+  // What would reach this server is never written for the operator by a
+  // yes: it must be written out by hand, knowingly.
+  const server = {
+    hostname: options.host === "*" ? "0.0.0.0" : options.host,
+    port: options.port,
+  };
+  const resolved = await resolveNetHosts(request.permissions.net);
+  const reaching = request.permissions.net.filter((entry) =>
+    netReachesServer(entry, server, resolved)
+  );
+  const grant = grantJson(
+    {
+      ...request,
+      permissions: {
+        ...request.permissions,
+        net: request.permissions.net.filter((e) => !reaching.includes(e)),
+      },
+    },
+    dir,
+    previous,
+  );
   const show = (value: unknown) =>
     JSON.stringify(value, null, 2).split("\n").map(escapeControl).join("\n");
   print(escapeControl(`${name}: ${manifestFile} asks for`));
@@ -284,6 +306,13 @@ export async function grantCommand(
           ? `none yet; add them to "permissions.env" in ${file}`
           : `kept as granted (${previous.permissions.env.join(", ")})`),
     );
+  }
+  if (reaching.length > 0) {
+    print(escapeControl(
+      `Not written: permissions.net ${
+        reaching.map((e) => JSON.stringify(e)).join(", ")
+      } would reach this server itself (and /stats); if you mean it, write it in ${file} by hand`,
+    ));
   }
   print(
     previous === null

@@ -223,6 +223,9 @@ export function withHeaders(
   return ctx;
 }
 
+const removedHeaders = new RepeatedWarning(
+  "A header that speaks for other sites was removed",
+);
 const removedDomains = new RepeatedWarning(
   "A cookie's Domain was removed: the site does not own every host under it",
 );
@@ -245,6 +248,18 @@ export function replyHeaders(
     bound: site.name === ctx.hostOwner ? null : site.name,
     owns: site.owns,
   };
+  for (let i = headers.length - 1; i >= 0; i--) {
+    const lower = headers[i]![0].toLowerCase();
+    // Clear-Site-Data clears every site's cookies under the registrable
+    // domain, and HSTS on a shared host speaks for its other sites too.
+    if (
+      lower === "clear-site-data" ||
+      (lower === "strict-transport-security" && scope.bound !== null)
+    ) {
+      removedHeaders.note(site.name, `${headers[i]![0]} on ${ctx.wire.host}`);
+      headers.splice(i, 1);
+    }
+  }
   for (const header of headers) {
     if (header[0].toLowerCase() !== "set-cookie") continue;
     const scoped = scopeSetCookie(header[1], scope);

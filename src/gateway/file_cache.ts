@@ -158,20 +158,33 @@ export class FileCache {
     const { maxFileBytes, maxTotalBytes, maxEtagSize, mime } = this.#options;
     let body: Uint8Array | null = null;
     if (info.size <= maxFileBytes && this.#bytes + info.size <= maxTotalBytes) {
-      body = await Deno.readFile(real);
-      this.#bytes += body.length;
+      // Reserved before reading, so loads running at once stay in bounds.
+      this.#bytes += info.size;
+      try {
+        body = await Deno.readFile(real);
+      } catch {
+        this.#bytes -= info.size;
+        return null;
+      }
+      this.#bytes += body.length - info.size;
     }
     let etag: string | null = null;
     if (info.size <= maxEtagSize) {
-      const bytes = body ?? await Deno.readFile(real);
-      etag = makeEtag(
-        new Uint8Array(
-          await crypto.subtle.digest(
-            "SHA-256",
-            bytes as Uint8Array<ArrayBuffer>,
+      // A file held in memory is hashed; a larger one is never read whole
+      // for its ETag (a site could make the gateway read gigabytes): it
+      // gets one from its identity, size and time, as nginx does.
+      etag = body !== null
+        ? makeEtag(
+          new Uint8Array(
+            await crypto.subtle.digest(
+              "SHA-256",
+              body as Uint8Array<ArrayBuffer>,
+            ),
           ),
-        ),
-      );
+        )
+        : `"${(info.ino ?? 0).toString(16)}-${info.size.toString(16)}-${
+          (info.mtime?.getTime() ?? 0).toString(16)
+        }"`;
     }
     const lastModified = info.mtime === null
       ? null

@@ -28,6 +28,7 @@ export function upgradeWebSocket(
 ): Promise<Answer> {
   const { snapshot, hub, error } = deps;
   const route = snapshot.sockets.route(ctx.wire.host, ctx.wire.path, "GET");
+  ctx.hostOwner = route.hostOwner;
   if (route.kind === "error") {
     const message = route.status === 404
       ? `No websocket is registered at ${JSON.stringify(ctx.wire.path)}`

@@ -246,7 +246,7 @@ export function buildRouter(
   function chooseHost(name: string): HostChoice | null {
     const cached = cache.get(name);
     if (cached !== undefined) return cached;
-    const choice = resolveHost(hosts, name) ?? resolveOwned(owned, name);
+    const choice = resolveHost(hosts, owned, name);
     if (cache.size >= HOST_CACHE_LIMIT) cache.clear();
     cache.set(name, choice);
     return choice;
@@ -620,12 +620,26 @@ function compileRoutePattern(
   }
 }
 
-function resolveHost(hosts: Host[], name: string): HostChoice | null {
+/**
+ * The host of a name: the one registered host that matches, else the owner
+ * of the name when one site owns it. A name owned by another site than the
+ * registered host's (overlapping grants) is a conflict: no site takes a
+ * host another owns by registering a wider pattern.
+ */
+function resolveHost(
+  hosts: Host[],
+  owned: Host[],
+  name: string,
+): HostChoice | null {
   const matching = hosts.filter((host) => host.matches(name));
   const [first] = matching;
-  if (first === undefined) return null;
-  if (matching.length === 1) return { host: first };
-  return hostConflict(name, matching);
+  if (first === undefined) return resolveOwned(owned, name);
+  if (matching.length > 1) return hostConflict(name, matching);
+  const others = owned.filter((host) =>
+    host.site !== first.site && host.matches(name)
+  );
+  if (others.length > 0) return hostConflict(name, [first, ...others]);
+  return { host: first };
 }
 
 /** The owner of a host no site registered pages on, if any site owns it. */

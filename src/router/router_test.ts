@@ -1014,6 +1014,34 @@ Deno.test("route() gives an owned host to its owner alone, unless it opts in", a
       assert.equal(result.hostOwner, hostOwner);
     });
   }
+  await t.step(
+    "a wider pattern registered never takes a name another owns",
+    () => {
+      const wide: SiteRoutes = {
+        site: "wide",
+        root: false,
+        hosts: [{ pattern: "*.quiet.test", noFallback: false }],
+        pages: [exact(0, "*.quiet.test", "GET", "/cart")],
+        owns: [{ pattern: "*.quiet.test", fallback: false }],
+      };
+      const shop: SiteRoutes = {
+        site: "shop",
+        root: false,
+        hosts: [],
+        pages: [exact(0, ANY_HOST, "GET", "/cart")],
+        owns: [{ pattern: "shop.quiet.test", fallback: false }],
+      };
+      const r = buildRouter([ROOT, wide, shop]);
+      check(r.route("shop.quiet.test", "/cart", "GET"), {
+        status: 409,
+        owner: "root",
+        message: 'Host "shop.quiet.test" is claimed by more than one site',
+      });
+      check(r.route("a.quiet.test", "/cart", "GET"), {
+        page: ["wide", 0, "*.quiet.test"],
+      });
+    },
+  );
   await t.step("two sites owning one name is a 409 naming neither", () => {
     const other = {
       ...thief,

@@ -96,6 +96,13 @@ export class PageResponse {
     this.#headers.push([name, text]);
   }
 
+  /** Adds a value of a header, keeping those it has (`Set-Cookie`, say). */
+  appendHeader(name: string, value: string): void {
+    const text = String(value);
+    checkHeader(name, text);
+    this.#headers.push([name, text]);
+  }
+
   /** Removes every value of a header. */
   removeHeader(name: string): void {
     const lower = name.toLowerCase();

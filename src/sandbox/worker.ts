@@ -290,7 +290,13 @@ async function applyResult(result: unknown, res: PageResponse): Promise<void> {
   } else if (result instanceof Response) {
     res.clear();
     res.status = result.status;
-    result.headers.forEach((value, name) => res.setHeader(name, value));
+    result.headers.forEach((value, name) => {
+      if (name !== "set-cookie") res.setHeader(name, value);
+    });
+    // Joined, several cookies would be one broken one.
+    for (const cookie of result.headers.getSetCookie()) {
+      res.appendHeader("Set-Cookie", cookie);
+    }
     res.append(new Uint8Array(await result.arrayBuffer()));
   }
 }

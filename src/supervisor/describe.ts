@@ -42,7 +42,7 @@ export function describeSites(
   grants: Grants,
 ): SiteDescription[] {
   const granted = (name: string) =>
-    name === ROOT_SITE
+    name === ROOT_SITE || grants.file === null
       ? { granted: null, listed: false }
       : { granted: grantOf(grants, name), listed: grants.sites.has(name) };
   const out: SiteDescription[] = [];

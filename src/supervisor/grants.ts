@@ -25,6 +25,7 @@
  */
 
 import { isIP } from "node:net";
+import { lookup } from "node:dns/promises";
 import { relative, resolve } from "node:path";
 import { hostPatternCovers } from "../router/host_pattern.ts";
 import {
@@ -255,6 +256,11 @@ export interface GrantContext {
   server: ServerAddress | null;
   /** When true, the grant is the request itself (`--grant-requests`). */
   requested: boolean;
+  /**
+   * The addresses each host name of the request resolves to (through the
+   * system resolver, so /etc/hosts counts), where known.
+   */
+  resolved?: ReadonlyMap<string, readonly string[]>;
 }
 
 /**
@@ -315,7 +321,13 @@ export function judgeRequest(
       // Only the operator's grants file can give this, written out as is.
       const writtenOut = !context.requested &&
         grant.permissions.net.includes(entry);
-      if (!writtenOut && reachesServer(entry, context.server.port, own)) {
+      const reaches = netReachesServer(
+        entry,
+        context.server,
+        context.resolved,
+        own,
+      );
+      if (!writtenOut && reaches) {
         problems.push(
           `permissions.net ${
             JSON.stringify(entry)
@@ -438,9 +450,15 @@ export async function writeGrant(
   const sites = isObject(data.sites) ? data.sites : {};
   sites[site] = grant;
   data.sites = sites;
-  const aside = `${file}.${Deno.pid}.tmp`;
-  await Deno.writeTextFile(aside, JSON.stringify(data, null, 2) + "\n");
-  await Deno.rename(aside, file);
+  // Through a link to the file it names, with the mode it had.
+  const target = await Deno.realPath(file).catch(() => file);
+  const mode = (await Deno.stat(target).catch(() => null))?.mode ?? 0o644;
+  const aside = `${target}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(aside, JSON.stringify(data, null, 2) + "\n", {
+    mode: mode & 0o777,
+  });
+  await Deno.chmod(aside, mode & 0o777);
+  await Deno.rename(aside, target);
 }
 
 /** Whether `path` is `dir` or inside it (both absolute). */
@@ -490,13 +508,71 @@ function ownHosts(server: ServerAddress): (host: string) => boolean {
       // Without --allow-sys the loopback rules still hold.
     }
   }
-  return (host) =>
-    names.has(host) || host.startsWith("127.") || host.endsWith(".localhost") ||
-    host.startsWith("[::ffff:127.") || host === "[::ffff:7f00:1]";
+  const own = (host: string): boolean =>
+    names.has(host) || host.startsWith("127.") || host === "localhost." ||
+    host.endsWith(".localhost");
+  return (host) => {
+    const mapped = mappedIPv4(host);
+    return own(host) || (mapped !== null && own(mapped));
+  };
+}
+
+/** The IPv4 address of an IPv4-mapped IPv6 literal (`[::ffff:7f00:1]`). */
+function mappedIPv4(host: string): string | null {
+  const match =
+    /^\[::ffff:(?:([0-9a-f]{1,4}):([0-9a-f]{1,4})|(\d+\.\d+\.\d+\.\d+))\]$/
+      .exec(host);
+  if (match === null) return null;
+  if (match[3] !== undefined) return match[3];
+  const high = parseInt(match[1]!, 16);
+  const low = parseInt(match[2]!, 16);
+  return [high >> 8, high & 255, low >> 8, low & 255].join(".");
+}
+
+/**
+ * What the host names of a request's net entries resolve to, through the
+ * system resolver (so /etc/hosts aliases of loopback count); a name that
+ * does not resolve within a second is left out.
+ */
+export async function resolveNetHosts(
+  entries: readonly string[],
+): Promise<Map<string, string[]>> {
+  const resolved = new Map<string, string[]>();
+  await Promise.all(entries.map(async (entry) => {
+    const { host } = splitNet(entry);
+    if (host.startsWith("[") || isIP(host) !== 0 || resolved.has(host)) return;
+    resolved.set(host, []);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const addresses = await Promise.race([
+      lookup(host, { all: true }).then((list) => list.map((a) => a.address)),
+      new Promise<string[]>((r) => timer = setTimeout(() => r([]), 1000)),
+    ]).catch(() => []);
+    clearTimeout(timer);
+    resolved.set(host, addresses);
+  }));
+  return resolved;
 }
 
 function bracket(address: string): string {
   return isIP(address) === 6 ? `[${address.toLowerCase()}]` : address;
+}
+
+/**
+ * Whether a net entry would reach the server: its host is loopback,
+ * 0.0.0.0, localhost or one of the server's addresses (or resolves to one),
+ * on the server's port or on every port.
+ */
+export function netReachesServer(
+  entry: string,
+  server: ServerAddress,
+  resolved?: ReadonlyMap<string, readonly string[]>,
+  own: (host: string) => boolean = ownHosts(server),
+): boolean {
+  const { host, port } = splitNet(entry);
+  const suffix = port === null ? "" : `:${port}`;
+  return [host, ...(resolved?.get(host) ?? []).map(bracket)].some((h) =>
+    reachesServer(`${h}${suffix}`, server.port, own)
+  );
 }
 
 function reachesServer(

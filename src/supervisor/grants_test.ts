@@ -103,6 +103,10 @@ Deno.test("judgeRequest() refuses a net entry that reaches the server unless wri
       "[::1]:8080",
       "[::]",
       "[::ffff:127.0.0.1]:8080",
+      "[0::ffff:7f00:1]:8080",
+      "[0:0:0:0:0:ffff:7f00:1]:8080",
+      "[::ffff:0:0]",
+      "[::ffff:0.0.0.0]",
       "app.localhost:8080",
     ]
   ) {
@@ -114,7 +118,8 @@ Deno.test("judgeRequest() refuses a net entry that reaches the server unless wri
       assert.ok(!refused.ok, entry);
       assert.match(refused.problems.at(-1)!, /reaches this server itself/);
     }
-    const written = judge(asked, { permissions: { net: [entry] } });
+    const canonical = request(asked).permissions.net[0]!;
+    const written = judge(asked, { permissions: { net: [canonical] } });
     assert.ok(written.ok, `${entry} written out`);
     assert.ok(!judge(asked, {}, true).ok, `${entry} with --grant-requests`);
   }
@@ -145,4 +150,34 @@ Deno.test("parseGrants() fills a grant's missing fields from the defaults", () =
     () => parseGrants('{"sites": {"__proto__": {}}}', "g.json"),
     /"sites\.__proto__" is not a site folder name/,
   );
+});
+
+Deno.test("judgeRequest() refuses hosts that only hide the server's address", async () => {
+  // URLs (and Deno) read these as 127.0.0.1: they are not valid entries.
+  for (
+    const entry of ["0x7f000001:8080", "0x7f.0.0.1", "2130706433", "127.1"]
+  ) {
+    assert.throws(
+      () => request({ permissions: { net: [entry] } }),
+      /IPv4 in dotted decimal/,
+      entry,
+    );
+  }
+  // A name the system resolves to loopback (an /etc/hosts alias).
+  const asked = request({ permissions: { net: ["alias.test:8080"] } });
+  const decision = judgeRequest(
+    asked,
+    grant({ permissions: { net: ["alias.test"] } }),
+    {
+      siteDir: SITE,
+      server: SERVER,
+      requested: false,
+      resolved: new Map([["alias.test", ["127.0.0.1"]]]),
+    },
+  );
+  assert.ok(!decision.ok);
+  assert.match(decision.problems[0]!, /reaches this server itself/);
+  const { resolveNetHosts } = await import("./grants.ts");
+  const resolved = await resolveNetHosts(["localhost:8080"]);
+  assert.ok(resolved.get("localhost")!.includes("127.0.0.1"));
 });

@@ -114,7 +114,8 @@ const HOST_OBJECT_HELP =
   'must be a host pattern, or {"host": "example.test", "fallback": true} to ' +
   "let other sites' hosts.any pages answer the paths this site does not";
 const NET_HELP = "must be a host name or IP address with an optional port, " +
-  'such as "api.example.com:443", "10.0.0.1" or "[::1]:80"';
+  'such as "api.example.com:443", "10.0.0.1" or "[::1]:80" (IPv4 in dotted ' +
+  "decimal)";
 
 /**
  * Parses and validates the text of a `site.json`.
@@ -506,8 +507,26 @@ function normalizeNetHost(entry: string): string | null {
     ? isIP(host) === 6
     : isIP(host) === 4 || isHostName(host);
   if (!valid || (port !== undefined && !isPort(port))) return null;
-  const name = bracketed !== null ? `[${host}]` : host;
-  return `${name.toLowerCase()}${port === undefined ? "" : `:${Number(port)}`}`;
+  const name = canonicalHost(bracketed !== null ? `[${host}]` : host);
+  if (name === null) return null;
+  return `${name}${port === undefined ? "" : `:${Number(port)}`}`;
+}
+
+/**
+ * A host as URLs (and Deno's permissions) read it, or null when that is not
+ * how it is written: `0x7f000001` and `0x7f.0.0.1` are 127.0.0.1 to a URL,
+ * so they would hide an address from the checks made on it.
+ */
+function canonicalHost(host: string): string | null {
+  let parsed: string;
+  try {
+    parsed = new URL(`http://${host}/`).hostname;
+  } catch {
+    return null;
+  }
+  const lower = host.toLowerCase();
+  if (lower.startsWith("[")) return parsed; // IPv6, written its short way
+  return parsed === lower ? lower : null;
 }
 
 function isPort(text: string): boolean {

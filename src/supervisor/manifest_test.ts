@@ -162,6 +162,11 @@ Deno.test("parseManifest() reads net hosts", async (t) => {
     [["localhost:5432"], ["localhost:5432"]],
     [["10.0.0.1", "10.0.0.1:8080"], ["10.0.0.1", "10.0.0.1:8080"]],
     [["[::1]:80", "[::1]"], ["[::1]:80", "[::1]"]],
+    // IPv6 written the short way, as URLs and Deno read it.
+    [["[0:0::FFFF:7f00:1]:8080", "[::ffff:127.0.0.1]"], [
+      "[::ffff:7f00:1]:8080",
+      "[::ffff:7f00:1]",
+    ]],
     [["::1", "[::1]"], ["[::1]"]],
     [["[FD00::1]:443"], ["[fd00::1]:443"]],
     [["host:080"], ["host:80"]],
@@ -272,7 +277,7 @@ const ABSOLUTE =
 const LEAVES =
   "must be a path inside the site folder; it may not leave it with ..";
 const NET = "must be a host name or IP address with an optional port, " +
-  'such as "api.example.com:443", "10.0.0.1" or "[::1]:80"';
+  'such as "api.example.com:443", "10.0.0.1" or "[::1]:80" (IPv4 in dotted decimal)';
 
 /** [site.json text, message after "FILE: "] */
 const BAD_MANIFESTS: [string, string][] = [

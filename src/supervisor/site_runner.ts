@@ -100,12 +100,18 @@ export class SiteRunner {
 
   /** Seconds a request to this site may take. */
   get timeoutSeconds(): number {
-    return this.def.manifest.requestTimeout ?? this.#options.requestTimeout;
+    // Not asked for: the server's default, but never over the grant.
+    return this.def.manifest.requestTimeout ??
+      Math.min(
+        this.#options.requestTimeout,
+        this.def.grant?.requestTimeout ?? Infinity,
+      );
   }
 
   /** Workers in the pool of a generation of this site. */
   workersOf(def: SiteDefinition): number {
-    return def.manifest.workers ?? this.#options.threads;
+    return def.manifest.workers ??
+      Math.min(this.#options.threads, def.grant?.workers ?? Infinity);
   }
 
   /** The generation serving now, if any (requests are routed against it). */

@@ -6,11 +6,18 @@
  */
 
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
-import { ManifestError, parseManifest, type SiteManifest } from "./manifest.ts";
+import {
+  LOADER_PATHS,
+  loaderPathUnder,
+  ManifestError,
+  parseManifest,
+  type SiteManifest,
+} from "./manifest.ts";
 import {
   grantOf,
   type Grants,
   judgeRequest,
+  resolveNetHosts,
   type ServerAddress,
   type SiteGrant,
 } from "./grants.ts";
@@ -182,6 +189,7 @@ export async function defineSite(
     siteDir: dir,
     server: source.server,
     requested: grants.file === null,
+    resolved: await resolveNetHosts(request.permissions.net),
   });
   if (!decision.ok) {
     const from = grants.file === null
@@ -196,16 +204,95 @@ export async function defineSite(
       }. To grant what it asks: deno task cli grant ${name}`,
     );
   }
+  await checkWritable(name, dir, decision.manifest.permissions.write);
   const scripts = await listScripts(join(dir, "autorun"));
   return {
     name,
     dir,
     root: false,
     manifest: decision.manifest,
-    grant,
+    // With --grant-requests there is no grant: the request is all.
+    grant: grants.file === null ? null : grant,
     baseRead: [dir],
     scripts,
   };
+}
+
+/**
+ * A writable path must not reach what the loader reads by another way: a
+ * link inside the folder (`data -> .`), or a file the loader reads that is
+ * hard-linked (so writing its twin would rewrite it).
+ * @throws {SiteError}
+ */
+async function checkWritable(
+  site: string,
+  dir: string,
+  writable: readonly string[],
+): Promise<void> {
+  for (const path of writable) {
+    const real = await Deno.realPath(path).catch(() => path);
+    const over = loaderPathUnder(dir, real);
+    if (over !== null) {
+      throw new SiteError(
+        site,
+        `The writable path ${
+          relative(dir, path)
+        } leads to ${over} (through a link), which the loader reads; a site may not rewrite its own manifest or code`,
+      );
+    }
+  }
+  if (writable.length === 0) return;
+  let seen = 0;
+  // A link inside a writable folder to what the loader reads.
+  const inWritable = [...writable];
+  while (inWritable.length > 0) {
+    const path = inWritable.pop()!;
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(path));
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      if (++seen > MAX_CHECKED_ENTRIES) break;
+      const child = join(path, entry.name);
+      if (entry.isDirectory) inWritable.push(child);
+      if (!entry.isSymlink) continue;
+      const over = loaderPathUnder(dir, await realTarget(child));
+      if (over !== null) {
+        throw new SiteError(
+          site,
+          `${
+            relative(dir, child)
+          } is a link to ${over}, which the loader reads, inside a writable folder; a site may not rewrite its own manifest or code`,
+        );
+      }
+    }
+  }
+  const loaded: string[] = LOADER_PATHS.map((name) => join(dir, name));
+  while (loaded.length > 0) {
+    const path = loaded.pop()!;
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(path);
+    } catch {
+      continue;
+    }
+    if (info.isDirectory) {
+      if (path.endsWith(`${sep}node_modules`)) continue; // not hard-linked by us
+      for await (const entry of Deno.readDir(path)) {
+        if (++seen > MAX_CHECKED_ENTRIES) break;
+        loaded.push(join(path, entry.name));
+      }
+    } else if (info.isFile && (info.nlink ?? 1) > 1) {
+      throw new SiteError(
+        site,
+        `${
+          relative(dir, path)
+        } is hard-linked (${info.nlink} names): with a writable folder the site could rewrite it through another name; copy it instead`,
+      );
+    }
+  }
 }
 
 /** The root site: `autorun/` and `static/` of the project. */

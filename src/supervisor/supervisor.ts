@@ -394,7 +394,9 @@ export class Supervisor implements Sites {
     this.#grantsStamp = "";
     await this.#checkGrants();
     await this.rescan();
-    await Promise.all([...this.#runners.keys()].map((n) => this.reloadSite(n)));
+    // Sites that did not load are tried again too.
+    const names = new Set([...this.#runners.keys(), ...this.#notLoaded.keys()]);
+    await Promise.all([...names].map((n) => this.reloadSite(n)));
   }
 
   /** Starts watching every site folder, the root site and the sites folder. */

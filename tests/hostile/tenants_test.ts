@@ -461,3 +461,95 @@ hosts.any.add("/data", async () => {
     }
   });
 });
+
+Deno.test("a writable folder cannot reach what the loader reads by a link", async (t) => {
+  const sitesDir = await writeSites({
+    loop: {
+      "site.json": JSON.stringify({ permissions: { write: ["data"] } }),
+      "autorun/ar_loop.ts": `import "sandflare";\n`,
+    },
+    inner: {
+      "site.json": JSON.stringify({ permissions: { write: ["data"] } }),
+      "data/.keep": "",
+      "autorun/ar_inner.ts": `import "sandflare";\n`,
+    },
+    hard: {
+      "site.json": JSON.stringify({ permissions: { write: ["data"] } }),
+      "data/.keep": "",
+      "autorun/ar_hard.ts": `import "sandflare";\n`,
+    },
+    fine: {
+      "site.json": JSON.stringify({ permissions: { write: ["data"] } }),
+      "data/.keep": "",
+      "autorun/ar_fine.ts": `import "sandflare";\n`,
+    },
+  });
+  await Deno.symlink(".", join(sitesDir, "loop", "data"));
+  await Deno.symlink("../autorun", join(sitesDir, "inner", "data", "code"));
+  await Deno.link(
+    join(sitesDir, "hard", "site.json"),
+    join(sitesDir, "hard", "data", "m.json"),
+  );
+  const server = await startServer({ sitesDir });
+  try {
+    for (
+      const [site, expected] of [
+        ["loop", /The writable path data leads to the whole site folder/],
+        ["inner", /data\/code is a link to "autorun", which the loader reads/],
+        ["hard", /site\.json is hard-linked \(2 names\)/],
+      ] as const
+    ) {
+      await t.step(site, async () => {
+        const line = await server.waitForLog(
+          new RegExp(`\\[${site}\\] Site not loaded`),
+        );
+        assert.match(line, expected);
+      });
+    }
+    await t.step("a plain data/ folder loads", async () => {
+      await server.waitForLog(/\[fine\] Loaded /);
+    });
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("headers that speak for other sites are removed; a Response's cookies all pass", async () => {
+  const sitesDir = await writeSites({
+    rude: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_rude.ts": `
+import { hosts } from "sandflare";
+hosts.any.add("/wipe", (_req, res) => {
+  res.setHeader("Clear-Site-Data", '"cookies"');
+  res.setHeader("Strict-Transport-Security", "max-age=600; includeSubDomains");
+  return "wiped?";
+});
+hosts.any.add("/two", () => {
+  const headers = new Headers();
+  headers.append("set-cookie", "a=1");
+  headers.append("set-cookie", "b=2");
+  return new Response("two", { headers });
+});
+`,
+    },
+  });
+  const server = await startServer({ sitesDir });
+  try {
+    const wipe = await server.raw(
+      "GET /wipe HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(wipe.body, "wiped?");
+    assert.equal(wipe.headers["clear-site-data"], undefined);
+    assert.equal(wipe.headers["strict-transport-security"], undefined);
+    await server.waitForLog(
+      /\[rude\] A header that speaks for other sites was removed/,
+    );
+    const { setCookies } = await browse(server, "x.test", "/two", new Map());
+    assert.deepEqual(setCookies, ["sf~rude~a=1", "sf~rude~b=2"]);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});

@@ -202,3 +202,65 @@ Deno.test("a frame header over 256 KiB after load stops only its sandbox", async
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("setFile of large files a site wrote itself holds the gateway's memory bounded", async () => {
+  // What any site with the default writable data/ can do: 40 sparse 64 MiB
+  // files (no disk used), asked for at once, again after each is touched.
+  const sitesDir = await writeSites({
+    nb: NEIGHBOUR_SITE,
+    files: {
+      "site.json": JSON.stringify({
+        hosts: ["files.test"],
+        permissions: { write: ["data"] },
+      }),
+      "data/.keep": "",
+      "autorun/ar_files.ts": `
+import { hosts } from "sandflare";
+const h = hosts.get("files.test");
+h.add("/mk", async () => {
+  for (let i = 0; i < 40; i++) {
+    const file = await Deno.open("data/f" + i, { write: true, create: true });
+    await file.truncate(64 * 1024 * 1024);
+    file.close();
+  }
+  return "made";
+});
+h.add("/touch", async () => {
+  const now = new Date();
+  for (let i = 0; i < 40; i++) await Deno.utime("data/f" + i, now, now);
+  return "touched";
+});
+h.add("/f", (req, res) => res.setFile("data/f" + req.params.i));
+`,
+    },
+  });
+  const server = await startServer({ sitesDir });
+  const ask = (path: string, method = "GET") =>
+    server.raw(
+      `${method} ${path} HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n`,
+      { timeoutMs: 20_000 },
+    );
+  try {
+    assert.equal((await ask("/mk")).body, "made");
+    const report = await underAttack(server, NEIGHBOUR, 3000, async () => {
+      for (let round = 0; round < 3; round++) {
+        const heads = await Promise.all(
+          Array.from({ length: 40 }, (_, i) => ask(`/f?i=${i}`, "HEAD")),
+        );
+        for (const head of heads) {
+          assert.equal(head.status, 200);
+          assert.equal(
+            head.headers["content-length"],
+            String(64 * 1024 * 1024),
+          );
+        }
+        await new Promise((r) => setTimeout(r, 1100)); // past revalidation
+        await ask("/touch");
+      }
+    });
+    assertUnharmed("HEAD of 40 files of 64 MiB, 3 times", report, 100);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
