@@ -148,6 +148,8 @@ export interface OptionDescriptor {
 }
 
 const MAX_SECONDS = 3600;
+const ADDRESS_LIST =
+  "expected a comma-separated list of IP addresses, CIDR ranges and host names";
 const MIB = 1024 * 1024;
 const HOST_LABEL_REGEXP = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
 const HEADER_PATH_REGEXP = /^\/[\x21-\x7e]*$/;
@@ -271,8 +273,7 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     kind: "list",
     default: ["localhost"],
     placeholder: "LIST",
-    expected:
-      "expected a comma-separated list of IP addresses, CIDR ranges and host names",
+    expected: ADDRESS_LIST,
     check: checkProxy,
     help: "comma-separated IP addresses, CIDR ranges and host names that " +
       "may see /stats",
@@ -324,8 +325,7 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     kind: "list",
     default: ["localhost"],
     placeholder: "LIST",
-    expected:
-      "expected a comma-separated list of IP addresses, CIDR ranges and host names",
+    expected: ADDRESS_LIST,
     check: checkProxy,
     help:
       "comma-separated IP addresses, CIDR ranges (10.0.0.0/8, fd00::/8) and " +
