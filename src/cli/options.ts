@@ -11,6 +11,7 @@ import { isIP } from "node:net";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { formatSize, parseSize, SIZE_SYNTAX } from "./sizes.ts";
 import { MAX_WORKERS } from "../protocol/messages.ts";
+import { MAX_REQUEST_TIMEOUT } from "../supervisor/manifest.ts";
 
 /**
  * A bad command line. The message is one line that names the option and
@@ -392,7 +393,7 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     kind: "seconds",
     default: 30,
     placeholder: "S",
-    max: MAX_SECONDS,
+    max: MAX_REQUEST_TIMEOUT,
     help: "a page callback running longer gets 503, " +
       'unless its site.json sets "requestTimeout"',
   },

@@ -550,6 +550,12 @@ function describe(value: unknown): string {
 /** The most workers a site may have (site.json "workers", --threads). */
 export const MAX_WORKERS = 64;
 
+/**
+ * A worker whose event loop has not answered a ping for this long is stuck
+ * (src/sandbox/confine.ts), and its sandbox is replaced.
+ */
+export const STUCK_AFTER_MS = 5000;
+
 // Inside a sandbox: between the sandbox host and its workers (postMessage).
 // The worker runs site code, so the host narrows what it receives.
 
@@ -564,6 +570,8 @@ export type ToWorker =
     out: SharedArrayBuffer;
     /** This worker's slot among the counters. */
     index: number;
+    /** The count of nested workers running, shared by the pool (src/sandbox/confine.ts). */
+    nested: SharedArrayBuffer;
     /**
      * The site's only worker reads the gateway's frames from stdin itself,
      * starting with these bytes the host had already read.
@@ -632,7 +640,8 @@ export type SocketOut =
 export type FromWorker =
   | { t: "loaded"; routes: WireRoutes }
   | { t: "loadFailed"; message: string; location: string | null }
-  | { t: "pong"; id: number }
+  /** `ok`: the worker's own nested workers answered in time too. */
+  | { t: "pong"; id: number; ok: boolean }
   /** A direct worker's stdin ended: `shutdown` if the gateway asked. */
   | { t: "ended"; shutdown: boolean; failed: boolean }
   | { t: "sessionGet"; call: number; name: string; id: string | null }
@@ -656,7 +665,9 @@ export function parseFromWorker(value: unknown): FromWorker | null {
     case "loadFailed":
       return msg as FromWorker; // re-checked by the gateway's parseFromSandbox
     case "pong":
-      return Number.isSafeInteger(msg.id) ? msg as FromWorker : null;
+      return Number.isSafeInteger(msg.id) && typeof msg.ok === "boolean"
+        ? msg as FromWorker
+        : null;
     case "ended":
       return typeof msg.shutdown === "boolean" &&
           typeof msg.failed === "boolean"

@@ -14,12 +14,14 @@ import {
   FrameWriter,
 } from "../protocol/frames.ts";
 import { SharedOut } from "./out.ts";
+import { RUNTIME_FILES } from "./confine.ts";
 import {
   type FromSandbox,
   type FromWorker,
   MAX_WORKERS,
   parseFromWorker,
   parseToSandbox,
+  STUCK_AFTER_MS,
   type ToSandbox,
   type ToWorker,
   type WirePermissions,
@@ -32,7 +34,7 @@ const DECODER = new TextDecoder();
 const USAGE_EVERY_MS = 5000;
 
 /** How long a worker may take to answer a ping before it counts as stuck. */
-const PING_TIMEOUT_MS = 1000;
+const PING_TIMEOUT_MS = STUCK_AFTER_MS;
 
 interface PoolWorker {
   worker: Worker;
@@ -128,7 +130,12 @@ class Pool {
   #out: FrameWriter;
   #shared: SharedOut;
   #workers: PoolWorker[] = [];
-  #pings = new Map<number, { worker: PoolWorker; answer: () => void }>();
+  #pings = new Map<
+    number,
+    { worker: PoolWorker; answer: (ok: boolean) => void }
+  >();
+  /** The count of nested workers running, shared by the workers. */
+  #nested = new SharedArrayBuffer(4);
 
   constructor(init: InitMessage, out: FrameWriter, shared: SharedOut) {
     this.#init = init;
@@ -170,6 +177,7 @@ class Pool {
             scripts,
             out: this.#shared.buffer,
             index: w.index,
+            nested: this.#nested,
             direct,
           })
         ),
@@ -211,7 +219,8 @@ class Pool {
       name: `${this.#init.site}#${index + 1}`,
       deno: {
         permissions: {
-          read: permissions.read,
+          // Workers the site starts begin with the runtime's ./nested.ts.
+          read: [...permissions.read, ...RUNTIME_FILES],
           write: permissions.write.length > 0 ? permissions.write : false,
           net: permissions.net.length > 0 ? permissions.net : false,
           // By name only, whatever the message says.
@@ -265,7 +274,7 @@ class Pool {
         break;
       case "pong": {
         const ping = this.#pings.get(msg.id);
-        if (ping?.worker === w) ping.answer();
+        if (ping?.worker === w) ping.answer(msg.ok);
         break;
       }
       case "sessionGet":
@@ -405,10 +414,10 @@ class Pool {
       }, PING_TIMEOUT_MS);
       this.#pings.set(id, {
         worker: w,
-        answer: () => {
+        answer: (ok) => {
           clearTimeout(timer);
           this.#pings.delete(id);
-          resolve(true);
+          resolve(ok);
         },
       });
       w.worker.postMessage({ t: "ping", id } satisfies ToWorker);

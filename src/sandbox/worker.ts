@@ -10,6 +10,7 @@
 /// <reference lib="deno.worker" />
 // deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
+import { confineGlobals, limitWorkers, nestedWell } from "./confine.ts";
 import { registry, routesOf, type SocketEntry } from "./_registry.ts";
 import { hook, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
@@ -26,6 +27,8 @@ import type {
   WireReply,
   WireSession,
 } from "../protocol/messages.ts";
+
+confineGlobals();
 
 // Captured before any site code runs, which may replace them.
 const post = self.postMessage.bind(self);
@@ -392,6 +395,7 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
     out = new SharedOut(msg.out);
     slot = msg.index;
     direct = msg.direct !== null;
+    limitWorkers(msg.nested);
     if (msg.direct !== null) void readFrames(msg.direct);
     void load(msg.scripts);
     return;
@@ -440,7 +444,7 @@ function fromGateway(
       throw new Error("Sandbox received a second init");
     case "heartbeat":
       // The only worker answers for itself: a stuck one cannot.
-      writeFrame({ t: "heartbeat", id: msg.id, ok: true });
+      writeFrame({ t: "heartbeat", id: msg.id, ok: nestedWell() });
       break;
     case "activate":
       dispatch({ t: "startTasks" });
@@ -481,7 +485,7 @@ function dispatch(msg: Exclude<ToWorker, { t: "load" }>): void {
       );
       break;
     case "ping":
-      send({ t: "pong", id: msg.id });
+      send({ t: "pong", id: msg.id, ok: nestedWell() });
       break;
     case "hook":
       hook.call(msg.name).catch((err) =>

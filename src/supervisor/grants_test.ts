@@ -79,7 +79,7 @@ Deno.test("judgeRequest() names each part beyond the grant", () => {
     hosts: ["*", "b.test"],
     permissions: { write: ["logs"], net: ["api.test:80"], env: ["PATH"] },
     workers: 4,
-    requestTimeout: 600,
+    requestTimeout: 120,
   }, { hosts: ["a.test"], permissions: { net: ["api.test:443"] } });
   assert.ok(!decision.ok);
   assert.deepEqual(decision.problems, [
@@ -88,7 +88,7 @@ Deno.test("judgeRequest() names each part beyond the grant", () => {
     'permissions.net "api.test:80" (granted: "api.test:443")',
     'permissions.env "PATH" (granted: none)',
     "workers 4 (granted: at most 2)",
-    "requestTimeout 600 (granted: at most 60)",
+    "requestTimeout 120 (granted: at most 60)",
   ]);
 });
 

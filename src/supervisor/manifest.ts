@@ -14,6 +14,15 @@ import { isIP } from "node:net";
 import { isAbsolute, relative, resolve, sep, win32 } from "node:path";
 import { MAX_WORKERS } from "../protocol/messages.ts";
 
+/**
+ * The longest `requestTimeout`, in seconds. A page that runs holds a place
+ * in its site's queue, its client's connection and its worker's attention;
+ * five minutes is room for a slow report, and longer work belongs in a
+ * scheduler task or a streamed reply (nginx waits 60 s for a backend by
+ * default, Cloudflare 100 s).
+ */
+export const MAX_REQUEST_TIMEOUT = 300;
+
 /** The Deno permissions of a site's workers, beyond reading its folder. */
 export interface SitePermissions {
   /** Absolute paths the site may read, inside its folder. */
@@ -102,7 +111,7 @@ const FORBIDDEN_PERMISSIONS = ["run", "ffi", "sys", "import", "hrtime", "all"];
 
 const LIMITS = {
   workers: { min: 1, max: MAX_WORKERS },
-  requestTimeout: { max: 3600 },
+  requestTimeout: { max: MAX_REQUEST_TIMEOUT },
   memory: { min: 16, max: 65536 },
 } as const;
 

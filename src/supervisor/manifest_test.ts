@@ -211,7 +211,7 @@ Deno.test("parseManifest() reads workers, requestTimeout and memory", async (t) 
     [{ workers: 1 }, { workers: 1 }],
     [{ workers: 64 }, { workers: 64 }],
     [{ requestTimeout: 0.5 }, { requestTimeout: 0.5 }],
-    [{ requestTimeout: 3600 }, { requestTimeout: 3600 }],
+    [{ requestTimeout: 300 }, { requestTimeout: 300 }],
     [{ memory: 16 }, { memory: 16 }],
     [{ memory: 65536 }, { memory: 65536 }],
   ];
@@ -475,11 +475,11 @@ const BAD_MANIFESTS: [string, string][] = [
     `"workers" must be an integer from 1 to 64, got ${value}`,
   ]),
   // requestTimeout
-  ...["0", "-1", "3601", '"10"', "true", "1e400"].map((
+  ...["0", "-1", "301", "3600", '"10"', "true", "1e400"].map((
     value,
   ): [string, string] => [
     `{"requestTimeout": ${value}}`,
-    `"requestTimeout" must be a number of seconds greater than 0 and at most 3600, got ${
+    `"requestTimeout" must be a number of seconds greater than 0 and at most 300, got ${
       value === "1e400" ? "Infinity" : value
     }`,
   ]),

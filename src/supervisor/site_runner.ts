@@ -6,7 +6,11 @@
  */
 
 import { log } from "../log.ts";
-import type { WireRequest, WireRoutes } from "../protocol/messages.ts";
+import {
+  STUCK_AFTER_MS,
+  type WireRequest,
+  type WireRoutes,
+} from "../protocol/messages.ts";
 import {
   ClientGoneError,
   LoadError,
@@ -46,7 +50,7 @@ export interface SiteRunnerOptions {
   queue: number;
   /** Starts a sandbox process for a site (a seam for tests). */
   spawn: (def: SiteDefinition) => SandboxProcess;
-  /** How long a stuck-check waits for the sandbox to answer. @default {1500} */
+  /** How long a stuck-check waits for the sandbox to answer. @default {6000} */
   heartbeatMs?: number;
 }
 
@@ -82,7 +86,8 @@ export class SiteRunner {
   #waiters: Waiter[] = [];
   #crashes = 0;
   #stopping = false;
-  #checking = false;
+  /** Generations being asked whether they are stuck. */
+  #checking = new WeakSet<SandboxProcess>();
   #restartTimer: ReturnType<typeof setTimeout> | null = null;
   #reloading: Promise<boolean> | null = null;
   #reloadNext: SiteDefinition | null = null;
@@ -391,7 +396,7 @@ export class SiteRunner {
         if (settled) return;
         settled = true;
         forget();
-        void this.#checkStuck(sandbox);
+        void this.#checkStuck(sandbox, this.timeoutSeconds);
         resolve(
           this.#failed(
             503,
@@ -438,21 +443,49 @@ export class SiteRunner {
     return { kind: "failed", status, message };
   }
 
-  /** After a timeout: a sandbox whose workers do not answer is replaced. */
-  async #checkStuck(sandbox: SandboxProcess): Promise<void> {
-    if (this.#checking || !sandbox.alive) return;
-    this.#checking = true;
+  /**
+   * The watch kept on a site's code all the time: each live generation is
+   * asked whether its workers, and the Workers they started, answer; one
+   * that does not within {@linkcode STUCK_AFTER_MS} is replaced, whatever
+   * it was running (a page, a scheduler task, a websocket handler).
+   */
+  watch(): void {
+    for (const sandbox of [this.#sandbox, ...this.#draining]) {
+      if (sandbox !== null && sandbox.alive && sandbox.routes !== null) {
+        void this.#checkStuck(sandbox, null);
+      }
+    }
+  }
+
+  /**
+   * Replaces a sandbox whose workers do not answer. `timedOut`: a request
+   * ran out of time (the log says so), or null for the regular watch.
+   */
+  async #checkStuck(
+    sandbox: SandboxProcess,
+    timedOut: number | null,
+  ): Promise<void> {
+    if (this.#checking.has(sandbox) || !sandbox.alive) return;
+    this.#checking.add(sandbox);
     try {
-      const ok = await sandbox.heartbeat(this.#options.heartbeatMs ?? 1500);
+      const ok = await sandbox.heartbeat(
+        this.#options.heartbeatMs ?? STUCK_AFTER_MS + 1000,
+      );
       if (!ok && sandbox.alive) {
+        const stuck =
+          `A worker, or a Worker the site started, did not answer for ${
+            STUCK_AFTER_MS / 1000
+          } s`;
         log.error(
           this.name,
-          `A worker is stuck (no answer after the ${this.timeoutSeconds} s request timeout); replacing the sandbox`,
+          timedOut === null
+            ? `${stuck} (stuck in synchronous code); replacing the sandbox`
+            : `${stuck} after the ${timedOut} s request timeout; replacing the sandbox`,
         );
         sandbox.kill("a worker was stuck in synchronous code");
       }
     } finally {
-      this.#checking = false;
+      this.#checking.delete(sandbox);
     }
   }
 

@@ -107,6 +107,9 @@ const STATIC_SCAN_EVERY_MS = 1000;
 /** How often the sites folder is listed, for links the watcher misses. */
 const SITES_POLL_MS = 2000;
 
+/** How often every sandbox is asked whether its workers answer. */
+const HEARTBEAT_EVERY_MS = 2000;
+
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
 
 function isCodeFile(path: string): boolean {
@@ -129,6 +132,7 @@ export class Supervisor implements Sites {
   #watches = new Map<string, Watch>();
   #sitesWatch: Watch | null = null;
   #poll: ReturnType<typeof setInterval> | null = null;
+  #heartbeat: ReturnType<typeof setInterval> | null = null;
   /** Loads of a site, one at a time. */
   #loads = new Coalescer<string>((name) => this.#reloadOnce(name), {
     stopped: () => this.#stopping,
@@ -202,6 +206,10 @@ export class Supervisor implements Sites {
       log.error(p.site, `Site not loaded: ${p.message}`);
       this.#notLoaded.set(p.site, p.message);
     }
+    // Site code is watched all the time, not only after a page times out.
+    this.#heartbeat = setInterval(() => {
+      for (const runner of this.#runners.values()) runner.watch();
+    }, HEARTBEAT_EVERY_MS);
     return problems;
   }
 
@@ -586,6 +594,7 @@ export class Supervisor implements Sites {
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     if (this.#poll !== null) clearInterval(this.#poll);
+    if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
     this.#sitesWatch?.close();
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();

@@ -1,0 +1,241 @@
+/**
+ * A site's resources are its own and bounded (issue 15): no storage shared
+ * with other sites, no way into the runtime's internals, a few Workers of
+ * its own at most, and code stuck anywhere — a page, a scheduler task, a
+ * websocket handler, a Worker it started — gets its sandbox replaced.
+ * Each case is one found working on the code before.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  delay,
+  startServer,
+  type TestServer,
+  writeSites,
+} from "../helpers/server.ts";
+
+/** GET `path` on `host`; the status and body. */
+async function get(
+  server: TestServer,
+  host: string,
+  path: string,
+): Promise<{ status: number; body: string }> {
+  const res = await server.raw(
+    `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+  );
+  return { status: res.status, body: res.body };
+}
+
+/** Files under `dir` (recursively), 0 when it does not exist. */
+function countFiles(dir: string): number {
+  let n = 0;
+  try {
+    for (const entry of Deno.readDirSync(dir)) {
+      n += entry.isDirectory ? countFiles(join(dir, entry.name)) : 1;
+    }
+  } catch {
+    // Missing.
+  }
+  return n;
+}
+
+function denoDir(): string {
+  return Deno.env.get("DENO_DIR") ??
+    join(Deno.env.get("HOME") ?? "/root", ".cache/deno");
+}
+
+Deno.test("sites share no Cache API or web storage, and cannot reach the runtime's internals", async () => {
+  const storage = (name: string) => ({
+    "site.json": JSON.stringify({ hosts: [`${name}.test`] }),
+    "autorun/ar_store.ts": `
+import { hosts } from "sandflare";
+const site = hosts.get("${name}.test");
+const attempt = async (what: () => Promise<unknown> | unknown) => {
+  try { return String(await what()); } catch (err) { return "refused: " + (err as Error).message; }
+};
+site.add("/put", () => attempt(async () => {
+  const cache = await caches.open("shared");
+  await cache.put("http://x.test/secret", new Response("${name}'s secret"));
+  return "stored";
+}));
+site.add("/get", () => attempt(async () => {
+  const cache = await caches.open("shared");
+  const hit = await cache.match("http://x.test/secret");
+  return hit === undefined ? "nothing" : await hit.text();
+}));
+site.add("/local", () => attempt(() => {
+  (globalThis as any).localStorage.setItem("k", "${name}");
+  return (globalThis as any).localStorage.getItem("k");
+}));
+site.add("/internal", () => attempt(() => {
+  const internal = (Deno as any)[(Deno as any).internal];
+  return internal === undefined ? "none" : Object.keys(internal).join(",");
+}));
+`,
+  });
+  const sitesDir = await writeSites({ a: storage("a"), b: storage("b") });
+  const before = countFiles(join(denoDir(), "location_data"));
+  const server = await startServer({ sitesDir });
+  try {
+    const put = await get(server, "a.test", "/put");
+    assert.match(put.body, /^refused: caches is not defined/);
+    const read = await get(server, "b.test", "/get");
+    assert.match(read.body, /^refused: /);
+    assert.doesNotMatch(read.body, /secret/);
+    assert.match(
+      (await get(server, "b.test", "/local")).body,
+      /^refused: /,
+    );
+    assert.equal((await get(server, "a.test", "/internal")).body, "none");
+    assert.equal(
+      countFiles(join(denoDir(), "location_data")),
+      before,
+      "nothing was written to the server's DENO_DIR",
+    );
+  } finally {
+    await server.stop();
+  }
+});
+
+const NESTED = {
+  "site.json": JSON.stringify({ hosts: ["nest.test"], workers: 2 }),
+  "autorun/ar_nest.ts": `
+import { hosts } from "sandflare";
+const site = hosts.get("nest.test");
+const CHILD = URL.createObjectURL(new Blob([
+  "console.log('child output goes to the log');" +
+  "self.onmessage = (e) => self.postMessage('echo ' + e.data);",
+], { type: "text/javascript" }));
+const started: Worker[] = [];
+site.add("/echo", () => new Promise((resolve) => {
+  const w = new Worker(CHILD, { type: "module" });
+  w.onmessage = (e) => { resolve(String(e.data)); w.terminate(); };
+  // Sent at once: it must wait for the child's module to load.
+  w.postMessage("hello");
+}));
+site.add("/start", () => {
+  try {
+    started.push(new Worker(CHILD, { type: "module" }));
+    return "started " + started.length;
+  } catch (err) {
+    return "refused: " + (err as Error).message;
+  }
+});
+site.add("/stop", () => {
+  started.pop()?.terminate();
+  return "left " + started.length;
+});
+site.add("/bypass", () => {
+  try {
+    const ctor = (Object.getPrototypeOf(started[0] ?? {}) as any).constructor;
+    new ctor(CHILD, { type: "module" });
+    return "started past the limit";
+  } catch (err) {
+    return "refused: " + (err as Error).message;
+  }
+});
+site.add("/escalate", () => {
+  try {
+    new Worker(CHILD, { type: "module", deno: { permissions: { net: true } } } as any);
+    return "escalated";
+  } catch (err) {
+    return "refused: " + (err as Error).message;
+  }
+});
+`,
+};
+
+Deno.test("a site runs a few Workers of its own, no more, with no more permissions", async () => {
+  const sitesDir = await writeSites({ nest: NESTED });
+  const server = await startServer({ sitesDir });
+  try {
+    assert.equal((await get(server, "nest.test", "/echo")).body, "echo hello");
+    await server.waitForLog(/\[nest\] .*child output goes to the log/);
+    // The two workers share one count: ask until one of them refuses.
+    const answers: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      answers.push((await get(server, "nest.test", "/start")).body);
+    }
+    const refusals = answers.filter((a) => a.startsWith("refused"));
+    assert.equal(refusals.length, 2, answers.join("\n"));
+    assert.match(refusals[0]!, /at most 4 Workers of its own/);
+    assert.match(
+      (await get(server, "nest.test", "/bypass")).body,
+      /^refused: .*at most 4/,
+    );
+    assert.match(
+      (await get(server, "nest.test", "/escalate")).body,
+      /^refused: /,
+    );
+    // A terminated one gives its place back.
+    let freed = false;
+    for (let i = 0; i < 6 && !freed; i++) {
+      await get(server, "nest.test", "/stop");
+      freed = !(await get(server, "nest.test", "/start")).body.startsWith(
+        "refused",
+      );
+    }
+    assert.ok(freed, "a place was freed by terminate()");
+  } finally {
+    await server.stop();
+  }
+});
+
+/** A site with code stuck somewhere, and a page that still answers before. */
+function stuckSite(code: string): Record<string, string> {
+  return {
+    "site.json": JSON.stringify({ hosts: ["stuck.test"], workers: 2 }),
+    "autorun/ar_stuck.ts": `
+import { hosts, scheduler, websocket } from "sandflare";
+const site = hosts.get("stuck.test");
+site.add("/up", () => "up " + Deno.pid);
+${code}
+`,
+  };
+}
+
+const STUCK_CASES: Record<string, { code: string; trigger?: string }> = {
+  "a scheduler task": {
+    code: `scheduler.newTask("spin", () => { while (true) {} });`,
+  },
+  "a Worker the site started": {
+    code: `
+const spin = URL.createObjectURL(new Blob(["while (true) {}"], { type: "text/javascript" }));
+site.add("/spin", () => { new Worker(spin, { type: "module" }); return "spinning"; });`,
+    trigger: "/spin",
+  },
+  "a timer in a page's worker": {
+    code:
+      `site.add("/spin", () => { setTimeout(() => { while (true) {} }, 10); return "later"; });`,
+    trigger: "/spin",
+  },
+};
+
+for (const [what, { code, trigger }] of Object.entries(STUCK_CASES)) {
+  Deno.test(`code stuck in ${what} gets its sandbox replaced, without any request timing out`, async () => {
+    const sitesDir = await writeSites({ stuck: stuckSite(code) });
+    const server = await startServer({ sitesDir });
+    try {
+      if (trigger !== undefined) {
+        assert.equal((await get(server, "stuck.test", trigger)).status, 200);
+      }
+      const line = await server.waitForLog(
+        /\[stuck\] .*did not answer for 5 s \(stuck in synchronous code\); replacing the sandbox/,
+        30_000,
+      );
+      assert.ok(line);
+      await server.waitForLog(/\[stuck\] Sandbox restarted/, 20_000);
+      // The replacement answers (a task would spin again at once).
+      if (trigger === undefined) return;
+      let status = 0;
+      for (let i = 0; i < 40 && status !== 200; i++) {
+        status = (await get(server, "stuck.test", "/up")).status;
+        if (status !== 200) await delay(250);
+      }
+      assert.equal(status, 200);
+    } finally {
+      await server.stop();
+    }
+  });
+}
