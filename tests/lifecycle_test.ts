@@ -85,7 +85,7 @@ Deno.test("a site that keeps crashing is restarted with growing backoff; others 
     crashy: {
       "site.json": JSON.stringify({
         hosts: ["crashy.test"],
-        memory: 32,
+        memory: 64,
         workers: 1,
         requestTimeout: 2,
       }),

@@ -17,6 +17,7 @@ import {
   TrustError,
 } from "../gateway/trust.ts";
 import type { ListenOptions } from "./options.ts";
+import { Containment } from "../supervisor/containment.ts";
 import {
   GRANTS_FILE_NAME,
   GrantsError,
@@ -46,10 +47,14 @@ export interface Listening {
 /** The gateway's options from the flags of `listen`. */
 export function gatewayOptions(
   options: ListenOptions,
-  resolved: { trustedProxies: IpMatcher | null; operators: IpMatcher },
+  resolved: {
+    trustedProxies: IpMatcher | null;
+    operators: IpMatcher;
+    containment: Containment;
+  },
   listening: Listening,
 ): GatewayOptions {
-  const { trustedProxies, operators } = resolved;
+  const { trustedProxies, operators, containment } = resolved;
   return {
     operators,
     sites: {
@@ -60,6 +65,8 @@ export function gatewayOptions(
       threads: options.threads,
       requestTimeout: options.requestTimeout,
       siteQueue: options.siteQueue,
+      containment,
+      siteCpu: options.siteCpu,
     },
     maxPostLength: options.maxPostLength,
     bodyStallSeconds: options.keepaliveTime,
@@ -263,10 +270,13 @@ export async function listen(options: ListenOptions): Promise<number> {
     return 2;
   }
   const listening: Listening = { address: null };
+  const containment = new Containment({ cgroups: options.cgroups });
+  log.info(null, containment.describe());
   const gateway = new Gateway(
     gatewayOptions(options, {
       trustedProxies: trusted?.matches ?? null,
       operators: operators.matches,
+      containment,
     }, listening),
   );
   let tls: { cert: string; key: string } | undefined;

@@ -47,6 +47,10 @@ export interface ListenOptions {
   threads: number;
   /** Whether changed scripts are reloaded. */
   reload: boolean;
+  /** CPUs one sandbox may use at most (where cgroups hold it). */
+  siteCpu: number;
+  /** Whether sandboxes are held in cgroups where the machine allows. */
+  cgroups: boolean;
   /** Where to write the PID once loaded, or `null`. */
   outPid: string | null;
   /** Whether to send sd_notify messages. */
@@ -104,6 +108,7 @@ export type OptionKind =
   | "flag"
   | "int"
   | "seconds"
+  | "cpus"
   | "size"
   | "string"
   | "path"
@@ -296,6 +301,25 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     default: true,
     value: false,
     help: "do not reload a site when its scripts change",
+  },
+  {
+    name: "site-cpu",
+    key: "siteCpu",
+    kind: "cpus",
+    default: 1,
+    placeholder: "N",
+    max: MAX_WORKERS,
+    help: "CPUs one site's sandbox may use at most (0.5: half of one), " +
+      "held by a cgroup where the server may make one",
+  },
+  {
+    name: "no-cgroups",
+    key: "cgroups",
+    kind: "flag",
+    default: true,
+    value: false,
+    help: "sandboxes hold themselves to their memory and run at nice 10, " +
+      "even where cgroups could be made",
   },
   {
     name: "out-pid",
@@ -695,6 +719,10 @@ function expected(option: OptionDescriptor): string {
       return `expected a number of seconds greater than 0 and at most ${
         max ?? MAX_SECONDS
       }`;
+    case "cpus":
+      return `expected a number of CPUs greater than 0 and at most ${
+        max ?? MAX_WORKERS
+      } (0.5 is half of one)`;
     case "size":
       return `expected ${SIZE_SYNTAX}`;
     case "path":
@@ -729,7 +757,9 @@ function convert(option: OptionDescriptor, text: string): OptionValue {
     case "int":
       return toInteger(option, text);
     case "seconds":
-      return toSeconds(option, text);
+      return toPositive(option, text, MAX_SECONDS);
+    case "cpus":
+      return toPositive(option, text, MAX_WORKERS);
     case "size":
       return toSize(option, text);
     case "string":
@@ -754,8 +784,12 @@ function toInteger(option: OptionDescriptor, text: string): number {
   return value;
 }
 
-function toSeconds(option: OptionDescriptor, text: string): number {
-  const { max = MAX_SECONDS } = option;
+function toPositive(
+  option: OptionDescriptor,
+  text: string,
+  defaultMax: number,
+): number {
+  const { max = defaultMax } = option;
   const value = Number(text);
   if (!/^\d+(?:\.\d+)?$/.test(text) || value <= 0 || value > max) {
     throw invalid(option, text);

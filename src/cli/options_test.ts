@@ -19,6 +19,8 @@ const DEFAULTS: ListenOptions = {
   operatorAddresses: ["localhost"],
   threads: 1,
   reload: true,
+  siteCpu: 1,
+  cgroups: true,
   outPid: null,
   systemd: false,
   reverseProxy: false,
@@ -105,6 +107,9 @@ Deno.test("parseListenOptions() reads every option", async (t) => {
     [["--max-connections=250000"], { maxConnections: 250000 }],
     [["--request-timeout=2.5"], { requestTimeout: 2.5 }],
     [["--request-timeout=300"], { requestTimeout: 300 }],
+    [["--site-cpu=0.5"], { siteCpu: 0.5 }],
+    [["--site-cpu=2"], { siteCpu: 2 }],
+    [["--no-cgroups"], { cgroups: false }],
     [
       ["--tls-cert=cert.pem", "--tls-key=key.pem"],
       { tlsCert: "cert.pem", tlsKey: "key.pem" },
@@ -268,6 +273,10 @@ Deno.test("parseListenOptions() rejects bad values, naming the option", async (t
     [
       ["--request-timeout=301"],
       `Invalid value "301" for --request-timeout: ${REQUEST_SECONDS}`,
+    ],
+    [
+      ["--site-cpu=0"],
+      'Invalid value "0" for --site-cpu: expected a number of CPUs greater than 0 and at most 64 (0.5 is half of one)',
     ],
     [
       ["--request-timeout=Infinity"],

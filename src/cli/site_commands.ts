@@ -5,6 +5,7 @@
  * @module
  */
 
+import { Containment } from "../supervisor/containment.ts";
 import { basename, join, resolve } from "node:path";
 import { Gateway } from "../gateway/gateway.ts";
 import type { SiteDescription } from "../supervisor/describe.ts";
@@ -116,7 +117,11 @@ export async function sitesCommand(
     port: options.port,
   };
   const gateway = new Gateway(
-    gatewayOptions(options, { trustedProxies: null, operators }, { address }),
+    gatewayOptions(options, {
+      trustedProxies: null,
+      operators,
+      containment: new Containment({ cgroups: options.cgroups }),
+    }, { address }),
   );
   let sites: SiteDescription[];
   try {

@@ -363,6 +363,7 @@ export class Gateway {
       websockets: (site) => this.#hub.count(site),
       version: VERSION,
       startedAt: this.#startedAt,
+      limits: this.#options.sites.containment.describe(),
     });
   }
 

@@ -20,6 +20,8 @@ export interface GatewayOptions {
     | "siteQueue"
     | "grantsFile"
     | "serverAddress"
+    | "containment"
+    | "siteCpu"
   >;
   /** Who may see /stats and the other operator paths. */
   operators: IpMatcher;

@@ -70,6 +70,8 @@ export interface SiteStats {
   p50Ms: number | null;
   p99Ms: number | null;
   memoryMiB: number | null;
+  /** The site's `memory`: the most its sandbox may hold. */
+  memoryLimitMiB: number | null;
   websockets: number;
   lastProblem: string | null;
   recentMs: number[];
@@ -79,6 +81,8 @@ export interface SiteStats {
 export interface Stats {
   version: string;
   uptimeSeconds: number;
+  /** What holds each sandbox to its memory and CPU (cgroups or not). */
+  limits: string;
   sites: SiteStats[];
 }
 
@@ -114,6 +118,8 @@ export function renderStatsPage(stats: Stats): string {
       sparkline(s.recentMs)
     }</td><td>${s.restarts}</td><td>${s.reloads}</td><td>${
       s.memoryMiB === null ? "—" : `${s.memoryMiB} MiB`
+    }${
+      s.memoryLimitMiB === null ? "" : ` of ${s.memoryLimitMiB}`
     }</td><td>${s.websockets}</td><td>${
       s.lastProblem === null ? "" : escapeHtml(s.lastProblem)
     }</td></tr>`
@@ -125,6 +131,7 @@ export function renderStatsPage(stats: Stats): string {
 </head><body>
 <h1>Sandflare ${escapeHtml(stats.version)}</h1>
 <p>Up ${Math.floor(stats.uptimeSeconds)} s · <a href="?format=json">JSON</a></p>
+<p>${escapeHtml(stats.limits)}</p>
 <table>
 <tr><th>site</th><th>state</th><th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>websockets</th><th>last problem</th></tr>
 ${rows.join("\n")}
@@ -144,6 +151,8 @@ export interface StatsSources {
   version: string;
   /** When the server started, in ms since the epoch. */
   startedAt: number;
+  /** What holds each sandbox to its memory and CPU. */
+  limits: string;
 }
 
 /** Everything /stats shows, as it is now. */
@@ -151,7 +160,7 @@ export function collectStats(from: StatsSources): Stats {
   const sites: SiteStats[] = [];
   for (const { runner } of from.snapshot.sites.values()) {
     const latency = from.latency.percentiles(runner.name);
-    const rss = runner.generation?.rssBytes ?? null;
+    const rss = runner.generation?.memoryBytes() ?? null;
     sites.push({
       name: runner.name,
       state: runner.ready ? "serving" : "restarting",
@@ -159,6 +168,7 @@ export function collectStats(from: StatsSources): Stats {
       p50Ms: latency?.p50 ?? null,
       p99Ms: latency?.p99 ?? null,
       memoryMiB: rss === null ? null : Math.round(rss / 1024 / 102.4) / 10,
+      memoryLimitMiB: runner.def.manifest.memory,
       websockets: from.websockets(runner.name),
       lastProblem: runner.lastProblem,
       recentMs: from.latency.recent(runner.name, 60),
@@ -177,6 +187,7 @@ export function collectStats(from: StatsSources): Stats {
       p50Ms: null,
       p99Ms: null,
       memoryMiB: null,
+      memoryLimitMiB: null,
       websockets: 0,
       lastProblem: problem,
       recentMs: [],
@@ -185,6 +196,7 @@ export function collectStats(from: StatsSources): Stats {
   return {
     version: from.version,
     uptimeSeconds: (Date.now() - from.startedAt) / 1000,
+    limits: from.limits,
     sites,
   };
 }

@@ -78,6 +78,23 @@ export interface WirePermissions {
   env: boolean | string[];
 }
 
+/** The exit code of a sandbox that ended itself over its memory. */
+export const OUT_OF_MEMORY_EXIT = 86;
+
+/** Limits a sandbox enforces on itself where no cgroup does. */
+export interface SandboxSelfLimits {
+  /** End the process when its resident memory is over this; null: a cgroup holds it. */
+  memoryBytes: number | null;
+  /** Lower the process to nice 10 before starting its workers. */
+  nice: boolean;
+}
+
+function isSelfLimits(value: unknown): value is SandboxSelfLimits {
+  return isRecord(value) &&
+    (value.memoryBytes === null || isId(value.memoryBytes)) &&
+    typeof value.nice === "boolean";
+}
+
 /** Gateway → sandbox. */
 export type ToSandbox =
   | {
@@ -88,6 +105,8 @@ export type ToSandbox =
     scripts: string[];
     workers: number;
     permissions: WirePermissions;
+    /** What the sandbox holds itself to (see src/supervisor/containment.ts). */
+    limits: SandboxSelfLimits;
   }
   | {
     t: "request";
@@ -426,7 +445,7 @@ export function parseToSandbox(value: unknown): ToSandbox {
         if (
           typeof value.site === "string" && typeof value.siteDir === "string" &&
           isStringArray(value.scripts) && isId(value.workers) &&
-          isWirePermissions(value.permissions)
+          isWirePermissions(value.permissions) && isSelfLimits(value.limits)
         ) {
           return {
             t: "init",
@@ -435,6 +454,7 @@ export function parseToSandbox(value: unknown): ToSandbox {
             scripts: value.scripts,
             workers: value.workers,
             permissions: value.permissions,
+            limits: value.limits,
           };
         }
         break;

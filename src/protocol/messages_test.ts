@@ -121,6 +121,7 @@ const TO_SANDBOX: Record<string, Json> = {
       net: ["api.example.com:443"],
       env: false,
     },
+    limits: { memoryBytes: null, nice: false },
   },
   "init with an env list": {
     t: "init",
@@ -129,6 +130,7 @@ const TO_SANDBOX: Record<string, Json> = {
     scripts: [],
     workers: 1,
     permissions: { read: [], write: [], net: [], env: ["HOME"] },
+    limits: { memoryBytes: 268435456, nice: true },
   },
   "request": {
     t: "request",
@@ -350,6 +352,9 @@ const BAD_TO_SANDBOX: [string, string, Path, unknown][] = [
   ["init workers negative", "init", ["workers"], -1],
   ["init workers fractional", "init", ["workers"], 1.5],
   ["init workers a string", "init", ["workers"], "2"],
+  ["init limits missing", "init", ["limits"], DELETE],
+  ["init memory limit a string", "init", ["limits", "memoryBytes"], "1"],
+  ["init nice missing", "init", ["limits", "nice"], DELETE],
   ["init permissions missing", "init", ["permissions"], DELETE],
   ["init permissions an array", "init", ["permissions"], []],
   ["init read missing", "init", ["permissions", "read"], DELETE],

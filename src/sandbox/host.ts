@@ -13,14 +13,17 @@ import {
   FrameDecoder,
   FrameWriter,
 } from "../protocol/frames.ts";
+import { setPriority } from "node:os";
 import { SharedOut } from "./out.ts";
 import { RUNTIME_FILES } from "./confine.ts";
 import {
   type FromSandbox,
   type FromWorker,
   MAX_WORKERS,
+  OUT_OF_MEMORY_EXIT,
   parseFromWorker,
   parseToSandbox,
+  type SandboxSelfLimits,
   STUCK_AFTER_MS,
   type ToSandbox,
   type ToWorker,
@@ -81,6 +84,7 @@ export async function runSandbox(): Promise<number> {
               `Sandbox asked for more than ${MAX_WORKERS} workers`,
             );
           }
+          holdTo(msg.limits);
           pool = new Pool(msg, out, shared);
           if (pool.direct) {
             // One worker: it reads the gateway's frames itself, which saves
@@ -123,6 +127,54 @@ export async function runSandbox(): Promise<number> {
   // The gateway went away: nobody is left to answer.
   pool?.stop();
   return 0;
+}
+
+/**
+ * The sandbox checks its resident memory (where no cgroup does) sooner the
+ * closer it is to its limit: as if memory could grow by this many bytes a
+ * millisecond, within these bounds.
+ */
+const GROWTH_PER_MS = 1024 * 1024;
+const MEMORY_CHECK_MS = { least: 5, most: 250 };
+
+/**
+ * Where no cgroup holds this sandbox: lowers its priority before any worker
+ * starts (they inherit it), and ends the process when its resident memory
+ * (every worker's heap, ArrayBuffers and Wasm memory) is over the limit.
+ * This thread runs no site code, so a site cannot stop it.
+ */
+function holdTo(limits: SandboxSelfLimits): void {
+  if (limits.nice) {
+    try {
+      setPriority(10);
+    } catch (err) {
+      console.error(
+        `The sandbox could not lower its priority: ${(err as Error).message}`,
+      );
+    }
+  }
+  const limit = limits.memoryBytes;
+  if (limit === null) return;
+  // A check costs about 10 µs.
+  const check = () => {
+    const rss = Deno.memoryUsage().rss;
+    if (rss > limit) {
+      console.error(
+        `Out of memory: ${
+          Math.round(rss / 1048576)
+        } MiB resident, over the site's "memory" of ${
+          Math.round(limit / 1048576)
+        } MiB; the sandbox stops`,
+      );
+      Deno.exit(OUT_OF_MEMORY_EXIT);
+    }
+    const { least, most } = MEMORY_CHECK_MS;
+    setTimeout(
+      check,
+      Math.min(most, Math.max(least, (limit - rss) / GROWTH_PER_MS)),
+    );
+  };
+  check();
 }
 
 class Pool {

@@ -112,7 +112,7 @@ const FORBIDDEN_PERMISSIONS = ["run", "ffi", "sys", "import", "hrtime", "all"];
 const LIMITS = {
   workers: { min: 1, max: MAX_WORKERS },
   requestTimeout: { max: MAX_REQUEST_TIMEOUT },
-  memory: { min: 16, max: 65536 },
+  memory: { min: 64, max: 65536 },
 } as const;
 
 const HOST_LABEL_REGEXP = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;

@@ -212,7 +212,7 @@ Deno.test("parseManifest() reads workers, requestTimeout and memory", async (t) 
     [{ workers: 64 }, { workers: 64 }],
     [{ requestTimeout: 0.5 }, { requestTimeout: 0.5 }],
     [{ requestTimeout: 300 }, { requestTimeout: 300 }],
-    [{ memory: 16 }, { memory: 16 }],
+    [{ memory: 64 }, { memory: 64 }],
     [{ memory: 65536 }, { memory: 65536 }],
   ];
   for (const [json, changes] of cases) {
@@ -484,11 +484,11 @@ const BAD_MANIFESTS: [string, string][] = [
     }`,
   ]),
   // memory
-  ...["15", "0", "65537", "256.5", '"256"', "false", "{}"].map((
+  ...["15", "63", "0", "65537", "256.5", '"256"', "false", "{}"].map((
     value,
   ): [string, string] => [
     `{"memory": ${value}}`,
-    `"memory" must be an integer number of MiB from 16 to 65536, got ${value}`,
+    `"memory" must be an integer number of MiB from 64 to 65536, got ${value}`,
   ]),
 ];
 

@@ -8,8 +8,10 @@
 
 import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
 import { Budget } from "../shared/budget.ts";
+import type { Placement } from "./containment.ts";
 import {
   type FromSandbox,
+  OUT_OF_MEMORY_EXIT,
   parseFromSandbox,
   type ToSandbox,
   type WirePermissions,
@@ -28,7 +30,7 @@ export interface SandboxSpec {
   workers: number;
   /** The workers' permissions; `read` includes the site's own folder. */
   permissions: WirePermissions;
-  /** Heap limit of the whole process in MiB. */
+  /** The most memory of the whole process in MiB (see ./containment.ts). */
   memory: number;
   /** Extra variables for the process (only those the site may read). */
   env: Record<string, string>;
@@ -37,6 +39,11 @@ export interface SandboxSpec {
    * as not reading them (default 64 MiB).
    */
   maxInputBacklog?: number;
+  /**
+   * Where the process runs (its cgroups, see ./containment.ts); none: the
+   * sandbox holds itself to its memory and lowers its priority.
+   */
+  placement?: Placement;
 }
 
 const DEFAULT_INPUT_BACKLOG = 64 * 1024 * 1024;
@@ -208,6 +215,8 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
   if (Array.isArray(spec.permissions.env) && spec.permissions.env.length > 0) {
     args.push(`--allow-env=${spec.permissions.env.join(",")}`);
   }
+  // The host thread lowers its own priority (see ./containment.ts).
+  args.push("--allow-sys=setPriority");
   args.push(decodeURIComponent(MAIN.pathname), "__sandbox");
   return args;
 }
@@ -224,6 +233,7 @@ export class SandboxProcess {
   /** Resident memory of the process as it last reported it. */
   rssBytes: number | null = null;
   #child: Deno.ChildProcess;
+  #placement: Placement | null;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #out: FrameWriter;
   #outOfMemory = false;
@@ -262,8 +272,12 @@ export class SandboxProcess {
       this.#onLoadFailed = reject;
     });
     this.loaded.catch(() => {}); // observed by whoever awaits it
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: COMPILED ? ["__sandbox"] : sandboxArgs(spec),
+    this.#placement = spec.placement ?? null;
+    const start = { exec: Deno.execPath(), args: sandboxArgs(spec) };
+    if (COMPILED) start.args = ["__sandbox"];
+    const command = this.#placement?.command(start.exec, start.args) ?? start;
+    this.#child = new Deno.Command(command.exec, {
+      args: command.args,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -296,6 +310,7 @@ export class SandboxProcess {
           ),
       },
     );
+    const watch = this.#placement === null || this.#placement.watchMemory;
     this.#send({
       t: "init",
       site: spec.site,
@@ -303,6 +318,10 @@ export class SandboxProcess {
       scripts: spec.scripts,
       workers: spec.workers,
       permissions: spec.permissions,
+      limits: {
+        memoryBytes: watch ? spec.memory * 1024 * 1024 : null,
+        nice: this.#placement === null || this.#placement.nice,
+      },
     });
     const loadTimer = setTimeout(
       () => this.kill(`it did not load within ${LOAD_TIMEOUT_MS / 1000} s`),
@@ -353,6 +372,15 @@ export class SandboxProcess {
   /** The process id. */
   get pid(): number {
     return this.#child.pid;
+  }
+
+  /**
+   * Memory the process holds: as its cgroup counts it where it has one,
+   * else as the sandbox last reported its resident memory.
+   */
+  memoryBytes(): number | null {
+    if (this.#gone !== null) return null;
+    return this.#placement?.memoryBytes() ?? this.rssBytes;
   }
 
   /** False once the process is gone or being killed. */
@@ -772,6 +800,16 @@ export class SandboxProcess {
       new Promise((r) => timer = setTimeout(r, 500)),
     ]);
     clearTimeout(timer);
+    // The kernel stopped it at its cgroup's memory limit, or it stopped
+    // itself at its limit (where no cgroup holds it).
+    if (
+      this.#killReason === null &&
+      (this.#placement?.outOfMemory() === true ||
+        status.code === OUT_OF_MEMORY_EXIT)
+    ) {
+      this.#outOfMemory = true;
+    }
+    this.#placement?.release();
     // Held lines are dropped only when the process really died of it.
     if (this.#oomHeld !== null) {
       if (status.success) this.#releaseHeld();
@@ -787,7 +825,7 @@ export class SandboxProcess {
     const reason = this.#killReason !== null
       ? `it was killed because ${this.#killReason}`
       : this.#outOfMemory
-      ? `it ran out of memory (the site's "memory" is ${this.spec.memory} MiB)`
+      ? `it ran out of memory (its "memory" is ${this.spec.memory} MiB)`
       : status.code === 0
       ? "it exited"
       : `it ${how}`;

@@ -450,11 +450,16 @@ export class SiteRunner {
    * it was running (a page, a scheduler task, a websocket handler).
    */
   watch(): void {
-    for (const sandbox of [this.#sandbox, ...this.#draining]) {
-      if (sandbox !== null && sandbox.alive && sandbox.routes !== null) {
-        void this.#checkStuck(sandbox, null);
-      }
+    for (const sandbox of this.#live()) {
+      if (sandbox.routes !== null) void this.#checkStuck(sandbox, null);
     }
+  }
+
+  /** The generations alive: the one serving and those draining. */
+  #live(): SandboxProcess[] {
+    return [this.#sandbox, ...this.#draining].filter((
+      g,
+    ): g is SandboxProcess => g !== null && g.alive);
   }
 
   /**

@@ -44,6 +44,7 @@ import {
 import { type Watch, watchFolder } from "./watcher.ts";
 import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
+import type { Containment } from "./containment.ts";
 import {
   grantOf,
   type Grants,
@@ -81,6 +82,10 @@ export interface SupervisorOptions {
   siteQueue: number;
   /** Bytes that may wait to be written to a sandbox before it is stopped. */
   maxInputBacklog: number;
+  /** What holds each sandbox to its memory and CPU. */
+  containment: Containment;
+  /** CPUs one sandbox may use at most. */
+  siteCpu: number;
   /** A websocket send/close or a session question from a site. */
   onSiteMessage: (
     site: string,
@@ -210,6 +215,7 @@ export class Supervisor implements Sites {
     this.#heartbeat = setInterval(() => {
       for (const runner of this.#runners.values()) runner.watch();
     }, HEARTBEAT_EVERY_MS);
+
     return problems;
   }
 
@@ -551,6 +557,10 @@ export class Supervisor implements Sites {
       memory: def.manifest.memory,
       env: passedEnv(env),
       maxInputBacklog: this.#options.maxInputBacklog,
+      placement: this.#options.containment.place(def.name, {
+        memoryMiB: def.manifest.memory,
+        cpus: this.#options.siteCpu,
+      }),
     }, {
       onStderr: siteOutput(def.name),
       onSiteMessage: (from, msg, body, headerBytes) =>
@@ -599,6 +609,7 @@ export class Supervisor implements Sites {
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();
     await Promise.all([...this.#runners.values()].map((r) => r.stop(graceMs)));
+    this.#options.containment.close();
   }
 }
 

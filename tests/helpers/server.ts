@@ -180,12 +180,9 @@ export function cliCommand(
     args: [
       "run",
       "--unstable-net",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
-      "--allow-sys",
+      // As `deno task cli` (deno.json): --allow-all lets the server read
+      // /proc/self/cgroup, which Deno 2.9.6 asks --allow-all for.
+      "--allow-all",
       "--v8-flags=--enable-experimental-regexp-engine",
       join(PROJECT_DIR, "main.ts"),
       ...args,

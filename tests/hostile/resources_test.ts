@@ -239,3 +239,58 @@ for (const [what, { code, trigger }] of Object.entries(STUCK_CASES)) {
     }
   });
 }
+
+for (
+  const [mode, args] of [["cgroups", []], ["--no-cgroups", [
+    "--no-cgroups",
+  ]]] as const
+) {
+  Deno.test(`${mode}: what holds the sandboxes is said at start and on /stats, with each site's memory`, async () => {
+    const sitesDir = await writeSites({
+      small: {
+        "site.json": JSON.stringify({ hosts: ["small.test"], memory: 96 }),
+        "autorun/ar_small.ts":
+          `import { hosts } from "sandflare";\nhosts.get("small.test").add("/", () => "small");\n`,
+      },
+    });
+    const server = await startServer({ sitesDir, args: [...args] });
+    try {
+      const line = await server.waitForLog(/Site limits: /);
+      const stats = JSON.parse(
+        (await server.fetch("/stats?format=json")).text,
+      ) as {
+        limits: string;
+        sites: {
+          name: string;
+          memoryMiB: number | null;
+          memoryLimitMiB: number | null;
+        }[];
+      };
+      assert.ok(line.endsWith(stats.limits), `${line}\n${stats.limits}`);
+      if (mode === "cgroups") {
+        assert.match(
+          stats.limits,
+          /memory: cgroup \/sys\/fs\/cgroup\/memory\/.*sandflare-\d+; CPU: cgroup /,
+        );
+      } else {
+        assert.match(
+          stats.limits,
+          /each sandbox checks its resident memory.*nice 10.*--no-cgroups/,
+        );
+      }
+      const small = stats.sites.find((s) => s.name === "small");
+      assert.equal(small?.memoryLimitMiB, 96);
+      assert.ok((small?.memoryMiB ?? 0) > 0, JSON.stringify(small));
+      assert.ok((small?.memoryMiB ?? 0) < 96, JSON.stringify(small));
+    } finally {
+      await server.stop();
+    }
+    // Nothing is left behind in the cgroups.
+    assert.deepEqual(
+      [...Deno.readDirSync("/sys/fs/cgroup/cpu")].filter((e) =>
+        e.name === `sandflare-${server.child.pid}`
+      ),
+      [],
+    );
+  });
+}

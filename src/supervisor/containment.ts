@@ -1,0 +1,299 @@
+/**
+ * How each sandbox process is held to its site's memory and to its share
+ * of the CPUs, as a whole: heap, ArrayBuffers, Wasm memory and every worker.
+ *
+ * Where the server may make cgroups (version 1 here: a `memory` and a `cpu`
+ * hierarchy mounted writable, as on this project's machines, or the subtree
+ * a systemd service gets with `Delegate=yes` on such a system), each sandbox
+ * runs in one of its own, made beneath the server's own cgroup and removed
+ * when it exits:
+ * - memory: `memory.limit_in_bytes` is the site's `memory`; past it the
+ *   kernel kills the sandbox at once, whatever allocated it;
+ * - CPU: `cpu.cfs_quota_us` lets it use `--site-cpu` CPUs at most, measured
+ *   every 100 ms, however many threads it runs.
+ *
+ * Otherwise (no cgroups, not writable, or the server cannot read
+ * /proc/self/cgroup: Deno 2.9.6 asks for `--allow-all` for that):
+ * - memory: the sandbox's own host thread (no site code runs there) reads
+ *   the process's resident memory, every 250 ms when far from the limit and
+ *   down to every 5 ms close to it, and ends the process when it is over;
+ *   memory allocated faster than about 1 GiB a second may pass the limit by
+ *   what a few milliseconds allow. Resident memory includes Deno's own code
+ *   pages (about 45 MiB), which a cgroup charges to whoever loaded them first;
+ * - CPU: the host thread lowers itself to nice 10 before it starts the
+ *   workers, which inherit it, so the gateway comes first; sites are not
+ *   bounded against each other beyond the stuck-worker watch.
+ *
+ * A sandbox starts inside its cgroups: `/bin/sh` writes its own pid into
+ * them, then becomes Deno (`exec`), so every page the process maps counts.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+
+/** What holds a sandbox's memory. */
+export type MemoryBound = "cgroup" | "watchdog";
+/** What holds a sandbox's CPU use. */
+export type CpuBound = "cgroup" | "nice";
+
+/** One sandbox's place. */
+export interface Placement {
+  /** The sandbox holds itself to its memory (no cgroup does). */
+  readonly watchMemory: boolean;
+  /** The sandbox lowers its priority to nice 10 (no cgroup holds its CPU). */
+  readonly nice: boolean;
+  /**
+   * The command that starts the sandbox in its cgroups, from the one that
+   * starts it (the same where there are none).
+   */
+  command(exec: string, args: string[]): { exec: string; args: string[] };
+  /** Memory its cgroup counts now, in bytes; null without one. */
+  memoryBytes(): number | null;
+  /** After it exited: whether the kernel stopped it for memory. */
+  outOfMemory(): boolean;
+  /** Removes what was made for it; call once it has exited. */
+  release(): void;
+}
+
+/** The limits of one sandbox. */
+export interface SandboxLimits {
+  memoryMiB: number;
+  /** CPUs it may use at most (1 = one whole CPU). */
+  cpus: number;
+}
+
+/** A controller's hierarchy: where the server's own cgroup is in it. */
+interface Hierarchy {
+  /** The server's cgroup directory. */
+  own: string;
+  /** The directory made for this server's sandboxes. */
+  base: string;
+}
+
+/**
+ * The server's own cgroup directory for a v1 `controller`, from
+ * /proc/self/cgroup and /proc/self/mountinfo; null when it is not mounted.
+ */
+export function ownCgroupDir(
+  controller: string,
+  procCgroup: string,
+  mountinfo: string,
+): string | null {
+  let path: string | null = null;
+  for (const line of procCgroup.split("\n")) {
+    const [, controllers, p] = line.split(":", 3) as [
+      string?,
+      string?,
+      string?,
+    ];
+    if (controllers?.split(",").includes(controller) && p !== undefined) {
+      path = p;
+    }
+  }
+  if (path === null) return null;
+  for (const line of mountinfo.split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (left === undefined || right === undefined) continue;
+    const [fstype, , options = ""] = right.split(" ");
+    if (fstype !== "cgroup" || !options.split(",").includes(controller)) {
+      continue;
+    }
+    const fields = left.split(" ");
+    const root = fields[3] ?? "/";
+    const mountPoint = fields[4];
+    if (mountPoint === undefined || !path.startsWith(root)) continue;
+    const rest = root === "/" ? path : path.slice(root.length);
+    return join(mountPoint, rest);
+  }
+  return null;
+}
+
+/** Reads a file of /proc or of a cgroup, "" when it cannot. */
+function readText(file: string): string {
+  try {
+    return Deno.readTextFileSync(file);
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Makes this server's directory beneath its own cgroup, after removing
+ * those left by servers that are gone. Null (with why) when it cannot.
+ */
+function makeBase(
+  controller: string,
+  own: string | null,
+): Hierarchy | string {
+  if (own === null) return `no ${controller} cgroup is mounted`;
+  try {
+    for (const entry of Deno.readDirSync(own)) {
+      const match = /^sandflare-(\d+)$/.exec(entry.name);
+      if (match === null || !entry.isDirectory) continue;
+      if (readText(`/proc/${match[1]}/cmdline`) !== "") continue;
+      removeTree(join(own, entry.name));
+    }
+    const base = join(own, `sandflare-${Deno.pid}`);
+    Deno.mkdirSync(base, { recursive: true });
+    return { own, base };
+  } catch (err) {
+    return `the ${controller} cgroup ${own} is not writable (${
+      (err as Error).message
+    })`;
+  }
+}
+
+/** Removes an empty cgroup and the empty ones beneath it. */
+function removeTree(dir: string): void {
+  try {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (entry.isDirectory) removeTree(join(dir, entry.name));
+    }
+    Deno.removeSync(dir);
+  } catch {
+    // Still has processes, or already gone.
+  }
+}
+
+/** The number of the kernel's OOM kills in a v1 memory cgroup. */
+function oomKills(dir: string): number {
+  const match = /^oom_kill (\d+)$/m.exec(
+    readText(join(dir, "memory.oom_control")),
+  );
+  return match === null ? 0 : Number(match[1]);
+}
+
+/** Holds every sandbox of one server to its limits. */
+export class Containment {
+  readonly memory: MemoryBound;
+  readonly cpu: CpuBound;
+  /** Why cgroups are not used, when they are not. */
+  readonly fallbackReason: string | null;
+  #memory: Hierarchy | null;
+  #cpu: Hierarchy | null;
+  #next = 0;
+
+  /** `cgroups: false` uses the watchdog and nice (for `--no-cgroups`). */
+  constructor(options: { cgroups: boolean }) {
+    let memory: Hierarchy | string = "cgroups are turned off (--no-cgroups)";
+    let cpu: Hierarchy | string = memory;
+    let procCgroup = "";
+    let mountinfo = "";
+    if (options.cgroups) {
+      try {
+        procCgroup = Deno.readTextFileSync("/proc/self/cgroup");
+        mountinfo = Deno.readTextFileSync("/proc/self/mountinfo");
+      } catch (err) {
+        memory = cpu = err instanceof Deno.errors.NotCapable
+          ? "Deno 2.9.6 reads /proc/self/cgroup only with --allow-all"
+          : `/proc/self/cgroup cannot be read (${(err as Error).message})`;
+      }
+    }
+    if (procCgroup !== "") {
+      memory = makeBase(
+        "memory",
+        ownCgroupDir("memory", procCgroup, mountinfo),
+      );
+      cpu = makeBase("cpu", ownCgroupDir("cpu", procCgroup, mountinfo));
+    }
+    this.#memory = typeof memory === "string" ? null : memory;
+    this.#cpu = typeof cpu === "string" ? null : cpu;
+    this.memory = this.#memory === null ? "watchdog" : "cgroup";
+    this.cpu = this.#cpu === null ? "nice" : "cgroup";
+    const reasons = [memory, cpu].filter((r) => typeof r === "string");
+    this.fallbackReason = reasons.length === 0
+      ? null
+      : [...new Set(reasons)].join("; ");
+  }
+
+  /** One line for the log at start and for /stats. */
+  describe(): string {
+    const memory = this.#memory === null
+      ? "memory: each sandbox checks its resident memory (every 5–250 ms)"
+      : `memory: cgroup ${this.#memory.base}`;
+    const cpu = this.#cpu === null
+      ? "CPU: sandboxes at nice 10"
+      : `CPU: cgroup ${this.#cpu.base} (--site-cpu each)`;
+    const why = this.fallbackReason === null
+      ? ""
+      : ` (no cgroup: ${this.fallbackReason})`;
+    return `Site limits: ${memory}; ${cpu}${why}`;
+  }
+
+  /** The place of a new sandbox of `site`: its cgroups made with `limits`. */
+  place(site: string, limits: SandboxLimits): Placement {
+    const name = `${site.replace(/[^A-Za-z0-9_.-]/g, "_")}.${++this.#next}`;
+    const dirs: string[] = [];
+    let memoryDir: string | null = null;
+    try {
+      if (this.#memory !== null) {
+        memoryDir = join(this.#memory.base, name);
+        Deno.mkdirSync(memoryDir);
+        dirs.push(memoryDir);
+        const bytes = String(limits.memoryMiB * 1024 * 1024);
+        Deno.writeTextFileSync(join(memoryDir, "memory.limit_in_bytes"), bytes);
+        // Where there is swap, swapping must not stretch the bound.
+        try {
+          Deno.writeTextFileSync(
+            join(memoryDir, "memory.memsw.limit_in_bytes"),
+            bytes,
+          );
+        } catch {
+          // Swap accounting is off.
+        }
+      }
+      if (this.#cpu !== null) {
+        const cpuDir = join(this.#cpu.base, name);
+        Deno.mkdirSync(cpuDir);
+        dirs.push(cpuDir);
+        Deno.writeTextFileSync(join(cpuDir, "cpu.cfs_period_us"), "100000");
+        Deno.writeTextFileSync(
+          join(cpuDir, "cpu.cfs_quota_us"),
+          String(Math.max(1000, Math.round(limits.cpus * 100_000))),
+        );
+      }
+    } catch (err) {
+      for (const dir of dirs) removeTree(dir);
+      throw new Error(
+        `The sandbox's cgroup could not be made: ${(err as Error).message}`,
+      );
+    }
+    return {
+      watchMemory: memoryDir === null,
+      nice: this.#cpu === null,
+      // The shell enters the cgroups, then becomes Deno: everything the
+      // process maps is counted, from its first page.
+      command: (exec, args) =>
+        dirs.length === 0 ? { exec, args } : {
+          exec: "/bin/sh",
+          args: [
+            "-c",
+            `${
+              dirs.map((_, i) => `echo $$ > "$${i + 1}" && `).join("")
+            }shift ${dirs.length} && exec "$@"`,
+            "sandbox",
+            ...dirs.map((dir) => join(dir, "cgroup.procs")),
+            exec,
+            ...args,
+          ],
+        },
+      memoryBytes: () => {
+        if (memoryDir === null) return null;
+        const usage = readText(join(memoryDir, "memory.usage_in_bytes"));
+        return usage === "" ? null : Number(usage);
+      },
+      outOfMemory: () => memoryDir !== null && oomKills(memoryDir) > 0,
+      release: () => {
+        for (const dir of dirs) removeTree(dir);
+      },
+    };
+  }
+
+  /** Removes this server's cgroups (once its sandboxes have exited). */
+  close(): void {
+    for (const h of [this.#memory, this.#cpu]) {
+      if (h !== null) removeTree(h.base);
+    }
+  }
+}
