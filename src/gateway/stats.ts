@@ -72,6 +72,12 @@ export interface SiteStats {
   memoryMiB: number | null;
   /** The site's `memory`: the most its sandbox may hold. */
   memoryLimitMiB: number | null;
+  /** What its writable folders hold, as its quota counts it (null: none measured). */
+  diskMiB: number | null;
+  /** Its `disk` quota. */
+  diskQuotaMiB: number | null;
+  /** Its write access is taken away: it is over its quota. */
+  overDiskQuota: boolean;
   websockets: number;
   lastProblem: string | null;
   recentMs: number[];
@@ -118,8 +124,10 @@ export function renderStatsPage(stats: Stats): string {
       sparkline(s.recentMs)
     }</td><td>${s.restarts}</td><td>${s.reloads}</td><td>${
       s.memoryMiB === null ? "—" : `${s.memoryMiB} MiB`
+    }${s.memoryLimitMiB === null ? "" : ` of ${s.memoryLimitMiB}`}</td><td>${
+      s.diskMiB === null ? "—" : `${s.diskMiB} of ${s.diskQuotaMiB} MiB`
     }${
-      s.memoryLimitMiB === null ? "" : ` of ${s.memoryLimitMiB}`
+      s.overDiskQuota ? " (over: no writes)" : ""
     }</td><td>${s.websockets}</td><td>${
       s.lastProblem === null ? "" : escapeHtml(s.lastProblem)
     }</td></tr>`
@@ -133,7 +141,7 @@ export function renderStatsPage(stats: Stats): string {
 <p>Up ${Math.floor(stats.uptimeSeconds)} s · <a href="?format=json">JSON</a></p>
 <p>${escapeHtml(stats.limits)}</p>
 <table>
-<tr><th>site</th><th>state</th><th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>websockets</th><th>last problem</th></tr>
+<tr><th>site</th><th>state</th><th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>disk</th><th>websockets</th><th>last problem</th></tr>
 ${rows.join("\n")}
 </table>
 </body></html>
@@ -169,6 +177,11 @@ export function collectStats(from: StatsSources): Stats {
       p99Ms: latency?.p99 ?? null,
       memoryMiB: rss === null ? null : Math.round(rss / 1024 / 102.4) / 10,
       memoryLimitMiB: runner.def.manifest.memory,
+      diskMiB: runner.disk.bytes === null
+        ? null
+        : Math.round(runner.disk.bytes / 1024 / 102.4) / 10,
+      diskQuotaMiB: runner.def.manifest.disk,
+      overDiskQuota: runner.disk.revoked,
       websockets: from.websockets(runner.name),
       lastProblem: runner.lastProblem,
       recentMs: from.latency.recent(runner.name, 60),
@@ -188,6 +201,9 @@ export function collectStats(from: StatsSources): Stats {
       p99Ms: null,
       memoryMiB: null,
       memoryLimitMiB: null,
+      diskMiB: null,
+      diskQuotaMiB: null,
+      overDiskQuota: false,
       websockets: 0,
       lastProblem: problem,
       recentMs: [],

@@ -29,6 +29,7 @@ import { lookup } from "node:dns/promises";
 import { relative, resolve } from "node:path";
 import { hostPatternCovers } from "../router/host_pattern.ts";
 import {
+  DEFAULT_DISK_MIB,
   DEFAULT_MEMORY_MIB,
   ManifestError,
   parseManifest,
@@ -52,6 +53,7 @@ export interface SiteGrant {
   workers: number;
   requestTimeout: number;
   memory: number;
+  disk: number;
 }
 
 /** The grants in force. */
@@ -71,6 +73,7 @@ export const DEFAULT_GRANT: SiteGrant = Object.freeze({
   workers: 2,
   requestTimeout: 60,
   memory: DEFAULT_MEMORY_MIB,
+  disk: DEFAULT_DISK_MIB,
 });
 
 /** The file name looked for beside the sites folder. */
@@ -95,6 +98,7 @@ const GRANT_FIELDS = [
   "workers",
   "requestTimeout",
   "memory",
+  "disk",
 ];
 const SITE_NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Relative paths in grants are parsed against this stand-in folder. */
@@ -235,6 +239,7 @@ function parseGrant(value: unknown, file: string, prefix: string): SiteGrant {
     workers: parsed.workers ?? DEFAULT_GRANT.workers,
     requestTimeout: parsed.requestTimeout ?? DEFAULT_GRANT.requestTimeout,
     memory: "memory" in value ? parsed.memory : DEFAULT_GRANT.memory,
+    disk: "disk" in value ? parsed.disk : DEFAULT_GRANT.disk,
   };
 }
 
@@ -351,11 +356,15 @@ export function judgeRequest(
       })`,
     );
   }
-  for (const field of ["workers", "requestTimeout", "memory"] as const) {
-    // No memory asked for is the default, lowered to the grant below.
-    const asked = field === "memory" && request.memory === DEFAULT_MEMORY_MIB
-      ? null
-      : request[field];
+  for (
+    const field of ["workers", "requestTimeout", "memory", "disk"] as const
+  ) {
+    // No memory or disk asked for is the default, lowered to the grant below.
+    const asked =
+      (field === "memory" && request.memory === DEFAULT_MEMORY_MIB) ||
+        (field === "disk" && request.disk === DEFAULT_DISK_MIB)
+        ? null
+        : request[field];
     if (asked !== null && asked > granted[field]) {
       problems.push(`${field} ${asked} (granted: at most ${granted[field]})`);
     }
@@ -375,6 +384,7 @@ export function judgeRequest(
         env: env.length === 0 ? false : [...new Set(env)],
       },
       memory: Math.min(request.memory, granted.memory),
+      disk: Math.min(request.disk, granted.disk),
     },
   };
 }
@@ -397,6 +407,7 @@ export function grantOfRequest(request: SiteManifest, root: string): SiteGrant {
     workers: request.workers ?? DEFAULT_GRANT.workers,
     requestTimeout: request.requestTimeout ?? DEFAULT_GRANT.requestTimeout,
     memory: request.memory,
+    disk: request.disk,
   };
 }
 
@@ -428,6 +439,7 @@ export function grantJson(
     out.requestTimeout = request.requestTimeout;
   }
   if (request.memory !== DEFAULT_MEMORY_MIB) out.memory = request.memory;
+  if (request.disk !== DEFAULT_DISK_MIB) out.disk = request.disk;
   return out;
 }
 

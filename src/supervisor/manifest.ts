@@ -50,8 +50,10 @@ export interface SiteManifest {
   workers: number | null;
   /** Seconds a page callback may run, or `null` for `--request-timeout`. */
   requestTimeout: number | null;
-  /** Heap limit of the site's sandbox process, in MiB. */
+  /** The most memory of the site's sandbox process, in MiB. */
   memory: number;
+  /** The most its writable folders may hold, in MiB. */
+  disk: number;
 }
 
 /**
@@ -99,12 +101,16 @@ function whereOf(options: ParseManifestOptions): Where {
 /** Heap limit of a site's sandbox process when `site.json` sets none, in MiB. */
 export const DEFAULT_MEMORY_MIB = 256;
 
+/** A site's disk quota when its site.json does not set one, in MiB. */
+export const DEFAULT_DISK_MIB = 100;
+
 const FIELDS = [
   "hosts",
   "permissions",
   "workers",
   "requestTimeout",
   "memory",
+  "disk",
 ] as const;
 const PERMISSIONS = ["read", "write", "net", "env"] as const;
 const FORBIDDEN_PERMISSIONS = ["run", "ffi", "sys", "import", "hrtime", "all"];
@@ -113,6 +119,7 @@ const LIMITS = {
   workers: { min: 1, max: MAX_WORKERS },
   requestTimeout: { max: MAX_REQUEST_TIMEOUT },
   memory: { min: 64, max: 65536 },
+  disk: { min: 1, max: 1024 * 1024 },
 } as const;
 
 const HOST_LABEL_REGEXP = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
@@ -175,6 +182,7 @@ export function parseManifest(
     workers: parseWorkers(data.workers, file),
     requestTimeout: parseRequestTimeout(data.requestTimeout, file),
     memory: parseMemory(data.memory, file),
+    disk: parseDisk(data.disk, file),
   };
 }
 
@@ -186,6 +194,7 @@ function defaultManifest(): SiteManifest {
     workers: null,
     requestTimeout: null,
     memory: DEFAULT_MEMORY_MIB,
+    disk: DEFAULT_DISK_MIB,
   };
 }
 
@@ -601,6 +610,20 @@ function parseMemory(value: unknown, file: Where): number {
     throw fieldError(
       file,
       "memory",
+      `must be an integer number of MiB from ${min} to ${max}`,
+      value,
+    );
+  }
+  return value;
+}
+
+function parseDisk(value: unknown, file: Where): number {
+  if (value === undefined || value === null) return DEFAULT_DISK_MIB;
+  const { min, max } = LIMITS.disk;
+  if (!isIntegerIn(value, min, max)) {
+    throw fieldError(
+      file,
+      "disk",
       `must be an integer number of MiB from ${min} to ${max}`,
       value,
     );

@@ -18,6 +18,7 @@ const DEFAULTS: SiteManifest = {
   workers: null,
   requestTimeout: null,
   memory: 256,
+  disk: 100,
 };
 
 function parse(json: unknown): SiteManifest {
@@ -64,6 +65,7 @@ Deno.test("parseManifest() reads the SPEC example", () => {
     workers: 2,
     requestTimeout: 10,
     memory: 256,
+    disk: 100,
   });
 });
 
@@ -214,6 +216,8 @@ Deno.test("parseManifest() reads workers, requestTimeout and memory", async (t) 
     [{ requestTimeout: 300 }, { requestTimeout: 300 }],
     [{ memory: 64 }, { memory: 64 }],
     [{ memory: 65536 }, { memory: 65536 }],
+    [{ disk: 1 }, { disk: 1 }],
+    [{ disk: 1048576 }, { disk: 1048576 }],
   ];
   for (const [json, changes] of cases) {
     await t.step(JSON.stringify(json), () => {
@@ -267,7 +271,7 @@ Deno.test("parseManifest() names the line and column of JSON errors", async (t) 
 });
 
 const FIELDS =
-  '"hosts", "permissions", "workers", "requestTimeout" and "memory"';
+  '"hosts", "permissions", "workers", "requestTimeout", "memory" and "disk"';
 const PERMISSIONS = '"read", "write", "net" and "env"';
 const PATTERN = 'must be a host pattern: "*", "example.test", ' +
   '"*.example.test", "~.example.test" or "+.example.test"';
@@ -482,6 +486,13 @@ const BAD_MANIFESTS: [string, string][] = [
     `"requestTimeout" must be a number of seconds greater than 0 and at most 300, got ${
       value === "1e400" ? "Infinity" : value
     }`,
+  ]),
+  // disk
+  ...["0", "1048577", "1.5", '"100"'].map((
+    value,
+  ): [string, string] => [
+    `{"disk": ${value}}`,
+    `"disk" must be an integer number of MiB from 1 to 1048576, got ${value}`,
   ]),
   // memory
   ...["15", "63", "0", "65537", "256.5", '"256"', "false", "{}"].map((

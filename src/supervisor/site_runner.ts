@@ -81,6 +81,15 @@ export class SiteRunner {
   routes: WireRoutes | null = null;
   /** The last reason the sandbox stopped, for /stats and `sites`. */
   lastProblem: string | null = null;
+  /**
+   * The site's writable folders as last measured (bytes, null before the
+   * first measure), and whether its write access is taken away for being
+   * over its disk quota.
+   */
+  readonly disk: { bytes: number | null; revoked: boolean } = {
+    bytes: null,
+    revoked: false,
+  };
   #options: SiteRunnerOptions;
   #sandbox: SandboxProcess | null = null;
   #waiters: Waiter[] = [];

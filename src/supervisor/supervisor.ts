@@ -41,10 +41,11 @@ import {
   scanStatic,
   type StaticIndex,
 } from "./static_index.ts";
-import { type Watch, watchFolder } from "./watcher.ts";
+import { type Watch, watchFolder, watchFolderExcept } from "./watcher.ts";
 import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { Containment } from "./containment.ts";
+import { measureDisk } from "./disk_usage.ts";
 import {
   grantOf,
   type Grants,
@@ -115,6 +116,11 @@ const SITES_POLL_MS = 2000;
 /** How often every sandbox is asked whether its workers answer. */
 const HEARTBEAT_EVERY_MS = 2000;
 
+/** How often each site's writable folders are measured against its quota. */
+const DISK_CHECK_MS = 1000;
+
+const MIB = 1024 * 1024;
+
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
 
 function isCodeFile(path: string): boolean {
@@ -138,6 +144,8 @@ export class Supervisor implements Sites {
   #sitesWatch: Watch | null = null;
   #poll: ReturnType<typeof setInterval> | null = null;
   #heartbeat: ReturnType<typeof setInterval> | null = null;
+  #diskWatch: ReturnType<typeof setInterval> | null = null;
+  #measuring = false;
   /** Loads of a site, one at a time. */
   #loads = new Coalescer<string>((name) => this.#reloadOnce(name), {
     stopped: () => this.#stopping,
@@ -215,6 +223,7 @@ export class Supervisor implements Sites {
     this.#heartbeat = setInterval(() => {
       for (const runner of this.#runners.values()) runner.watch();
     }, HEARTBEAT_EVERY_MS);
+    this.#diskWatch = setInterval(() => void this.#checkDisks(), DISK_CHECK_MS);
 
     return problems;
   }
@@ -389,6 +398,7 @@ export class Supervisor implements Sites {
       );
       return;
     }
+    const writable = JSON.stringify(runner.def.manifest.permissions.write);
     await runner.reload(
       def,
       (d, routes) => checkRoutes(d, routes, files, this.#compiled),
@@ -398,6 +408,13 @@ export class Supervisor implements Sites {
         this.#publish();
       },
     );
+    // Its writable folders changed: they are left out of the watch.
+    if (
+      JSON.stringify(runner.def.manifest.permissions.write) !== writable &&
+      this.#watches.has(name)
+    ) {
+      this.#watchSite(name);
+    }
   }
 
   /**
@@ -447,9 +464,12 @@ export class Supervisor implements Sites {
       return;
     }
     this.#watches.get(name)?.close();
+    // A site's writable folders are never watched (they are not code).
+    const writable = this.#runners.get(name)?.def.manifest.permissions.write ??
+      [];
     this.#watches.set(
       name,
-      watchFolder(dir, {
+      watchFolderExcept(dir, writable, {
         site: name,
         ignore: (path) => this.#changeKind(name, dir, path) === null,
         onChange: (paths) => {
@@ -553,7 +573,13 @@ export class Supervisor implements Sites {
       siteDir: def.dir,
       scripts: def.scripts,
       workers: runner.workersOf(def),
-      permissions: { read: [...def.baseRead, ...read], write, net, env },
+      permissions: {
+        read: [...def.baseRead, ...read],
+        // Over its disk quota, a site may not write.
+        write: runner.disk.revoked ? [] : write,
+        net,
+        env,
+      },
       memory: def.manifest.memory,
       env: passedEnv(env),
       maxInputBacklog: this.#options.maxInputBacklog,
@@ -568,6 +594,48 @@ export class Supervisor implements Sites {
     });
     void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
     return sandbox;
+  }
+
+  /**
+   * Measures each site's writable folders. A site over its `disk` quota
+   * loses its write access at once: its sandbox is replaced by one without
+   * it. Once under again (the operator removed files, or raised the quota)
+   * it gets it back with a reload.
+   */
+  async #checkDisks(): Promise<void> {
+    if (this.#measuring) return;
+    this.#measuring = true;
+    try {
+      for (const [name, runner] of this.#runners) {
+        const { write } = runner.def.manifest.permissions;
+        if (write.length === 0 || this.#stopping) continue;
+        const quota = runner.def.manifest.disk;
+        const usage = await measureDisk(write, quota * MIB);
+        runner.disk.bytes = usage.bytes;
+        if (usage.over && !runner.disk.revoked) {
+          runner.disk.revoked = true;
+          const where = write.map((w) => relative(runner.def.dir, w)).join(
+            ", ",
+          );
+          log.error(
+            name,
+            `Over its disk quota: more than ${quota} MiB in ${where}; it may not write until it is under again`,
+          );
+          runner.generation?.kill("it went over its disk quota");
+        } else if (!usage.over && runner.disk.revoked) {
+          runner.disk.revoked = false;
+          log.info(
+            name,
+            `Under its disk quota again (${
+              Math.ceil(usage.bytes / MIB)
+            } of ${quota} MiB); write access is back`,
+          );
+          void this.reloadSite(name);
+        }
+      }
+    } finally {
+      this.#measuring = false;
+    }
   }
 
   /** Builds the snapshot of the sites as they are now, then swaps it in. */
@@ -605,6 +673,7 @@ export class Supervisor implements Sites {
     this.#stopping = true;
     if (this.#poll !== null) clearInterval(this.#poll);
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+    if (this.#diskWatch !== null) clearInterval(this.#diskWatch);
     this.#sitesWatch?.close();
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();

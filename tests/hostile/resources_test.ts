@@ -294,3 +294,123 @@ for (
     );
   });
 }
+
+/** inotify watches the process holds (each watched folder is one). */
+function inotifyWatches(pid: number): number {
+  let n = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fdinfo`)) {
+    try {
+      const text = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${entry.name}`);
+      n += text.split("\n").filter((l) => l.startsWith("inotify wd:")).length;
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return n;
+}
+
+/** Bytes of the files under `dir`. */
+function sizeOf(dir: string): number {
+  let n = 0;
+  try {
+    for (const entry of Deno.readDirSync(dir)) {
+      const path = join(dir, entry.name);
+      n += entry.isDirectory ? sizeOf(path) : Deno.statSync(path).size;
+    }
+  } catch {
+    // Missing.
+  }
+  return n;
+}
+
+Deno.test("a site over its disk quota loses its write access until it is under again; its writable folders are never watched", async () => {
+  const sitesDir = await writeSites({
+    filler: {
+      "site.json": JSON.stringify({
+        hosts: ["filler.test"],
+        permissions: { read: ["data"], write: ["data"] },
+        disk: 5,
+      }),
+      "autorun/ar_filler.ts": `
+import { hosts } from "sandflare";
+const site = hosts.get("filler.test");
+site.add("/dirs", async () => {
+  for (let i = 0; i < 300; i++) await Deno.mkdir("data/d" + i, { recursive: true });
+  return "made";
+});
+site.add("/fill", async () => {
+  const mib = new Uint8Array(1024 * 1024).fill(7);
+  let written = 0;
+  try {
+    for (let i = 0; i < 60; i++) {
+      await Deno.writeFile("data/f" + i, mib);
+      written++;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch (err) {
+    return "refused after " + written + ": " + (err as Error).name;
+  }
+  return "wrote " + written;
+});
+site.add("/one", async () => {
+  try {
+    await Deno.writeTextFile("data/one.txt", "x");
+    return "written";
+  } catch (err) {
+    return "refused: " + (err as Error).name;
+  }
+});
+`,
+    },
+  });
+  const data = join(await Deno.realPath(join(sitesDir, "filler")), "data");
+  await Deno.mkdir(data);
+  const server = await startServer({ sitesDir });
+  try {
+    const watchesBefore = inotifyWatches(server.child.pid);
+    assert.equal((await get(server, "filler.test", "/dirs")).body, "made");
+    await delay(300);
+    const grown = inotifyWatches(server.child.pid) - watchesBefore;
+    assert.ok(grown < 5, `300 folders in data/ added ${grown} watches`);
+
+    const fill = await get(server, "filler.test", "/fill");
+    assert.doesNotMatch(fill.body, /wrote 60/);
+    await server.waitForLog(
+      /\[filler\] Over its disk quota: more than 5 MiB in data; it may not write until it is under again/,
+    );
+    // Measured once a second: a writer at 20 MiB/s gets at most a second's worth past it.
+    assert.ok(
+      sizeOf(data) < 30 * 1024 * 1024,
+      `data/ holds ${sizeOf(data)} bytes`,
+    );
+    await server.waitForLog(/\[filler\] Sandbox restarted/);
+    assert.equal(
+      (await get(server, "filler.test", "/one")).body,
+      "refused: NotCapable",
+    );
+    const stats = JSON.parse(
+      (await server.fetch("/stats?format=json")).text,
+    ) as {
+      sites: { name: string; overDiskQuota: boolean; diskQuotaMiB: number }[];
+    };
+    const filler = stats.sites.find((s) => s.name === "filler");
+    assert.equal(filler?.overDiskQuota, true);
+    assert.equal(filler?.diskQuotaMiB, 5);
+
+    // The operator makes room: write access comes back.
+    for (const entry of Deno.readDirSync(data)) {
+      await Deno.remove(join(data, entry.name), { recursive: true });
+    }
+    await server.waitForLog(
+      /\[filler\] Under its disk quota again \(\d+ of 5 MiB\); write access is back/,
+    );
+    let body = "";
+    for (let i = 0; i < 40 && body !== "written"; i++) {
+      body = (await get(server, "filler.test", "/one")).body;
+      if (body !== "written") await delay(250);
+    }
+    assert.equal(body, "written");
+  } finally {
+    await server.stop();
+  }
+});
