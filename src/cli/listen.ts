@@ -67,6 +67,7 @@ export function gatewayOptions(
       siteQueue: options.siteQueue,
       containment,
       siteCpu: options.siteCpu,
+      isolate: options.isolate,
     },
     maxPostLength: options.maxPostLength,
     bodyStallSeconds: options.keepaliveTime,

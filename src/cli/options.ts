@@ -12,6 +12,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { formatSize, parseSize, SIZE_SYNTAX } from "./sizes.ts";
 import { MAX_WORKERS } from "../protocol/messages.ts";
 import { MAX_REQUEST_TIMEOUT } from "../supervisor/manifest.ts";
+import type { Isolation } from "../supervisor/isolation.ts";
 
 /**
  * A bad command line. The message is one line that names the option and
@@ -51,6 +52,8 @@ export interface ListenOptions {
   siteCpu: number;
   /** Whether sandboxes are held in cgroups where the machine allows. */
   cgroups: boolean;
+  /** How sandboxes are isolated beyond Deno's permissions. */
+  isolate: Isolation;
   /** Where to write the PID once loaded, or `null`. */
   outPid: string | null;
   /** Whether to send sd_notify messages. */
@@ -311,6 +314,22 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     max: MAX_WORKERS,
     help: "CPUs one site's sandbox may use at most (0.5: half of one), " +
       "held by a cgroup where the server may make one",
+  },
+  {
+    name: "isolate",
+    key: "isolate",
+    kind: "string",
+    default: "none",
+    placeholder: "HOW",
+    expected: 'expected "none" or "bwrap"',
+    check: (text) => {
+      if (text !== "none" && text !== "bwrap") {
+        throw new RangeError('expected "none" or "bwrap"');
+      }
+      return text;
+    },
+    help: "bwrap: run each sandbox under bubblewrap too, seeing only the " +
+      "Deno runtime, its module cache and its own site folder",
   },
   {
     name: "no-cgroups",

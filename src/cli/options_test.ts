@@ -21,6 +21,7 @@ const DEFAULTS: ListenOptions = {
   reload: true,
   siteCpu: 1,
   cgroups: true,
+  isolate: "none",
   outPid: null,
   systemd: false,
   reverseProxy: false,
@@ -110,6 +111,7 @@ Deno.test("parseListenOptions() reads every option", async (t) => {
     [["--site-cpu=0.5"], { siteCpu: 0.5 }],
     [["--site-cpu=2"], { siteCpu: 2 }],
     [["--no-cgroups"], { cgroups: false }],
+    [["--isolate=bwrap"], { isolate: "bwrap" }],
     [
       ["--tls-cert=cert.pem", "--tls-key=key.pem"],
       { tlsCert: "cert.pem", tlsKey: "key.pem" },
@@ -273,6 +275,10 @@ Deno.test("parseListenOptions() rejects bad values, naming the option", async (t
     [
       ["--request-timeout=301"],
       `Invalid value "301" for --request-timeout: ${REQUEST_SECONDS}`,
+    ],
+    [
+      ["--isolate=docker"],
+      'Invalid value "docker" for --isolate: expected "none" or "bwrap"',
     ],
     [
       ["--site-cpu=0"],

@@ -22,6 +22,7 @@ export interface GatewayOptions {
     | "serverAddress"
     | "containment"
     | "siteCpu"
+    | "isolate"
   >;
   /** Who may see /stats and the other operator paths. */
   operators: IpMatcher;

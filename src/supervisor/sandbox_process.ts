@@ -9,6 +9,7 @@
 import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
 import { Budget } from "../shared/budget.ts";
 import type { Placement } from "./containment.ts";
+import { bwrapCommand, type Isolation } from "./isolation.ts";
 import {
   type FromSandbox,
   OUT_OF_MEMORY_EXIT,
@@ -44,6 +45,8 @@ export interface SandboxSpec {
    * sandbox holds itself to its memory and lowers its priority.
    */
   placement?: Placement;
+  /** `bwrap`: run under bubblewrap too (see ./isolation.ts). */
+  isolate?: Isolation;
 }
 
 const DEFAULT_INPUT_BACKLOG = 64 * 1024 * 1024;
@@ -273,9 +276,20 @@ export class SandboxProcess {
     });
     this.loaded.catch(() => {}); // observed by whoever awaits it
     this.#placement = spec.placement ?? null;
-    const start = { exec: Deno.execPath(), args: sandboxArgs(spec) };
-    if (COMPILED) start.args = ["__sandbox"];
-    const command = this.#placement?.command(start.exec, start.args) ?? start;
+    const deno = Deno.execPath();
+    const args = COMPILED ? ["__sandbox"] : sandboxArgs(spec);
+    // Under bubblewrap, if asked; in its cgroups, where there are some.
+    const isolated = spec.isolate === "bwrap"
+      ? bwrapCommand({
+        exec: deno,
+        projectDir: decodeURIComponent(PROJECT_ROOT.pathname),
+        siteDir: spec.siteDir,
+        write: spec.permissions.write,
+        net: spec.permissions.net.length > 0,
+      }, args)
+      : { exec: deno, args };
+    const command = this.#placement?.command(isolated.exec, isolated.args) ??
+      isolated;
     this.#child = new Deno.Command(command.exec, {
       args: command.args,
       stdin: "piped",

@@ -46,6 +46,7 @@ import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { Containment } from "./containment.ts";
 import { measureDisk } from "./disk_usage.ts";
+import type { Isolation } from "./isolation.ts";
 import {
   grantOf,
   type Grants,
@@ -87,6 +88,8 @@ export interface SupervisorOptions {
   containment: Containment;
   /** CPUs one sandbox may use at most. */
   siteCpu: number;
+  /** How sandboxes are isolated beyond Deno's permissions. */
+  isolate: Isolation;
   /** A websocket send/close or a session question from a site. */
   onSiteMessage: (
     site: string,
@@ -583,6 +586,7 @@ export class Supervisor implements Sites {
       memory: def.manifest.memory,
       env: passedEnv(env),
       maxInputBacklog: this.#options.maxInputBacklog,
+      isolate: this.#options.isolate,
       placement: this.#options.containment.place(def.name, {
         memoryMiB: def.manifest.memory,
         cpus: this.#options.siteCpu,

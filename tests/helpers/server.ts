@@ -208,6 +208,7 @@ export async function startServer(options: StartOptions): Promise<TestServer> {
       `--sites-dir=${options.sitesDir}`,
       await grantsArg(options.sitesDir, options.grants),
       ...(options.args ?? []),
+      ...isolation(options.args ?? []),
     ],
     options.env,
     options.discardStdout ? "null" : "piped",
@@ -248,6 +249,19 @@ export async function startServer(options: StartOptions): Promise<TestServer> {
   await child.status;
   await readers;
   throw new Error(`Server not ready in time:\n${[...out, ...err].join("\n")}`);
+}
+
+/**
+ * `--isolate=HOW` when SANDFLARE_TEST_ISOLATE says so (`deno task
+ * test:isolated` runs the sandbox tests under bubblewrap), unless the test
+ * chose itself.
+ */
+function isolation(args: string[]): string[] {
+  const how = Deno.env.get("SANDFLARE_TEST_ISOLATE");
+  if (how === undefined || args.some((a) => a.startsWith("--isolate"))) {
+    return [];
+  }
+  return [`--isolate=${how}`];
 }
 
 /**
