@@ -68,6 +68,8 @@ export function gatewayOptions(
       containment,
       siteCpu: options.siteCpu,
       isolate: options.isolate,
+      // Each site's own Deno cache, beside the server's other data.
+      cacheDir: join(options.dataDir, "site-cache"),
     },
     maxPostLength: options.maxPostLength,
     bodyStallSeconds: options.keepaliveTime,

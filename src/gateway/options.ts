@@ -23,6 +23,7 @@ export interface GatewayOptions {
     | "containment"
     | "siteCpu"
     | "isolate"
+    | "cacheDir"
   >;
   /** Who may see /stats and the other operator paths. */
   operators: IpMatcher;

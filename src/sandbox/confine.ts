@@ -176,6 +176,9 @@ function release(worker: Worker): void {
  * its workers.
  */
 export function limitWorkers(counter: SharedArrayBuffer): void {
+  // Once: site code can import this module (Deno checks no permission for
+  // a module already loaded), and must not swap the count for a new one.
+  if (count !== null) throw new Error("Workers are already limited");
   count = new Int32Array(counter);
   const shared = counter;
   function SiteWorker(

@@ -4,9 +4,9 @@
  * only what a sandbox needs:
  * - read-only: the system's libraries (`/usr`, which Deno links against),
  *   the Deno binary, the server's runtime (`main.ts`, `deno.json`, `src/`),
- *   Deno's module cache (`gen`, `npm`, `remote`), and the site's folder;
- * - writable: the site's writable folders, a private `/tmp`, and a private
- *   tmpfs where Deno keeps its cache databases;
+ *   and the site's folder;
+ * - writable: the site's writable folders, its own Deno cache folder, and a
+ *   private `/tmp`;
  * - its own `/proc` (a PID namespace: it sees only itself) and a minimal
  *   `/dev`.
  *
@@ -34,6 +34,8 @@ export interface IsolationSpec {
   siteDir: string;
   /** Folders the site may write (bound writable; made when missing). */
   write: string[];
+  /** The site's own Deno cache folder (writable), or null for the server's. */
+  cacheDir: string | null;
   /** Whether the site may use the network at all. */
   net: boolean;
 }
@@ -87,19 +89,23 @@ export function bwrapCommand(
       out.push("--symlink", `usr/${link}`, `/${link}`);
     }
   }
-  // Deno's cache: its modules read-only, its databases (code cache,
-  // analysis caches) in a private tmpfs, so nothing a sandbox does lands in
-  // the server's cache. (A read-only database costs every start 150 ms.)
-  const cache = denoDir((name) => Deno.env.get(name));
-  out.push("--tmpfs", cache);
   const readOnly = [
     spec.exec,
     join(spec.projectDir, "main.ts"),
     join(spec.projectDir, "deno.json"),
     join(spec.projectDir, "src"),
-    ...["gen", "npm", "remote"].map((name) => join(cache, name)),
     spec.siteDir,
   ];
+  const writable = [...spec.write];
+  if (spec.cacheDir !== null) {
+    writable.push(spec.cacheDir);
+  } else {
+    // The server's cache: its modules read-only, its databases in a
+    // private tmpfs (a read-only database costs every start 150 ms).
+    const cache = denoDir((name) => Deno.env.get(name));
+    out.push("--tmpfs", cache);
+    readOnly.push(...["gen", "npm", "remote"].map((n) => join(cache, n)));
+  }
   if (spec.net) {
     readOnly.push(
       "/etc/resolv.conf",
@@ -114,7 +120,7 @@ export function bwrapCommand(
   for (const path of readOnly) {
     if (exists(path)) out.push("--ro-bind", path, path);
   }
-  for (const path of spec.write) {
+  for (const path of writable) {
     // A bind needs its source: the operator granted the folder, so it is
     // made, as the site could have made it itself.
     if (!exists(path)) Deno.mkdirSync(path, { recursive: true });

@@ -47,6 +47,12 @@ export interface SandboxSpec {
   placement?: Placement;
   /** `bwrap`: run under bubblewrap too (see ./isolation.ts). */
   isolate?: Isolation;
+  /**
+   * The site's own Deno cache folder (DENO_DIR): what Deno writes on its
+   * own while it runs the site's code (TypeScript emits, V8's code cache)
+   * lands there, not in the server's cache. None: the server's.
+   */
+  cacheDir?: string;
 }
 
 const DEFAULT_INPUT_BACKLOG = 64 * 1024 * 1024;
@@ -199,6 +205,10 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
     "run",
     "--no-prompt",
     "--cached-only",
+    // A site loads its own files and node: built-ins only, not whatever
+    // packages the server's cache happens to hold.
+    "--no-npm",
+    "--no-remote",
     "--no-lock",
     `--config=${
       decodeURIComponent(new URL("deno.json", PROJECT_ROOT).pathname)
@@ -285,6 +295,7 @@ export class SandboxProcess {
         projectDir: decodeURIComponent(PROJECT_ROOT.pathname),
         siteDir: spec.siteDir,
         write: spec.permissions.write,
+        cacheDir: spec.cacheDir ?? null,
         net: spec.permissions.net.length > 0,
       }, args)
       : { exec: deno, args };
@@ -301,6 +312,7 @@ export class SandboxProcess {
       env: {
         ...inheritedEnv(),
         ...spec.env,
+        ...(spec.cacheDir === undefined ? {} : { DENO_DIR: spec.cacheDir }),
         NO_COLOR: "1",
         // A compiled binary takes no --v8-flags on its command line.
         ...(COMPILED ? { DENO_V8_FLAGS: heapFlags(spec) } : {}),

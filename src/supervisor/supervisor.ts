@@ -8,7 +8,7 @@
  * @module
  */
 
-import { join, relative, sep as SEP } from "node:path";
+import { join, relative, resolve, sep as SEP } from "node:path";
 import { log, siteOutput } from "../log.ts";
 import type { WireRoutes } from "../protocol/messages.ts";
 import type { CompiledPattern } from "../router/router.ts";
@@ -90,6 +90,8 @@ export interface SupervisorOptions {
   siteCpu: number;
   /** How sandboxes are isolated beyond Deno's permissions. */
   isolate: Isolation;
+  /** The folder holding each site's own Deno cache (`SITE/`). */
+  cacheDir: string;
   /** A websocket send/close or a session question from a site. */
   onSiteMessage: (
     site: string,
@@ -587,6 +589,7 @@ export class Supervisor implements Sites {
       env: passedEnv(env),
       maxInputBacklog: this.#options.maxInputBacklog,
       isolate: this.#options.isolate,
+      cacheDir: this.#siteCache(def.name),
       placement: this.#options.containment.place(def.name, {
         memoryMiB: def.manifest.memory,
         cpus: this.#options.siteCpu,
@@ -598,6 +601,19 @@ export class Supervisor implements Sites {
     });
     void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
     return sandbox;
+  }
+
+  /**
+   * The site's own Deno cache folder, made if missing. What Deno writes on
+   * its own while running a site's code (TypeScript emits, V8's code cache)
+   * goes there: before, every site's landed in the server's cache, without
+   * any write permission, and a site that writes new modules and imports
+   * them grew it without end.
+   */
+  #siteCache(name: string): string {
+    const dir = join(resolve(this.#options.cacheDir), name);
+    Deno.mkdirSync(dir, { recursive: true });
+    return dir;
   }
 
   /**
@@ -614,7 +630,11 @@ export class Supervisor implements Sites {
         const { write } = runner.def.manifest.permissions;
         if (write.length === 0 || this.#stopping) continue;
         const quota = runner.def.manifest.disk;
-        const usage = await measureDisk(write, quota * MIB);
+        // Its Deno cache grows with the modules it writes and imports.
+        const usage = await measureDisk(
+          [...write, this.#siteCache(name)],
+          quota * MIB,
+        );
         runner.disk.bytes = usage.bytes;
         if (usage.over && !runner.disk.revoked) {
           runner.disk.revoked = true;

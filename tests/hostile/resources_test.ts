@@ -414,3 +414,74 @@ site.add("/one", async () => {
     await server.stop();
   }
 });
+
+Deno.test("a site loads no package from the server's cache, and the runtime it can import gives it nothing more", async () => {
+  const confine = new URL("../../src/sandbox/confine.ts", import.meta.url).href;
+  const sitesDir = await writeSites({
+    imp: {
+      "site.json": JSON.stringify({ hosts: ["imp.test"] }),
+      "autorun/ar_imp.ts": `
+import { hosts } from "sandflare";
+const site = hosts.get("imp.test");
+const attempt = async (what: () => Promise<unknown>) => {
+  try { return "loaded: " + String(await what()); } catch (err) { return "refused: " + (err as Error).message; }
+};
+// mime-db is in the server's own import map and npm cache.
+site.add("/npm", () => attempt(async () => Object.keys((await import("npm:mime-db@1.54.0")).default).length));
+site.add("/mapped", () => attempt(async () => Object.keys((await import("mime-db")).default).length));
+site.add("/relimit", () => attempt(async () => {
+  const { limitWorkers } = await import("${confine}");
+  limitWorkers(new SharedArrayBuffer(4));
+  return "a new count";
+}));
+`,
+    },
+  });
+  const server = await startServer({ sitesDir });
+  try {
+    for (const path of ["/npm", "/mapped"]) {
+      assert.match(
+        (await get(server, "imp.test", path)).body,
+        /^refused: npm specifiers were requested; but --no-npm is specified/,
+      );
+    }
+    assert.equal(
+      (await get(server, "imp.test", "/relimit")).body,
+      "refused: Workers are already limited",
+    );
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("what Deno writes while it runs a site's code lands in that site's own cache, not the server's", async () => {
+  const sitesDir = await writeSites({
+    emits: {
+      "site.json": JSON.stringify({ hosts: ["emits.test"] }),
+      "autorun/ar_emits.ts":
+        `import { hosts } from "sandflare";\nconst answer: string = "typed";\nhosts.get("emits.test").add("/", () => answer);\n`,
+    },
+  });
+  const dataDir = await Deno.makeTempDir({ prefix: "sandflare-data-" });
+  const siteDir = await Deno.realPath(join(sitesDir, "emits"));
+  const server = await startServer({
+    sitesDir,
+    args: [`--data-dir=${dataDir}`],
+  });
+  try {
+    assert.equal((await get(server, "emits.test", "/")).body, "typed");
+    const emitted = (root: string) => {
+      try {
+        return [...Deno.readDirSync(join(root, "gen/file", siteDir, "autorun"))]
+          .length;
+      } catch {
+        return 0;
+      }
+    };
+    assert.equal(emitted(denoDir()), 0, "nothing in the server's cache");
+    assert.equal(emitted(join(dataDir, "site-cache/emits")), 1);
+  } finally {
+    await server.stop();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
