@@ -28,16 +28,33 @@
 /** Nested workers a sandbox may have running at once, over all its workers. */
 export const MAX_NESTED_WORKERS = 4;
 
+import Module from "node:module";
 import { STUCK_AFTER_MS } from "../protocol/messages.ts";
+import guardedWorkerThreads from "./no_worker_threads.ts";
 
 /** Marks the control messages between a nested worker and its parent. */
 const CONTROL = "__sandflare_nested";
 
+// Captured when this module loads, before any site code runs: site code
+// shares these realms and may replace any built-in it can reach.
 const apply = Reflect.apply;
+const hasOwn = Object.hasOwn;
 const isTrusted = Object.getOwnPropertyDescriptor(Event.prototype, "isTrusted")
   ?.get ?? (() => false);
+/** A message event's data: an own field in Deno 2.9.6, not a getter to replace. */
+const dataOf = (event: MessageEvent): unknown =>
+  hasOwn(event, "data") ? event.data : undefined;
 const stopImmediate = Event.prototype.stopImmediatePropagation;
+const dispatchOn = EventTarget.prototype.dispatchEvent;
 const now = performance.now.bind(performance);
+const { add, sub } = Atomics;
+const randomId = crypto.randomUUID.bind(crypto);
+const OriginalWorker = globalThis.Worker;
+const workerPost = OriginalWorker.prototype.postMessage;
+const workerTerminate = OriginalWorker.prototype.terminate;
+const workerListen = OriginalWorker.prototype.addEventListener;
+const NESTED = new URL("./nested.ts", import.meta.url).href;
+const WORKER_THREADS_REGEXP = /^(node:)?worker_threads$/;
 
 /** Removes the global scope's ways out (see the module doc). */
 export function confineGlobals(): void {
@@ -48,27 +65,82 @@ export function confineGlobals(): void {
   const deno = Deno as unknown as Record<PropertyKey, unknown>;
   const internal = deno.internal;
   if (typeof internal === "symbol") delete deno[internal];
+  blockNodeWorkers();
 }
 
-/** A control message: a nested worker's start, ping or pong. */
-type Control =
-  | { kind: "start"; url: string; token: string; count: SharedArrayBuffer }
-  | { kind: "ping"; token: string }
-  | { kind: "pong"; token: string; ok: boolean }
-  | { kind: "closing"; token: string }
-  /** An error the site's code did not handle, for the parent's listeners. */
-  | { kind: "error"; token: string; message: string };
+/**
+ * `node:worker_threads` without its Worker for `process.getBuiltinModule`
+ * and `require` (deno.json maps the import itself; see
+ * ./no_worker_threads.ts).
+ */
+function blockNodeWorkers(): void {
+  const proc = (globalThis as { process?: unknown }).process;
+  if (typeof proc === "object" && proc !== null) {
+    const get = (proc as { getBuiltinModule?: unknown }).getBuiltinModule;
+    if (typeof get === "function") {
+      const guarded = function (this: unknown, id: unknown): unknown {
+        return WORKER_THREADS_REGEXP.test(String(id))
+          ? guardedWorkerThreads
+          : apply(get, proc, [id]);
+      };
+      for (
+        let o: object | null = proc;
+        o !== null;
+        o = Object.getPrototypeOf(o)
+      ) {
+        if (hasOwn(o, "getBuiltinModule")) {
+          Object.defineProperty(o, "getBuiltinModule", {
+            value: guarded,
+            writable: false,
+            configurable: false,
+          });
+        }
+      }
+    }
+  }
+  const modules = Module as unknown as { _load?: unknown };
+  const load = modules._load;
+  if (typeof load === "function") {
+    Object.defineProperty(modules, "_load", {
+      value: function (this: unknown, request: unknown, ...rest: unknown[]) {
+        return WORKER_THREADS_REGEXP.test(String(request))
+          ? guardedWorkerThreads
+          : apply(load, this, [request, ...rest]);
+      },
+      writable: false,
+      configurable: false,
+    });
+  }
+}
 
-function controlOf(event: MessageEvent): Control | null {
+/**
+ * A control message between a nested worker and its parent. `secret` is
+ * given to the child in `start`, before any site code runs on either side
+ * of it, and proves what only the child's runtime sends.
+ */
+type Control =
+  | { kind: "start"; url: string; secret: string; count: SharedArrayBuffer }
+  | { kind: "ping" }
+  | { kind: "pong"; secret: string; ok: boolean }
+  | { kind: "closing"; secret: string }
+  /** An error the site's code did not handle, for the parent's listeners. */
+  | { kind: "error"; secret: string; message: string };
+
+/** A field of a control message, its own (not one a prototype lends). */
+function field(control: object, name: string): unknown {
+  return hasOwn(control, name)
+    ? (control as Record<string, unknown>)[name]
+    : undefined;
+}
+
+function controlOf(event: MessageEvent): object | null {
   if (apply(isTrusted, event, []) !== true) return null;
-  const data: unknown = event.data;
-  if (typeof data !== "object" || data === null || !(CONTROL in data)) {
+  const data = dataOf(event);
+  if (typeof data !== "object" || data === null || !hasOwn(data, CONTROL)) {
     return null;
   }
-  const control = (data as Record<string, unknown>)[CONTROL];
-  return typeof control === "object" && control !== null
-    ? control as Control
-    : null;
+  const control = field(data, CONTROL);
+  return typeof control === "object" && control !== null ? control : null;
 }
 
 function wrap(control: Control): Record<string, Control> {
@@ -77,18 +149,36 @@ function wrap(control: Control): Record<string, Control> {
 
 /** One nested worker as its parent watches it. */
 interface Child {
-  token: string;
+  worker: Worker;
+  secret: string;
   /** When the outstanding ping was sent; null when answered. */
   pinged: number | null;
   /** Its own nested workers were all well at its last answer. */
   ok: boolean;
-  /** Its place among the running ones was given back. */
-  released: boolean;
 }
 
-/** Nested workers started here: their places, and their heartbeats. */
+/** The count of nested workers running, shared by the whole sandbox. */
 let count: Int32Array | null = null;
-const children = new Map<Worker, Child>();
+/** Nested workers started here (a plain array: Map methods can be replaced). */
+const children: Child[] = [];
+
+function childOf(worker: unknown): Child | null {
+  for (let i = 0; i < children.length; i++) {
+    if (children[i]!.worker === worker) return children[i]!;
+  }
+  return null;
+}
+
+/** Gives a nested worker's place back, once. */
+function release(child: Child): void {
+  for (let i = 0; i < children.length; i++) {
+    if (children[i] !== child) continue;
+    children[i] = children[children.length - 1]!;
+    children.length--;
+    if (count !== null) sub(count, 0, 1);
+    return;
+  }
+}
 
 /**
  * Whether every nested worker started here (and theirs, recursively)
@@ -98,29 +188,24 @@ const children = new Map<Worker, Child>();
 export function nestedWell(): boolean {
   const at = now();
   let well = true;
-  for (const [worker, child] of children) {
+  for (let i = 0; i < children.length; i++) {
+    const child = children[i]!;
     if (child.pinged !== null) {
       if (at - child.pinged > STUCK_AFTER_MS) well = false;
       continue;
     }
     if (!child.ok) well = false;
     child.pinged = at;
-    post(worker, wrap({ kind: "ping", token: child.token }));
+    apply(workerPost, child.worker, [wrap({ kind: "ping" })]);
   }
   return well;
 }
-
-const OriginalWorker = globalThis.Worker;
-const post = (worker: Worker, message: unknown) =>
-  apply(OriginalWorker.prototype.postMessage, worker, [message]);
-const terminate = OriginalWorker.prototype.terminate;
-const listen = OriginalWorker.prototype.addEventListener;
-const NESTED = new URL("./nested.ts", import.meta.url).href;
 
 /** The runtime files a nested worker starts from: it may always read them. */
 export const RUNTIME_FILES: readonly string[] = [
   NESTED,
   import.meta.url,
+  new URL("./no_worker_threads.ts", import.meta.url).href,
   new URL("../protocol/messages.ts", import.meta.url).href,
 ].map((href) => decodeURIComponent(new URL(href).pathname));
 
@@ -162,14 +247,6 @@ function withRuntime(
   } as Pick<WorkerOptions, "deno">;
 }
 
-function release(worker: Worker): void {
-  const child = children.get(worker);
-  if (child === undefined || child.released) return;
-  child.released = true;
-  children.delete(worker);
-  if (count !== null) Atomics.sub(count, 0, 1);
-}
-
 /**
  * Replaces `Worker` with one that counts and watches what it starts.
  * `counter` is the sandbox's count of running nested workers, shared by all
@@ -179,8 +256,9 @@ export function limitWorkers(counter: SharedArrayBuffer): void {
   // Once: site code can import this module (Deno checks no permission for
   // a module already loaded), and must not swap the count for a new one.
   if (count !== null) throw new Error("Workers are already limited");
-  count = new Int32Array(counter);
   const shared = counter;
+  const running = new Int32Array(counter);
+  count = running;
   function SiteWorker(
     this: unknown,
     specifier: string | URL,
@@ -192,8 +270,8 @@ export function limitWorkers(counter: SharedArrayBuffer): void {
       );
     }
     const url = new URL(String(specifier), location.href).href;
-    if (Atomics.add(count!, 0, 1) >= MAX_NESTED_WORKERS) {
-      Atomics.sub(count!, 0, 1);
+    if (add(running, 0, 1) >= MAX_NESTED_WORKERS) {
+      sub(running, 0, 1);
       throw new Error(
         `A site may run at most ${MAX_NESTED_WORKERS} Workers of its own at once (site.json "workers" sets the pool that answers requests)`,
       );
@@ -206,31 +284,39 @@ export function limitWorkers(counter: SharedArrayBuffer): void {
         ...withRuntime(options),
       });
     } catch (err) {
-      Atomics.sub(count!, 0, 1);
+      sub(running, 0, 1);
       throw err;
     }
-    const token = crypto.randomUUID();
-    const child: Child = { token, pinged: null, ok: true, released: false };
-    children.set(worker, child);
-    apply(listen, worker, [
+    const secret = randomId();
+    const child: Child = { worker, secret, pinged: null, ok: true };
+    children[children.length] = child;
+    apply(workerListen, worker, [
       "message",
       (event: MessageEvent) => {
         const control = controlOf(event);
-        if (control === null || control.token !== token) return;
+        if (control === null) return;
         apply(stopImmediate, event, []);
-        if (control.kind === "pong") {
+        if (field(control, "secret") !== secret) return;
+        const kind = field(control, "kind");
+        if (kind === "pong") {
           child.pinged = null;
-          child.ok = control.ok;
-        } else if (control.kind === "closing") {
-          release(worker);
-        } else if (control.kind === "error") {
-          worker.dispatchEvent(
-            new ErrorEvent("error", { message: control.message }),
-          );
+          child.ok = field(control, "ok") === true;
+        } else if (kind === "closing") {
+          // Ended for sure, whoever sent it: then its place is free.
+          apply(workerTerminate, worker, []);
+          release(child);
+        } else if (kind === "error") {
+          apply(dispatchOn, worker, [
+            new ErrorEvent("error", {
+              message: String(field(control, "message")),
+            }),
+          ]);
         }
       },
     ]);
-    post(worker, wrap({ kind: "start", url, token, count: shared }));
+    apply(workerPost, worker, [
+      wrap({ kind: "start", url, secret, count: shared }),
+    ]);
     return worker;
   }
   SiteWorker.prototype = OriginalWorker.prototype;
@@ -240,8 +326,9 @@ export function limitWorkers(counter: SharedArrayBuffer): void {
     configurable: true,
   });
   OriginalWorker.prototype.terminate = function (this: Worker): void {
-    release(this);
-    apply(terminate, this, []);
+    const child = childOf(this);
+    apply(workerTerminate, this, []);
+    if (child !== null) release(child);
   };
   Object.defineProperty(globalThis, "Worker", {
     value: SiteWorker,
@@ -250,12 +337,6 @@ export function limitWorkers(counter: SharedArrayBuffer): void {
   });
 }
 
-/**
- * In a nested worker: waits for the parent's start message, then imports the
- * site's module; answers pings with the health of its own nested workers.
- * Messages that arrive before the module has loaded are dispatched to it
- * once it has.
- */
 /** What a nested worker uses of its global scope (typed here without the worker lib). */
 interface WorkerScope {
   postMessage(message: unknown): void;
@@ -264,27 +345,35 @@ interface WorkerScope {
   close(): void;
 }
 
+/**
+ * In a nested worker: waits for the parent's start message, then imports the
+ * site's module; answers pings with the health of its own nested workers.
+ * Messages that arrive before the module has loaded are dispatched to it
+ * once it has.
+ */
 export function runNested(): void {
   const self = globalThis as unknown as WorkerScope;
-  let token: string | null = null;
+  let secret: string | null = null;
   const early: MessageEvent[] = [];
   let started = false;
-  const postToParent = self.postMessage.bind(self);
+  const postOwn = self.postMessage;
+  const toParent = (message: unknown) => apply(postOwn, self, [message]);
   const dispatch = self.dispatchEvent.bind(self);
-  // A worker that ends tells its parent, so that its place is given back
-  // (one that ends without a word looks stuck, and is replaced).
-  const scope = Object.getPrototypeOf(self) as { close: () => void };
+  // A worker that ends tells its parent, which then ends it for sure and
+  // gives its place back (one that ends without a word looks stuck).
   const close = self.close;
-  const closing = function (this: unknown): void {
-    if (token !== null) postToParent(wrap({ kind: "closing", token }));
+  const closing = function (): void {
+    if (secret !== null) toParent(wrap({ kind: "closing", secret }));
     apply(close, self, []);
   };
   self.close = closing;
-  for (let p = scope; p !== null; p = Object.getPrototypeOf(p)) {
+  for (
+    let p = Object.getPrototypeOf(self);
+    p !== null;
+    p = Object.getPrototypeOf(p)
+  ) {
     try {
-      if (Object.hasOwn(p, "close")) {
-        (p as { close: () => void }).close = closing;
-      }
+      if (hasOwn(p, "close")) (p as { close: () => void }).close = closing;
     } catch {
       // Not writable: calling it is then a stop without a word.
     }
@@ -297,8 +386,8 @@ export function runNested(): void {
       ? (err.stack ?? err.message)
       : String(err);
     console.error(`${what} in a Worker the site started: ${message}`);
-    if (token !== null) {
-      postToParent(wrap({ kind: "error", token, message: String(err) }));
+    if (secret !== null) {
+      toParent(wrap({ kind: "error", secret, message: String(err) }));
     }
   };
   self.addEventListener("error", (event) => {
@@ -316,27 +405,35 @@ export function runNested(): void {
   self.addEventListener("message", (e) => {
     const event = e as MessageEvent;
     const control = controlOf(event);
-    if (control !== null && (token === null || control.token === token)) {
+    if (control !== null) {
       apply(stopImmediate, event, []);
-      if (control.kind === "start" && token === null) {
-        token = control.token;
-        limitWorkers(control.count);
-        import(control.url).then(
+      const kind = field(control, "kind");
+      if (kind === "start" && secret === null) {
+        const given = field(control, "secret");
+        const counter = field(control, "count");
+        const url = field(control, "url");
+        if (
+          typeof given !== "string" || typeof url !== "string" ||
+          !(counter instanceof SharedArrayBuffer)
+        ) return;
+        secret = given;
+        limitWorkers(counter);
+        import(url).then(
           () => {
             started = true;
-            for (const e of early.splice(0)) {
+            for (const early_ of early.splice(0)) {
               dispatch(
                 new MessageEvent("message", {
-                  data: e.data,
-                  ports: [...e.ports],
+                  data: dataOf(early_),
+                  ports: [...early_.ports],
                 }),
               );
             }
           },
           (err) => report("Its module failed to load", err),
         );
-      } else if (control.kind === "ping" && token !== null) {
-        postToParent(wrap({ kind: "pong", token, ok: nestedWell() }));
+      } else if (kind === "ping" && secret !== null) {
+        toParent(wrap({ kind: "pong", secret, ok: nestedWell() }));
       }
       return;
     }

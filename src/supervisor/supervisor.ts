@@ -593,6 +593,7 @@ export class Supervisor implements Sites {
       placement: this.#options.containment.place(def.name, {
         memoryMiB: def.manifest.memory,
         cpus: this.#options.siteCpu,
+        workers: runner.workersOf(def),
       }),
     }, {
       onStderr: siteOutput(def.name),

@@ -485,3 +485,84 @@ Deno.test("what Deno writes while it runs a site's code lands in that site's own
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("no way around the Worker limit: node:worker_threads, process.getBuiltinModule, require, or hooking Worker.prototype", async () => {
+  const sitesDir = await writeSites({
+    around: {
+      "site.json": JSON.stringify({ hosts: ["around.test"] }),
+      "autorun/ar_around.ts": `
+import { hosts } from "sandflare";
+import { createRequire } from "node:module";
+const site = hosts.get("around.test");
+const attempt = async (what: () => unknown) => {
+  try { return "made: " + String(await what()); } catch (err) { return "refused: " + (err as Error).message; }
+};
+const SPIN = "for (;;) {}";
+const g = globalThis as any;
+site.add("/import", () => attempt(async () => {
+  const { Worker } = await import("node:worker_threads");
+  return typeof new Worker(SPIN, { eval: true });
+}));
+site.add("/main-thread", async () => String((await import("node:worker_threads")).isMainThread));
+site.add("/builtin", () => attempt(() => {
+  const { Worker } = g.process.getBuiltinModule("node:worker_threads");
+  return typeof new Worker(SPIN, { eval: true });
+}));
+site.add("/builtin-proto", () => attempt(() => {
+  const get = Object.getPrototypeOf(g.process).getBuiltinModule ?? g.process.getBuiltinModule;
+  const { Worker } = get.call(g.process, "worker_threads");
+  return typeof new Worker(SPIN, { eval: true });
+}));
+site.add("/require", () => attempt(() => {
+  const { Worker } = createRequire(import.meta.url)("worker_threads");
+  return typeof new Worker(SPIN, { eval: true });
+}));
+const tokens: unknown[] = [];
+site.add("/hook", () => {
+  const proto = Worker.prototype as any;
+  const post = proto.postMessage;
+  proto.postMessage = function (this: Worker, message: any, ...rest: unknown[]) {
+    const control = message?.__sandflare_nested;
+    if (control !== undefined) {
+      tokens.push(control.token);
+      Atomics.store(new Int32Array(control.count), 0, -1000);
+    }
+    return post.call(this, message, ...rest);
+  };
+  const realAdd = Atomics.add;
+  (Atomics as any).add = () => 0;
+  const started: Worker[] = [];
+  try {
+    for (let i = 0; i < 8; i++) {
+      started.push(new Worker(URL.createObjectURL(new Blob([""], { type: "text/javascript" })), { type: "module" }));
+    }
+  } catch { /* the limit */ }
+  (Atomics as any).add = realAdd;
+  proto.postMessage = post;
+  return "started " + started.length + ", tokens seen " + tokens.length;
+});
+`,
+    },
+  });
+  const server = await startServer({ sitesDir });
+  try {
+    for (const path of ["/import", "/builtin", "/builtin-proto", "/require"]) {
+      assert.match(
+        (await get(server, "around.test", path)).body,
+        /^refused: .*Workers of its own/,
+        path,
+      );
+    }
+    // The rest of the module is there, as Deno gives it.
+    assert.match(
+      (await get(server, "around.test", "/main-thread")).body,
+      /^(true|false)$/,
+    );
+    assert.equal(
+      (await get(server, "around.test", "/hook")).body,
+      "started 4, tokens seen 0",
+    );
+  } finally {
+    await server.stop();
+  }
+});

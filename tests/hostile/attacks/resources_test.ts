@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
   assertUnharmed,
   NEIGHBOUR,
@@ -212,3 +213,46 @@ for (
     }
   });
 }
+
+Deno.test("a site churning files and folders in its writable folder costs the gateway nothing", async () => {
+  const sitesDir = await writeSites({
+    nb: NEIGHBOUR_SITE,
+    churn: {
+      "site.json": JSON.stringify({
+        hosts: ["churn.test"],
+        permissions: { write: ["data"] },
+      }),
+      "autorun/ar_churn.ts": `
+import { hosts } from "sandflare";
+hosts.get("churn.test").add("/churn", async () => {
+  const end = Date.now() + 3000;
+  let n = 0;
+  while (Date.now() < end) {
+    await Deno.writeTextFile("data/f" + (n % 64), "x");
+    await Deno.mkdir("data/d/a/b", { recursive: true });
+    await Deno.remove("data/d", { recursive: true });
+    n++;
+  }
+  return String(n);
+});
+`,
+    },
+  });
+  await Deno.mkdir(join(sitesDir, "churn", "data"));
+  const server = await startServer({ sitesDir });
+  try {
+    let rounds = "";
+    const report = await underAttack(server, NEIGHBOUR, 3000, async () => {
+      rounds = (await server.raw(
+        "GET /churn HTTP/1.1\r\nHost: churn.test\r\nConnection: close\r\n\r\n",
+        { timeoutMs: 20_000 },
+      )).body;
+    });
+    // deno-lint-ignore no-console -- the figure is the point of the test
+    console.log(`  ${rounds} rounds of write, mkdir and remove`);
+    assert.ok(Number(rounds) > 100, rounds);
+    assertUnharmed("file churn in data/", report, 100, 0.3);
+  } finally {
+    await server.stop();
+  }
+});
