@@ -56,7 +56,10 @@ websocket.register("/live", "v1");
         stdout,
         /asks for: {4}read .*\/good, .*\/good\/data; write none; net none; env none/,
       );
-      assert.match(stdout, /sandbox: +2 worker\(s\), 256 MiB/);
+      assert.match(
+        stdout,
+        /sandbox: +2 worker\(s\), 256 MiB of memory, 100 MiB of disk/,
+      );
       assert.match(
         stdout,
         /^bad {2}.*\n {2}NOT LOADED: .*other\.test.*site\.json/m,

@@ -81,7 +81,9 @@ export function formatSites(sites: SiteDescription[]): string {
         p.write.join(", ") || "none"
       }; net ${p.net.join(", ") || "none"}; env ${env}`,
     );
-    lines.push(`  sandbox:     ${s.workers} worker(s), ${s.memory} MiB`);
+    lines.push(
+      `  sandbox:     ${s.workers} worker(s), ${s.memory} MiB of memory, ${s.disk} MiB of disk`,
+    );
     if (s.granted !== null) lines.push(grantedLine(s));
     lines.push("");
   }
@@ -99,7 +101,7 @@ function grantedLine(s: SiteDescription): string {
     list(g.permissions.write)
   }; net ${list(g.permissions.net)}; env ${
     list(g.permissions.env)
-  }; up to ${g.workers} worker(s), ${g.memory} MiB, ${g.requestTimeout} s`;
+  }; up to ${g.workers} worker(s), ${g.memory} MiB of memory, ${g.disk} MiB of disk, ${g.requestTimeout} s`;
 }
 
 /**
@@ -329,6 +331,7 @@ export async function grantCommand(
           workers: previous.workers,
           requestTimeout: previous.requestTimeout,
           memory: previous.memory,
+          disk: previous.disk,
         })
       }`,
   );

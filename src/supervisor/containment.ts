@@ -31,6 +31,7 @@
  */
 
 import { join } from "node:path";
+import { log } from "../log.ts";
 
 /** What holds a sandbox's memory. */
 export type MemoryBound = "cgroup" | "watchdog";
@@ -168,6 +169,44 @@ function removeTree(dir: string): void {
   }
 }
 
+/** How long a sandbox's cgroups are retried for when something is left in them. */
+const RELEASE_TRIES = 40;
+const RELEASE_EVERY_MS = 250;
+
+/**
+ * Removes a sandbox's cgroups once it has exited. What is still in them (a
+ * process bubblewrap started, which dies only after bwrap itself) is killed
+ * first, and the removal is retried for up to 10 s: a cgroup left behind
+ * would stay for good.
+ */
+async function releaseAll(dirs: string[]): Promise<void> {
+  for (let attempt = 0; attempt < RELEASE_TRIES; attempt++) {
+    for (const dir of dirs) {
+      for (const pid of readText(join(dir, "cgroup.procs")).split("\n")) {
+        if (!/^\d+$/.test(pid)) continue;
+        try {
+          Deno.kill(Number(pid), "SIGKILL");
+        } catch {
+          // Gone already.
+        }
+      }
+      removeTree(dir);
+    }
+    if (dirs.every((dir) => !exists(dir))) return;
+    await new Promise((resolve) => setTimeout(resolve, RELEASE_EVERY_MS));
+  }
+  log.warn(null, `Could not remove the cgroups ${dirs.join(", ")}`);
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The number of the kernel's OOM kills in a v1 memory cgroup. */
 function oomKills(dir: string): number {
   const match = /^oom_kill (\d+)$/m.exec(
@@ -187,6 +226,15 @@ export class Containment {
   /** Threads: a backstop, whatever made them (a `pids` hierarchy, if any). */
   #pids: Hierarchy | null = null;
   #next = 0;
+  /**
+   * `nice` may be run (the deployment unit's scoped --allow-run does not
+   * allow it): without it, only the threads a sandbox makes after it starts
+   * are lowered.
+   */
+  #niceCommand = Deno.permissions.querySync({ name: "run", command: "nice" })
+    .state === "granted";
+  /** Removals of sandboxes' cgroups still being retried. */
+  #releasing = new Set<Promise<void>>();
 
   /** `cgroups: false` uses the watchdog and nice (for `--no-cgroups`). */
   constructor(options: { cgroups: boolean }) {
@@ -232,7 +280,9 @@ export class Containment {
       ? "memory: each sandbox checks its resident memory (every 5–250 ms)"
       : `memory: cgroup ${this.#memory.base}`;
     const cpu = this.#cpu === null
-      ? "CPU: sandboxes at nice 10"
+      ? this.#niceCommand
+        ? "CPU: sandboxes at nice 10"
+        : "CPU: sandboxes' workers at nice 10 (Deno's own threads at 0: nice may not be run)"
       : `CPU: cgroup ${this.#cpu.base} (--site-cpu each)${
         this.#pids === null ? "" : `; threads: cgroup ${this.#pids.base}`
       }`;
@@ -294,8 +344,13 @@ export class Containment {
       nice: this.#cpu === null,
       // The shell enters the cgroups, then becomes Deno: everything the
       // process maps is counted, from its first page.
-      command: (exec, args) =>
-        dirs.length === 0 ? { exec, args } : {
+      command: (exec, args) => {
+        // Started at nice 10 as a whole where it may be: the threads Deno
+        // makes before any code runs (V8's compilers among them) too.
+        const started = this.#cpu === null && this.#niceCommand
+          ? { exec: "nice", args: ["-n", "10", exec, ...args] }
+          : { exec, args };
+        return dirs.length === 0 ? started : {
           exec: "/bin/sh",
           args: [
             "-c",
@@ -304,10 +359,11 @@ export class Containment {
             }shift ${dirs.length} && exec "$@"`,
             "sandbox",
             ...dirs.map((dir) => join(dir, "cgroup.procs")),
-            exec,
-            ...args,
+            started.exec,
+            ...started.args,
           ],
-        },
+        };
+      },
       memoryBytes: () => {
         if (memoryDir === null) return null;
         const usage = readText(join(memoryDir, "memory.usage_in_bytes"));
@@ -315,13 +371,16 @@ export class Containment {
       },
       outOfMemory: () => memoryDir !== null && oomKills(memoryDir) > 0,
       release: () => {
-        for (const dir of dirs) removeTree(dir);
+        const done = releaseAll(dirs);
+        this.#releasing.add(done);
+        void done.finally(() => this.#releasing.delete(done));
       },
     };
   }
 
   /** Removes this server's cgroups (once its sandboxes have exited). */
-  close(): void {
+  async close(): Promise<void> {
+    await Promise.all(this.#releasing);
     for (const h of [this.#memory, this.#cpu, this.#pids]) {
       if (h !== null) removeTree(h.base);
     }

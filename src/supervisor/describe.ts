@@ -28,6 +28,8 @@ export interface SiteDescription {
   } | null;
   workers: number | null;
   memory: number | null;
+  /** Its disk quota in MiB (null when not loaded). */
+  disk: number | null;
   /** What the operator grants it (null for the root site). */
   granted: SiteGrant | null;
   /** Whether the grants file lists it (false: it gets the unlisted grant). */
@@ -82,6 +84,7 @@ export function describeSites(
       },
       workers: runner.workersOf(def),
       memory: def.manifest.memory,
+      disk: def.manifest.disk,
       ...granted(runner.name),
     });
   }
@@ -102,6 +105,7 @@ export function describeSites(
       permissions: null,
       workers: null,
       memory: null,
+      disk: null,
       ...granted(name),
     });
   }

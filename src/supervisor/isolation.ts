@@ -3,7 +3,7 @@
  * for the day Deno's permissions have a hole. Its mount namespace shows
  * only what a sandbox needs:
  * - read-only: the system's libraries (`/usr`, which Deno links against),
- *   the Deno binary, the server's runtime (`main.ts`, `deno.json`, `src/`),
+ *   the Deno binary, the server's runtime (`main.ts`, `deno.sandbox.jsonc`, `src/`),
  *   and the site's folder;
  * - writable: the site's writable folders, its own Deno cache folder, and a
  *   private `/tmp`;
@@ -92,7 +92,7 @@ export function bwrapCommand(
   const readOnly = [
     spec.exec,
     join(spec.projectDir, "main.ts"),
-    join(spec.projectDir, "deno.json"),
+    join(spec.projectDir, "deno.sandbox.jsonc"),
     join(spec.projectDir, "src"),
     spec.siteDir,
   ];

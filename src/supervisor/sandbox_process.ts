@@ -211,7 +211,7 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
     "--no-remote",
     "--no-lock",
     `--config=${
-      decodeURIComponent(new URL("deno.json", PROJECT_ROOT).pathname)
+      decodeURIComponent(new URL("deno.sandbox.jsonc", PROJECT_ROOT).pathname)
     }`,
     // The linear engine lets a site's route patterns be checked where they
     // are written, so the load error names the file and line.

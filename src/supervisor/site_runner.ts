@@ -82,14 +82,13 @@ export class SiteRunner {
   /** The last reason the sandbox stopped, for /stats and `sites`. */
   lastProblem: string | null = null;
   /**
-   * The site's writable folders as last measured (bytes, null before the
-   * first measure), and whether its write access is taken away for being
-   * over its disk quota.
+   * The site's writable folders and Deno cache as last measured (bytes,
+   * null before the first measure), whether its write access is taken away
+   * for being over its disk quota, and when to measure next
+   * (`performance.now()`).
    */
-  readonly disk: { bytes: number | null; revoked: boolean } = {
-    bytes: null,
-    revoked: false,
-  };
+  readonly disk: { bytes: number | null; revoked: boolean; nextCheck: number } =
+    { bytes: null, revoked: false, nextCheck: 0 };
   #options: SiteRunnerOptions;
   #sandbox: SandboxProcess | null = null;
   #waiters: Waiter[] = [];

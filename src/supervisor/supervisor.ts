@@ -123,6 +123,8 @@ const HEARTBEAT_EVERY_MS = 2000;
 
 /** How often each site's writable folders are measured against its quota. */
 const DISK_CHECK_MS = 1000;
+/** The longest wait between two measures of a site that takes long to walk. */
+const DISK_CHECK_MOST_MS = 10_000;
 
 const MIB = 1024 * 1024;
 
@@ -628,38 +630,61 @@ export class Supervisor implements Sites {
     this.#measuring = true;
     try {
       for (const [name, runner] of this.#runners) {
-        const { write } = runner.def.manifest.permissions;
-        if (write.length === 0 || this.#stopping) continue;
-        const quota = runner.def.manifest.disk;
-        // Its Deno cache grows with the modules it writes and imports.
-        const usage = await measureDisk(
-          [...write, this.#siteCache(name)],
-          quota * MIB,
-        );
-        runner.disk.bytes = usage.bytes;
-        if (usage.over && !runner.disk.revoked) {
-          runner.disk.revoked = true;
-          const where = write.map((w) => relative(runner.def.dir, w)).join(
-            ", ",
-          );
-          log.error(
-            name,
-            `Over its disk quota: more than ${quota} MiB in ${where}; it may not write until it is under again`,
-          );
-          runner.generation?.kill("it went over its disk quota");
-        } else if (!usage.over && runner.disk.revoked) {
-          runner.disk.revoked = false;
-          log.info(
-            name,
-            `Under its disk quota again (${
-              Math.ceil(usage.bytes / MIB)
-            } of ${quota} MiB); write access is back`,
-          );
-          void this.reloadSite(name);
-        }
+        if (this.#stopping) break;
+        if (performance.now() < runner.disk.nextCheck) continue;
+        const started = performance.now();
+        await this.#checkDisk(name, runner);
+        // A walk that took long (a folder of many small files) is not
+        // repeated at once: what the gateway spends measuring stays small.
+        const took = performance.now() - started;
+        runner.disk.nextCheck = performance.now() +
+          Math.max(DISK_CHECK_MS, Math.min(DISK_CHECK_MOST_MS, took * 50));
       }
     } finally {
       this.#measuring = false;
+    }
+  }
+
+  async #checkDisk(name: string, runner: SiteRunner): Promise<void> {
+    const { write } = runner.def.manifest.permissions;
+    const quota = runner.def.manifest.disk;
+    // Any site grows its Deno cache by importing modules it makes (blob:,
+    // data:, files it writes), with no permission at all: over the quota,
+    // the sandbox is replaced and the cache emptied (Deno refills it).
+    const cache = this.#siteCache(name);
+    const cached = await measureDisk([cache], quota * MIB);
+    if (cached.over) {
+      log.error(
+        name,
+        `Its Deno cache went over its disk quota (${quota} MiB, from modules it made and imported); replacing the sandbox and emptying the cache`,
+      );
+      runner.generation?.kill("its Deno cache went over its disk quota");
+      emptyFolder(cache);
+      return;
+    }
+    if (write.length === 0) {
+      runner.disk.bytes = cached.bytes;
+      return;
+    }
+    const usage = await measureDisk(write, quota * MIB);
+    runner.disk.bytes = usage.bytes + cached.bytes;
+    if (usage.over && !runner.disk.revoked) {
+      runner.disk.revoked = true;
+      const where = write.map((w) => relative(runner.def.dir, w)).join(", ");
+      log.error(
+        name,
+        `Over its disk quota: more than ${quota} MiB in ${where}; it may not write until it is under again`,
+      );
+      runner.generation?.kill("it went over its disk quota");
+    } else if (!usage.over && runner.disk.revoked) {
+      runner.disk.revoked = false;
+      log.info(
+        name,
+        `Under its disk quota again (${
+          Math.ceil(usage.bytes / MIB)
+        } of ${quota} MiB); write access is back`,
+      );
+      void this.reloadSite(name);
     }
   }
 
@@ -703,7 +728,7 @@ export class Supervisor implements Sites {
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();
     await Promise.all([...this.#runners.values()].map((r) => r.stop(graceMs)));
-    this.#options.containment.close();
+    await this.#options.containment.close();
   }
 }
 
@@ -719,6 +744,22 @@ function passedEnv(env: boolean | string[]): Record<string, string> {
     if (value !== undefined) passed[name] = value;
   }
   return passed;
+}
+
+/**
+ * Empties a folder at once: it is renamed aside (a sandbox starting now
+ * makes a new one), then removed in the background.
+ */
+function emptyFolder(dir: string): void {
+  const aside = `${dir}.emptied-${Date.now()}`;
+  try {
+    Deno.renameSync(dir, aside);
+  } catch {
+    return; // gone already
+  }
+  Deno.remove(aside, { recursive: true }).catch((err) =>
+    log.warn(null, `Could not remove ${aside}: ${(err as Error).message}`)
+  );
 }
 
 /** A file's modification time and size, "" when it is missing. */

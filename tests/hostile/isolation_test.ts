@@ -100,3 +100,65 @@ Deno.test("--isolate=bwrap: a sandbox sees only the runtime and its own folder, 
     await server.stop();
   }
 });
+
+/** This server's cgroups left in a hierarchy (its sandboxes' folders). */
+function cgroupsOf(serverPid: number, controller: string): string[] | null {
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (!entry.isDirectory) continue;
+      const path = join(dir, entry.name);
+      if (entry.name === `sandflare-${serverPid}`) {
+        found.push(
+          path,
+          ...[...Deno.readDirSync(path)].filter((e) => e.isDirectory)
+            .map((e) => e.name),
+        );
+      } else if (!entry.name.startsWith("sandflare-")) walk(path);
+    }
+  };
+  walk(`/sys/fs/cgroup/${controller}`);
+  return found;
+}
+
+Deno.test("--isolate=bwrap with cgroups: a sandbox replaced while it tears down a large heap leaves no cgroup behind", async () => {
+  const sitesDir = await writeSites({
+    heavy: {
+      "site.json": JSON.stringify({ hosts: ["heavy.test"], memory: 3072 }),
+      "autorun/ar_heavy.ts": `
+import { hosts } from "sandflare";
+const held: Uint8Array[] = [];
+for (let i = 0; i < 10; i++) held.push(new Uint8Array(256 * 1024 * 1024).fill(1));
+hosts.get("heavy.test").add("/", () => "held " + held.length);
+`,
+    },
+  });
+  const server = await startServer({ sitesDir, args: ["--isolate=bwrap"] });
+  const pid = server.child.pid;
+  try {
+    const script = join(sitesDir, "heavy", "autorun", "ar_heavy.ts");
+    for (let i = 0; i < 3; i++) {
+      await Deno.writeTextFile(script, `\n// ${i}`, { append: true });
+      await server.waitForLog(new RegExp(`\\[heavy\\] Reloaded in`), 20_000);
+      server.out.length = 0;
+      server.err.length = 0;
+    }
+    // Root and heavy: one sandbox each, so one folder each, once the old
+    // generations' folders are gone (retried for up to 10 s).
+    const deadline = Date.now() + 15_000;
+    let left: string[] = [];
+    while (Date.now() < deadline) {
+      left = ["memory", "cpu", "pids"].flatMap((c) =>
+        (cgroupsOf(pid, c) ?? []).filter((n) => !n.startsWith("/"))
+      );
+      if (left.length === 6) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.equal(left.length, 6, left.join(", "));
+  } finally {
+    await server.stop();
+  }
+  for (const controller of ["memory", "cpu", "pids"]) {
+    assert.deepEqual(cgroupsOf(pid, controller), [], controller);
+  }
+});

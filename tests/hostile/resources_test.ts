@@ -128,7 +128,8 @@ site.add("/stop", () => {
 });
 site.add("/bypass", () => {
   try {
-    const ctor = (Object.getPrototypeOf(started[0] ?? {}) as any).constructor;
+    // What a Worker's prototype says its constructor is (in any worker).
+    const ctor = (Worker.prototype as any).constructor;
     new ctor(CHILD, { type: "module" });
     return "started past the limit";
   } catch (err) {
@@ -415,7 +416,7 @@ site.add("/one", async () => {
   }
 });
 
-Deno.test("a site loads no package from the server's cache, and the runtime it can import gives it nothing more", async () => {
+Deno.test("a site loads no package from the server's cache, and none of the runtime's modules", async () => {
   const confine = new URL("../../src/sandbox/confine.ts", import.meta.url).href;
   const sitesDir = await writeSites({
     imp: {
@@ -439,15 +440,19 @@ site.add("/relimit", () => attempt(async () => {
   });
   const server = await startServer({ sitesDir });
   try {
-    for (const path of ["/npm", "/mapped"]) {
-      assert.match(
-        (await get(server, "imp.test", path)).body,
-        /^refused: npm specifiers were requested; but --no-npm is specified/,
-      );
-    }
-    assert.equal(
+    assert.match(
+      (await get(server, "imp.test", "/npm")).body,
+      /^refused: npm specifiers were requested; but --no-npm is specified/,
+    );
+    // The server's import map is not the sandboxes'.
+    assert.match(
+      (await get(server, "imp.test", "/mapped")).body,
+      /^refused: Import "mime-db" not a dependency and not in import map/,
+    );
+    // The runtime's modules, even those already loaded in the worker.
+    assert.match(
       (await get(server, "imp.test", "/relimit")).body,
-      "refused: Workers are already limited",
+      /^refused: Requires read access to ".*\/not_for_sites\/sandbox\/confine\.ts"/,
     );
   } finally {
     await server.stop();
@@ -564,5 +569,46 @@ site.add("/hook", () => {
     );
   } finally {
     await server.stop();
+  }
+});
+
+Deno.test("a site that grows its Deno cache by importing modules it makes is stopped at its disk quota, and the cache emptied", async () => {
+  const sitesDir = await writeSites({
+    grower: {
+      // No write permission at all.
+      "site.json": JSON.stringify({ hosts: ["grower.test"], disk: 5 }),
+      "autorun/ar_grower.ts": `
+import { hosts } from "sandflare";
+hosts.get("grower.test").add("/grow", async () => {
+  const pad = "z".repeat(256 * 1024);
+  for (let i = 0; i < 200; i++) {
+    const source = "export const pad: string = '" + pad + "'; export const n: number = " + i + ";";
+    await import(URL.createObjectURL(new Blob([source], { type: "application/typescript" })));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return "grew";
+});
+`,
+    },
+  });
+  const dataDir = await Deno.makeTempDir({ prefix: "sandflare-data-" });
+  const server = await startServer({
+    sitesDir,
+    args: [`--data-dir=${dataDir}`],
+  });
+  try {
+    const grow = await get(server, "grower.test", "/grow");
+    assert.notEqual(grow.body, "grew");
+    await server.waitForLog(
+      /\[grower\] Its Deno cache went over its disk quota \(5 MiB/,
+    );
+    await server.waitForLog(/\[grower\] Sandbox restarted/);
+    await delay(500);
+    const cache = join(dataDir, "site-cache", "grower");
+    const size = sizeOf(cache);
+    assert.ok(size < 5 * 1024 * 1024, `the cache holds ${size} bytes`);
+  } finally {
+    await server.stop();
+    await Deno.remove(dataDir, { recursive: true });
   }
 });
