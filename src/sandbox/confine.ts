@@ -56,6 +56,20 @@ const workerListen = OriginalWorker.prototype.addEventListener;
 const NESTED = new URL("./nested.ts", import.meta.url).href;
 const WORKER_THREADS_REGEXP = /^(node:)?worker_threads$/;
 
+/**
+ * Site output goes to stderr, the site's log: stdout carries the sandbox's
+ * frames. Returns `console.error` as it was.
+ */
+export function outputToLog(): (...data: unknown[]) => void {
+  const logError = console.error.bind(console);
+  console.log =
+    console.info =
+    console.debug =
+    console.trace =
+      logError;
+  return logError;
+}
+
 /** Removes the global scope's ways out (see the module doc). */
 export function confineGlobals(): void {
   const global = globalThis as Record<PropertyKey, unknown>;

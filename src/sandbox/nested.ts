@@ -6,17 +6,9 @@
  */
 
 /// <reference lib="deno.worker" />
-// deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
-import { confineGlobals, runNested } from "./confine.ts";
+import { confineGlobals, outputToLog, runNested } from "./confine.ts";
 
-// stdout carries the sandbox's frames: site output goes to stderr.
-const logError = console.error.bind(console);
-console.log =
-  console.info =
-  console.debug =
-  console.trace =
-    logError;
-
+outputToLog();
 confineGlobals();
 runNested();

@@ -8,9 +8,13 @@
  */
 
 /// <reference lib="deno.worker" />
-// deno-lint-ignore-file no-console -- a sandbox's stderr is its site's log
 
-import { confineGlobals, limitWorkers, nestedWell } from "./confine.ts";
+import {
+  confineGlobals,
+  limitWorkers,
+  nestedWell,
+  outputToLog,
+} from "./confine.ts";
 import { registry, routesOf, type SocketEntry } from "./_registry.ts";
 import { hook, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
@@ -32,14 +36,7 @@ confineGlobals();
 
 // Captured before any site code runs, which may replace them.
 const post = self.postMessage.bind(self);
-const logError = console.error.bind(console);
-
-// stdout carries the frames of the sandbox process: send site output to stderr.
-console.log =
-  console.info =
-  console.debug =
-  console.trace =
-    logError;
+const logError = outputToLog();
 
 self.addEventListener("error", (event) => {
   event.preventDefault();

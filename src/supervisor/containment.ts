@@ -198,7 +198,8 @@ async function releaseAll(dirs: string[]): Promise<void> {
   log.warn(null, `Could not remove the cgroups ${dirs.join(", ")}`);
 }
 
-function exists(path: string): boolean {
+/** Whether a path exists (false when it cannot be told). */
+export function exists(path: string): boolean {
   try {
     Deno.statSync(path);
     return true;

@@ -20,6 +20,7 @@
  */
 
 import { join } from "node:path";
+import { exists } from "./containment.ts";
 
 /** How sandboxes are isolated beyond Deno's permissions. */
 export type Isolation = "none" | "bwrap";
@@ -47,15 +48,6 @@ export function denoDir(env: (name: string) => string | undefined): string {
   const cache = env("XDG_CACHE_HOME") ??
     join(env("HOME") ?? "/root", ".cache");
   return join(cache, "deno");
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** The command that runs `exec args` under bwrap, in the sandbox's namespace. */

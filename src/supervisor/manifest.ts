@@ -181,8 +181,8 @@ export function parseManifest(
     permissions: parsePermissions(data.permissions, options),
     workers: parseWorkers(data.workers, file),
     requestTimeout: parseRequestTimeout(data.requestTimeout, file),
-    memory: parseMemory(data.memory, file),
-    disk: parseDisk(data.disk, file),
+    memory: parseMib("memory", data.memory, file),
+    disk: parseMib("disk", data.disk, file),
   };
 }
 
@@ -603,27 +603,20 @@ function parseRequestTimeout(value: unknown, file: Where): number | null {
   return value;
 }
 
-function parseMemory(value: unknown, file: Where): number {
-  if (value === undefined || value === null) return DEFAULT_MEMORY_MIB;
-  const { min, max } = LIMITS.memory;
-  if (!isIntegerIn(value, min, max)) {
-    throw fieldError(
-      file,
-      "memory",
-      `must be an integer number of MiB from ${min} to ${max}`,
-      value,
-    );
+/** A size in MiB: `memory` or `disk`, the default when absent. */
+function parseMib(
+  field: "memory" | "disk",
+  value: unknown,
+  file: Where,
+): number {
+  if (value === undefined || value === null) {
+    return field === "memory" ? DEFAULT_MEMORY_MIB : DEFAULT_DISK_MIB;
   }
-  return value;
-}
-
-function parseDisk(value: unknown, file: Where): number {
-  if (value === undefined || value === null) return DEFAULT_DISK_MIB;
-  const { min, max } = LIMITS.disk;
+  const { min, max } = LIMITS[field];
   if (!isIntegerIn(value, min, max)) {
     throw fieldError(
       file,
-      "disk",
+      field,
       `must be an integer number of MiB from ${min} to ${max}`,
       value,
     );
