@@ -36,6 +36,9 @@ const DECODER = new TextDecoder();
 /** How often the sandbox reports its memory to the gateway. */
 const USAGE_EVERY_MS = 5000;
 
+/** How often a sandbox checks that its gateway is still there. */
+const ORPHAN_CHECK_MS = 1000;
+
 /** How long a worker may take to answer a ping before it counts as stuck. */
 const PING_TIMEOUT_MS = STUCK_AFTER_MS;
 
@@ -58,6 +61,12 @@ export async function runSandbox(): Promise<number> {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     Deno.addSignalListener(signal, () => {});
   }
+  // Whatever else it is doing, a sandbox never outlives its gateway: nobody
+  // is left to read what it writes (seen: a pool sandbox left behind).
+  const gateway = Deno.ppid;
+  setInterval(() => {
+    if (Deno.ppid !== gateway) Deno.exit(0);
+  }, ORPHAN_CHECK_MS);
   // Stdout is shared with the workers (see ./out.ts).
   const shared = new SharedOut(MAX_WORKERS);
   const out = new FrameWriter(

@@ -612,3 +612,38 @@ hosts.get("grower.test").add("/grow", async () => {
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("no sandbox outlives its gateway, even one killed with SIGKILL", async () => {
+  const page = (host: string) =>
+    `import { hosts } from "sandflare";\nhosts.get("${host}").add("/", () => "ok");\n`;
+  const sitesDir = await writeSites({
+    one: {
+      "site.json": JSON.stringify({ hosts: ["one.test"], workers: 1 }),
+      "autorun/ar_one.ts": page("one.test"),
+    },
+    two: {
+      "site.json": JSON.stringify({ hosts: ["two.test"], workers: 2 }),
+      "autorun/ar_two.ts": page("two.test"),
+    },
+  });
+  const server = await startServer({ sitesDir });
+  const pids = [...server.logs().matchAll(/sandbox pid (\d+)/g)].map((m) =>
+    Number(m[1])
+  );
+  assert.equal(pids.length, 3, "root, one and two");
+  await server.stop("SIGKILL");
+  const deadline = Date.now() + 10_000;
+  let left = pids;
+  while (Date.now() < deadline) {
+    left = pids.filter((pid) => {
+      try {
+        return !Deno.readTextFileSync(`/proc/${pid}/stat`).includes(") Z ");
+      } catch {
+        return false;
+      }
+    });
+    if (left.length === 0) break;
+    await delay(100);
+  }
+  assert.deepEqual(left, [], "sandboxes left behind");
+});
