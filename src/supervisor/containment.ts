@@ -379,9 +379,25 @@ export class Containment {
     };
   }
 
-  /** Removes this server's cgroups (once its sandboxes have exited). */
+  /**
+   * Removes this server's cgroups once its sandboxes have exited. Any
+   * process still in one is killed first: a sandbox started as the server
+   * stopped (a restart racing the stop) must not outlive it.
+   */
   async close(): Promise<void> {
     await Promise.all(this.#releasing);
+    const left: string[] = [];
+    for (const h of [this.#memory, this.#cpu, this.#pids]) {
+      if (h === null) continue;
+      try {
+        for (const entry of Deno.readDirSync(h.base)) {
+          if (entry.isDirectory) left.push(join(h.base, entry.name));
+        }
+      } catch {
+        // Gone already.
+      }
+    }
+    await releaseAll(left);
     for (const h of [this.#memory, this.#cpu, this.#pids]) {
       if (h !== null) removeTree(h.base);
     }
