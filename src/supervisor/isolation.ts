@@ -35,19 +35,10 @@ export interface IsolationSpec {
   siteDir: string;
   /** Folders the site may write (bound writable; made when missing). */
   write: string[];
-  /** The site's own Deno cache folder (writable), or null for the server's. */
-  cacheDir: string | null;
+  /** The site's own Deno cache folder (writable). */
+  cacheDir: string;
   /** Whether the site may use the network at all. */
   net: boolean;
-}
-
-/** Deno's cache folder as Deno finds it. */
-export function denoDir(env: (name: string) => string | undefined): string {
-  const explicit = env("DENO_DIR");
-  if (explicit !== undefined && explicit !== "") return explicit;
-  const cache = env("XDG_CACHE_HOME") ??
-    join(env("HOME") ?? "/root", ".cache");
-  return join(cache, "deno");
 }
 
 /** The command that runs `exec args` under bwrap, in the sandbox's namespace. */
@@ -88,16 +79,7 @@ export function bwrapCommand(
     join(spec.projectDir, "src"),
     spec.siteDir,
   ];
-  const writable = [...spec.write];
-  if (spec.cacheDir !== null) {
-    writable.push(spec.cacheDir);
-  } else {
-    // The server's cache: its modules read-only, its databases in a
-    // private tmpfs (a read-only database costs every start 150 ms).
-    const cache = denoDir((name) => Deno.env.get(name));
-    out.push("--tmpfs", cache);
-    readOnly.push(...["gen", "npm", "remote"].map((n) => join(cache, n)));
-  }
+  const writable = [...spec.write, spec.cacheDir];
   if (spec.net) {
     readOnly.push(
       "/etc/resolv.conf",

@@ -50,9 +50,9 @@ export interface SandboxSpec {
   /**
    * The site's own Deno cache folder (DENO_DIR): what Deno writes on its
    * own while it runs the site's code (TypeScript emits, V8's code cache)
-   * lands there, not in the server's cache. None: the server's.
+   * lands there, not in the server's cache.
    */
-  cacheDir?: string;
+  cacheDir: string;
 }
 
 const DEFAULT_INPUT_BACKLOG = 64 * 1024 * 1024;
@@ -295,7 +295,7 @@ export class SandboxProcess {
         projectDir: decodeURIComponent(PROJECT_ROOT.pathname),
         siteDir: spec.siteDir,
         write: spec.permissions.write,
-        cacheDir: spec.cacheDir ?? null,
+        cacheDir: spec.cacheDir,
         net: spec.permissions.net.length > 0,
       }, args)
       : { exec: deno, args };
@@ -312,7 +312,7 @@ export class SandboxProcess {
       env: {
         ...inheritedEnv(),
         ...spec.env,
-        ...(spec.cacheDir === undefined ? {} : { DENO_DIR: spec.cacheDir }),
+        DENO_DIR: spec.cacheDir,
         NO_COLOR: "1",
         // A compiled binary takes no --v8-flags on its command line.
         ...(COMPILED ? { DENO_V8_FLAGS: heapFlags(spec) } : {}),

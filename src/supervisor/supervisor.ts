@@ -591,7 +591,7 @@ export class Supervisor implements Sites {
       env: passedEnv(env),
       maxInputBacklog: this.#options.maxInputBacklog,
       isolate: this.#options.isolate,
-      cacheDir: this.#siteCache(def.name),
+      cacheDir: this.#makeSiteCache(def.name),
       placement: this.#options.containment.place(def.name, {
         memoryMiB: def.manifest.memory,
         cpus: this.#options.siteCpu,
@@ -607,14 +607,19 @@ export class Supervisor implements Sites {
   }
 
   /**
-   * The site's own Deno cache folder, made if missing. What Deno writes on
+   * The site's own Deno cache folder. What Deno writes on
    * its own while running a site's code (TypeScript emits, V8's code cache)
    * goes there: before, every site's landed in the server's cache, without
    * any write permission, and a site that writes new modules and imports
    * them grew it without end.
    */
   #siteCache(name: string): string {
-    const dir = join(resolve(this.#options.cacheDir), name);
+    return join(resolve(this.#options.cacheDir), name);
+  }
+
+  /** The site's own Deno cache folder, made if missing (for a new sandbox). */
+  #makeSiteCache(name: string): string {
+    const dir = this.#siteCache(name);
     Deno.mkdirSync(dir, { recursive: true });
     return dir;
   }
