@@ -15,13 +15,17 @@ export interface WireHost {
   noFallback: boolean;
 }
 
-/** A page a site registered; `path` for exact pages, `regex` for patterns. */
+/**
+ * A page a site registered: `path` for exact pages, `regex` for patterns,
+ * `prefix` for a handler mounted under a path (method `*`: every method).
+ */
 export interface WirePage {
   id: number;
   host: string;
   method: string;
   path?: string;
   regex?: { source: string; flags: string };
+  prefix?: string;
 }
 
 /** What a generation of a site registered, reported once it has loaded. */
@@ -60,6 +64,8 @@ export interface WireRequest {
   path: string;
   /** The request target as received. */
   fullUrl: string;
+  /** How the client reached the server: `http` or `https`. */
+  scheme: "http" | "https";
   /** The raw query string, without `?`. */
   query: string;
   /** Flat `[name, value, name, value, …]`, names lower-case. */
@@ -103,6 +109,8 @@ export type ToSandbox =
     siteDir: string;
     /** file: URLs of the autorun scripts, in the order they run. */
     scripts: string[];
+    /** The host patterns the site declares (site.json `hosts`). */
+    hosts: string[];
     workers: number;
     permissions: WirePermissions;
     /** What the sandbox holds itself to (see src/supervisor/containment.ts). */
@@ -241,10 +249,11 @@ function isWirePage(value: unknown): value is WirePage {
   if (!isRecord(value)) return false;
   if (!isId(value.id) || typeof value.host !== "string") return false;
   if (typeof value.method !== "string") return false;
-  const { path, regex } = value;
-  if (path !== undefined) {
-    return typeof path === "string" && regex === undefined;
-  }
+  const { path, regex, prefix } = value;
+  const given = [path, regex, prefix].filter((v) => v !== undefined).length;
+  if (given !== 1) return false;
+  if (path !== undefined) return typeof path === "string";
+  if (prefix !== undefined) return typeof prefix === "string";
   return isRecord(regex) && typeof regex.source === "string" &&
     typeof regex.flags === "string";
 }
@@ -416,6 +425,7 @@ function isWireSession(value: unknown): value is WireSession {
 function isWireRequest(value: unknown): value is WireRequest {
   return isRecord(value) && typeof value.method === "string" &&
     typeof value.path === "string" && typeof value.fullUrl === "string" &&
+    (value.scheme === "http" || value.scheme === "https") &&
     typeof value.query === "string" && isHeaderList(value.headers) &&
     typeof value.host === "string" && typeof value.peer === "string" &&
     typeof value.startTime === "number" && typeof value.upgraded === "boolean";
@@ -444,14 +454,16 @@ export function parseToSandbox(value: unknown): ToSandbox {
       case "init":
         if (
           typeof value.site === "string" && typeof value.siteDir === "string" &&
-          isStringArray(value.scripts) && isId(value.workers) &&
-          isWirePermissions(value.permissions) && isSelfLimits(value.limits)
+          isStringArray(value.scripts) && isStringArray(value.hosts) &&
+          isId(value.workers) && isWirePermissions(value.permissions) &&
+          isSelfLimits(value.limits)
         ) {
           return {
             t: "init",
             site: value.site,
             siteDir: value.siteDir,
             scripts: value.scripts,
+            hosts: value.hosts,
             workers: value.workers,
             permissions: value.permissions,
             limits: value.limits,
@@ -586,6 +598,8 @@ export type ToWorker =
     site: string;
     siteDir: string;
     scripts: string[];
+    /** The host patterns the site declares: a default fetch handler answers on each. */
+    hosts: string[];
     /** The shared stdout lock and counters (see src/sandbox/out.ts). */
     out: SharedArrayBuffer;
     /** This worker's slot among the counters. */

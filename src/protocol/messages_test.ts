@@ -28,6 +28,7 @@ const REQ: WireRequest = {
   method: "GET",
   path: "/a b",
   fullUrl: "/a%20b?x=1",
+  scheme: "http",
   query: "x=1",
   headers: ["host", "a.test", "accept", "*/*"],
   host: "a.test",
@@ -53,6 +54,7 @@ const FROM_SANDBOX: Record<string, Json> = {
           method: "POST",
           regex: { source: "/u/(\\d+)", flags: "" },
         },
+        { id: 2, host: "*", method: "*", prefix: "/api" },
       ],
       hooks: ["Error", "Request"],
       websockets: [{ id: 0, host: "*", path: "/ws", protocol: null }],
@@ -114,6 +116,7 @@ const TO_SANDBOX: Record<string, Json> = {
     site: "blog",
     siteDir: "/srv/sites/blog",
     scripts: ["file:///srv/sites/blog/autorun/ar_01.ts"],
+    hosts: ["blog.test", "*"],
     workers: 2,
     permissions: {
       read: ["/srv/sites/blog"],
@@ -128,6 +131,7 @@ const TO_SANDBOX: Record<string, Json> = {
     site: "blog",
     siteDir: "/srv/sites/blog",
     scripts: [],
+    hosts: [],
     workers: 1,
     permissions: { read: [], write: [], net: [], env: ["HOME"] },
     limits: { memoryBytes: 268435456, nice: true },
@@ -239,6 +243,13 @@ const BAD_FROM_SANDBOX: [string, string, Path, unknown][] = [
     "regex",
   ], DELETE],
   ["page regex a string", "loaded", ["routes", "pages", 1, "regex"], "x"],
+  [
+    "page with path and prefix",
+    "loaded",
+    ["routes", "pages", 0, "prefix"],
+    "/",
+  ],
+  ["page prefix a number", "loaded", ["routes", "pages", 2, "prefix"], 1],
   ["page regex source missing", "loaded", [
     "routes",
     "pages",
@@ -344,6 +355,10 @@ Deno.test("parseFromSandbox() rejects malformed messages", async (t) => {
 
 /** Malformed gateway messages: [name, base message, path, bad value]. */
 const BAD_TO_SANDBOX: [string, string, Path, unknown][] = [
+  ["request scheme missing", "request", ["req", "scheme"], DELETE],
+  ["request scheme ftp", "request", ["req", "scheme"], "ftp"],
+  ["init hosts missing", "init", ["hosts"], DELETE],
+  ["init hosts with a number", "init", ["hosts", 0], 1],
   ["init site missing", "init", ["site"], DELETE],
   ["init site a number", "init", ["site"], 1],
   ["init siteDir missing", "init", ["siteDir"], DELETE],

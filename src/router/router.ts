@@ -30,6 +30,12 @@ export interface PageSpec {
   /** Pattern matched against the whole path (give either `path` or `regex`). */
   regex?: { source: string; flags: string };
   /**
+   * A handler mounted under this path (`host.mount`, a default fetch
+   * handler): it answers the prefix and everything below it, for every
+   * method, wherever no exact or pattern page does. Its method is `*`.
+   */
+  prefix?: string;
+  /**
    * A static file rather than a page (exact paths only). A site may have a
    * page and a file at one path; a request for it is a 409 naming both.
    */
@@ -172,6 +178,11 @@ interface PatternEntry extends PageEntry {
   pattern: CompiledPattern;
 }
 
+interface MountEntry extends PageEntry {
+  /** Without a trailing slash, except `/` itself. */
+  prefix: string;
+}
+
 /** The pages of one host from one priority tier. */
 interface Tier {
   /** path → method → pages (more than one only across sites on hosts.any). */
@@ -179,6 +190,8 @@ interface Tier {
   /** method → patterns, in site then registration order. */
   patterns: Map<string, PatternEntry[]>;
   allPatterns: PatternEntry[];
+  /** Mounted handlers, longest prefix first. */
+  mounts: MountEntry[];
 }
 
 interface Host {
@@ -374,7 +387,10 @@ function buildHosts(
     );
   }
   const used = (tiers: Tier[]) =>
-    tiers.filter((tier) => tier.exact.size > 0 || tier.allPatterns.length > 0);
+    tiers.filter((tier) =>
+      tier.exact.size > 0 || tier.allPatterns.length > 0 ||
+      tier.mounts.length > 0
+    );
   any.tiers = used([anyTiers.site, anyTiers.root]);
   const rootOnly = newHost(ANY_HOST, null, false, () => true);
   rootOnly.tiers = used([anyTiers.root]);
@@ -481,7 +497,9 @@ function addPages(
       tiers = host.tiers;
     }
     for (const tier of tiers) {
-      if (spec.regex !== undefined) {
+      if (spec.prefix !== undefined) {
+        addMount(tier, site.site, spec, spec.prefix);
+      } else if (spec.regex !== undefined) {
         addPattern(tier, site.site, spec, method, compiled);
       } else {
         addExact(tier, site.site, spec, method, spec.path ?? "");
@@ -503,8 +521,22 @@ function checkPage(site: string, spec: PageSpec): string {
     throw new RouteTableError(`${what} has no host`);
   }
   const hasPath = spec.path !== undefined;
-  if (hasPath === (spec.regex !== undefined)) {
-    throw new RouteTableError(`${what} needs exactly one of path and regex`);
+  const kinds =
+    [spec.path, spec.regex, spec.prefix].filter((v) => v !== undefined).length;
+  if (kinds !== 1) {
+    throw new RouteTableError(
+      `${what} needs exactly one of path, regex and prefix`,
+    );
+  }
+  if (spec.prefix !== undefined) {
+    if (typeof spec.prefix !== "string" || !spec.prefix.startsWith("/")) {
+      throw new RouteTableError(`${what} has prefix "${spec.prefix}"`);
+    }
+    if (spec.method !== ANY_METHOD) {
+      throw new RouteTableError(
+        `${what} is mounted under a prefix, so its method must be "*"`,
+      );
+    }
   }
   if (
     hasPath && (typeof spec.path !== "string" || !spec.path.startsWith("/"))
@@ -538,6 +570,42 @@ function addExact(
     : `${method} "${path}" (site ${site})`;
   pages.push({ site, pageId: spec.id, method, label, file });
   methods.set(method, pages);
+}
+
+/** The method of a mounted handler: it answers every method. */
+export const ANY_METHOD = "*";
+
+/**
+ * `/api/` and `/api` mount the same thing: `/api` and everything below it.
+ *
+ * @param prefix a path starting with `/`
+ * @returns the prefix without its trailing slashes (`/` stays `/`)
+ */
+export function mountPrefix(prefix: string): string {
+  const trimmed = prefix.replace(/\/+$/, "");
+  return trimmed === "" ? "/" : trimmed;
+}
+
+function addMount(
+  tier: Tier,
+  site: string,
+  spec: PageSpec,
+  raw: string,
+): void {
+  const prefix = mountPrefix(raw);
+  if (tier.mounts.some((m) => m.site === site && m.prefix === prefix)) {
+    throw new RouteTableError(
+      `Site "${site}" mounts two handlers at "${prefix}" on host "${spec.host}"`,
+    );
+  }
+  tier.mounts.push({
+    site,
+    pageId: spec.id,
+    method: ANY_METHOD,
+    label: `handler mounted at "${prefix}" (site ${site})`,
+    prefix,
+  });
+  tier.mounts.sort((a, b) => b.prefix.length - a.prefix.length);
 }
 
 function addPattern(
@@ -690,9 +758,28 @@ function lookupTier(
   work: Work,
 ): Lookup | null {
   const methods = tier.exact.get(path);
-  const found = lookupMethod(tier, methods, path, method, work);
-  if (found !== null || method !== "HEAD") return found;
-  return lookupMethod(tier, methods, path, "GET", work);
+  const found = lookupMethod(tier, methods, path, method, work) ??
+    (method === "HEAD" ? lookupMethod(tier, methods, path, "GET", work) : null);
+  return found ?? lookupMount(tier, path);
+}
+
+/**
+ * The handler mounted under the longest prefix of `path`; handlers of
+ * several sites at that prefix (on hosts.any) are a conflict, as pages are.
+ */
+function lookupMount(tier: Tier, path: string): Lookup | null {
+  let found: MountEntry[] | null = null;
+  for (const mount of tier.mounts) {
+    if (found !== null && mount.prefix.length < found[0]!.prefix.length) break;
+    const { prefix } = mount;
+    if (
+      prefix === "/" || path === prefix ||
+      (path.startsWith(prefix) && path[prefix.length] === "/")
+    ) {
+      (found ??= []).push(mount);
+    }
+  }
+  return found === null ? null : choose(found, []);
 }
 
 function lookupMethod(
@@ -892,7 +979,7 @@ function classEnd(source: string, i: number): number {
 }
 
 function newTier(): Tier {
-  return { exact: new Map(), patterns: new Map(), allPatterns: [] };
+  return { exact: new Map(), patterns: new Map(), allPatterns: [], mounts: [] };
 }
 
 function newHost(
@@ -1009,6 +1096,11 @@ export function findConflicts(sites: readonly SiteRoutes[]): string[] {
     for (const p of s.pages) {
       if (p.path !== undefined) {
         note(`page\0${p.host.toLowerCase()}\0${p.method}\0${p.path}`, s.site);
+      } else if (p.prefix !== undefined) {
+        note(
+          `mount\0${p.host.toLowerCase()}\0\0${mountPrefix(p.prefix)}`,
+          s.site,
+        );
       }
     }
   }
@@ -1021,6 +1113,8 @@ export function findConflicts(sites: readonly SiteRoutes[]): string[] {
     messages.push(
       kind === "host"
         ? `Host "${host}" is registered by sites ${list}: requests for it get 409`
+        : kind === "mount"
+        ? `A handler at "${path}" on host "${host}" is mounted by sites ${list}: requests for it get 409`
         : `${method} "${path}" on host "${host}" is registered by sites ${list}: requests for it get 409`,
     );
   }

@@ -3,6 +3,7 @@ import {
   ANY_HOST,
   buildRouter,
   type CompiledPattern,
+  findConflicts,
   type PageSpec,
   patternCost,
   type RouteResult,
@@ -1060,4 +1061,87 @@ Deno.test("route() gives an owned host to its owner alone, unless it opts in", a
       detail: /site owner.*site other/,
     });
   });
+});
+
+function mount(id: number, host: string, prefix: string) {
+  return { id, host, method: "*", prefix } satisfies PageSpec;
+}
+
+function pageOf(result: RouteResult): string {
+  return result.kind === "page"
+    ? `${result.site}:${result.pageId}`
+    : `${result.status}`;
+}
+
+Deno.test("a mounted handler answers its prefix and below, every method, where no page does", () => {
+  const router = buildRouter([ROOT, {
+    site: "app",
+    root: false,
+    hosts: [{ pattern: "app.test", noFallback: true }],
+    pages: [
+      exact(0, "app.test", "GET", "/api/status"),
+      pattern(1, "app.test", "GET", "/api/user/(\\d+)"),
+      mount(2, "app.test", "/api/"),
+      mount(3, "app.test", "/api/v2"),
+    ],
+  }]);
+  const at = (path: string, method = "GET") =>
+    pageOf(router.route("app.test", path, method));
+  assert.equal(at("/api/status"), "app:0");
+  assert.equal(at("/api/status", "HEAD"), "app:0"); // a GET page answers HEAD
+  assert.equal(at("/api/status", "POST"), "app:2"); // not 405: the handler
+  assert.equal(at("/api/user/7"), "app:1");
+  assert.equal(at("/api"), "app:2");
+  assert.equal(at("/api/other", "DELETE"), "app:2");
+  assert.equal(at("/api/v2/x", "PUT"), "app:3"); // the longest prefix
+  assert.equal(at("/api/v2"), "app:3");
+  assert.equal(at("/api/v20"), "app:2");
+  assert.equal(at("/apix"), "404");
+  assert.equal(at("/"), "404");
+});
+
+Deno.test("handlers mounted at / on hosts.any by two sites conflict; the root site yields", () => {
+  const site = (name: string): SiteRoutes => ({
+    site: name,
+    root: false,
+    hosts: [],
+    pages: [exact(0, ANY_HOST, "GET", `/${name}`), mount(1, ANY_HOST, "/")],
+  });
+  const one = buildRouter([ROOT, site("a")]);
+  assert.equal(pageOf(one.route("x.test", "/", "GET")), "a:1");
+  // The root site yields, as it does to pages.
+  assert.equal(pageOf(one.route("x.test", "/welcome", "POST")), "a:1");
+  const two = buildRouter([ROOT, site("a"), site("b")]);
+  assert.equal(pageOf(two.route("x.test", "/a", "GET")), "a:0");
+  const conflict = two.route("x.test", "/anything", "GET");
+  assert.ok(conflict.kind === "error" && conflict.status === 409);
+  assert.match(conflict.detail ?? "", /mounted at "\/" \(site a\).*site b/);
+  assert.deepEqual(findConflicts([site("a"), site("b")]), [
+    'A handler at "/" on host "*" is mounted by sites a and b: requests for it get 409',
+  ]);
+});
+
+Deno.test("a mount needs method * and a prefix starting with /; twice at one prefix is an error", () => {
+  const routes = (pages: PageSpec[]): SiteRoutes[] => [{
+    site: "s",
+    root: false,
+    hosts: [],
+    pages,
+  }];
+  assert.throws(
+    () => buildRouter(routes([{ ...mount(0, "*", "/x"), method: "GET" }])),
+    /must be "\*"/,
+  );
+  assert.throws(
+    () => buildRouter(routes([mount(0, "*", "x")])),
+    /has prefix "x"/,
+  );
+  assert.throws(
+    () => buildRouter(routes([{ ...mount(0, "*", "/x"), path: "/x" }])),
+    /exactly one of path, regex and prefix/,
+  );
+  assert.throws(
+    () => buildRouter(routes([mount(0, "*", "/x/"), mount(1, "*", "/x")])),
+    /mounts two handlers at "\/x"/,
+  );
 });

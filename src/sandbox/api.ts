@@ -45,6 +45,24 @@ export type PageCallback = (
   ...captures: string[]
 ) => PageResult | Promise<PageResult>;
 
+/**
+ * What Deno Deploy and `deno serve` pass a handler besides the request: who
+ * is asking, and a promise settled once the handler has answered.
+ */
+export interface FetchHandlerInfo {
+  remoteAddr: { transport: "tcp"; hostname: string; port: number };
+  completed: Promise<void>;
+}
+
+/**
+ * A standard fetch handler, as Deno Deploy, Cloudflare Workers, Bun and
+ * Hono (`app.fetch`) write them.
+ */
+export type FetchHandler = (
+  request: Request,
+  info: FetchHandlerInfo,
+) => Response | Promise<Response>;
+
 /** Options of `hosts.get`. */
 export interface HostOptions {
   /** Do not fall back to `hosts.any` when no page of this host matches. */
@@ -66,6 +84,12 @@ export interface Host {
     callback: PageCallback,
     method?: string,
   ): void;
+  /**
+   * Mounts a fetch handler under a path prefix, for every method: it
+   * answers `prefix` and every path below it that no page answers, and sees
+   * the full original URL (nothing is stripped).
+   */
+  mount(prefix: string, handler: FetchHandler | { fetch: FetchHandler }): void;
 }
 
 /** Error details passed to the `Error` hook. */
@@ -192,7 +216,120 @@ function createHost(pattern: string): Host {
         label: `${m} /${regex.source}/${regex.flags}`,
       });
     },
+    mount(prefix, handler) {
+      const call = hostCall(pattern, "mount", prefix);
+      assertLoading(call);
+      if (typeof prefix !== "string" || !prefix.startsWith("/")) {
+        throw new TypeError(`${call}: the prefix must start with "/"`);
+      }
+      const fetch = fetchOf(call, handler);
+      const trimmed = prefix.replace(/\/+$/, "") || "/";
+      if (
+        registry.pages.some((p) =>
+          p.spec.host === pattern && p.spec.prefix === trimmed
+        )
+      ) {
+        throw new Error(`${call}: a handler is already mounted there`);
+      }
+      registry.pages.push({
+        spec: {
+          id: registry.pages.length,
+          host: pattern,
+          method: "*",
+          prefix: trimmed,
+        },
+        callback: (req) => runFetch(fetch, req, call),
+        label: `handler at ${trimmed}`,
+      });
+    },
   };
+}
+
+/** The function of a handler given as one, or as an object with `fetch`. */
+function fetchOf(call: string, handler: unknown): FetchHandler {
+  if (typeof handler === "function") return handler as FetchHandler;
+  if (typeof handler === "object" && handler !== null) {
+    const fetch = (handler as { fetch?: unknown }).fetch;
+    if (typeof fetch === "function") {
+      return (request, info) => Reflect.apply(fetch, handler, [request, info]);
+    }
+  }
+  throw new TypeError(
+    `${call}: the handler must be a function (request) => Response, or an object with such a fetch method`,
+  );
+}
+
+async function runFetch(
+  fetch: FetchHandler,
+  req: PageRequest,
+  call: string,
+): Promise<Response> {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const info: FetchHandlerInfo = {
+    remoteAddr: { transport: "tcp", hostname: req.peer, port: 0 },
+    completed: promise,
+  };
+  try {
+    const response = await fetch(req.toRequest(), info);
+    if (!(response instanceof Response)) {
+      throw new TypeError(
+        `${call}: the handler returned ${
+          response === null ? "null" : typeof response
+        }, not a Response`,
+      );
+    }
+    return response;
+  } finally {
+    resolve();
+  }
+}
+
+/**
+ * Mounts a script's `export default { fetch }` at `/` on every host the
+ * site declares (its site.json `hosts`). Called by the worker once the
+ * scripts have run.
+ *
+ * @param script the script's path, for messages
+ * @param handler the default export
+ * @param declared the site's host patterns
+ */
+export function mountDefault(
+  script: string,
+  handler: unknown,
+  declared: string[],
+): void {
+  const call = `export default in ${script}`;
+  const fetch = fetchOf(call, handler);
+  if (declared.length === 0) {
+    throw new Error(
+      `${call}: the site declares no hosts; list them under "hosts" in its site.json (["*"] for every host)`,
+    );
+  }
+  // On hosts.any when the site may use it: a request for one of its named
+  // hosts falls back there, after the site's hosts.any pages, so every
+  // page of the site answers first. Named hosts that do not fall back get
+  // the handler themselves.
+  const targets = declared.includes("*")
+    ? declared.filter((pattern) =>
+      pattern === "*" ||
+      registry.hosts.get(pattern.toLowerCase())?.noFallback === true
+    )
+    : declared;
+  for (const pattern of targets) {
+    const host = pattern === "*" ? hosts.any : getHost(pattern);
+    if (
+      registry.pages.some((p) =>
+        p.spec.host === host.pattern && p.spec.prefix === "/"
+      )
+    ) {
+      throw new Error(
+        `${call}: a handler is already mounted at "/" on ${
+          pattern === "*" ? "hosts.any" : `"${pattern}"`
+        } (only one script may export a default fetch handler)`,
+      );
+    }
+    host.mount("/", fetch);
+  }
 }
 
 const hostObjects = new Map<string, Host>();

@@ -79,7 +79,21 @@ export function confineGlobals(): void {
   const deno = Deno as unknown as Record<PropertyKey, unknown>;
   const internal = deno.internal;
   if (typeof internal === "symbol") delete deno[internal];
+  deno.serve = serveInSite;
   blockNodeWorkers();
+}
+
+/**
+ * `Deno.serve` in a site: the server listens for it, so say what to write
+ * instead (without this, Deno's error is about a net permission).
+ */
+function serveInSite(): never {
+  throw new Error(
+    "Deno.serve() cannot run inside a Sandflare site: the server listens for it. " +
+      "Export the handler instead: `export default { fetch(request) { … } }` " +
+      '(or `hosts.any.mount("/", handler)`), and it answers every path the ' +
+      "site's pages do not",
+  );
 }
 
 /**

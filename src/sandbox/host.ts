@@ -223,7 +223,7 @@ class Pool {
    * init, for a single worker that reads stdin itself; null otherwise.
    */
   async start(direct: Uint8Array | null): Promise<void> {
-    const { site, siteDir, scripts, workers, permissions } = this.#init;
+    const { site, siteDir, scripts, hosts, workers, permissions } = this.#init;
     let reports: FromWorker[];
     try {
       for (let i = 0; i < Math.max(1, workers); i++) {
@@ -236,6 +236,7 @@ class Pool {
             site,
             siteDir,
             scripts,
+            hosts,
             out: this.#shared.buffer,
             index: w.index,
             nested: this.#nested,

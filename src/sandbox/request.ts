@@ -106,6 +106,32 @@ export class PageRequest {
     return fields;
   }
 
+  /**
+   * The request as a standard `Request`: the URL with the request's own
+   * scheme and Host, every header, and the body as a stream. A new one each
+   * call (a body can be read once).
+   */
+  toRequest(signal?: AbortSignal): Request {
+    const wire = this.#wire;
+    const host = this.headers.get("host") ?? (wire.host || "localhost");
+    // Joined as text: resolved against a base, a target such as
+    // `//other.test/x` would change the host.
+    const target = wire.fullUrl.startsWith("/") ? wire.fullUrl : wire.path;
+    let url: URL;
+    try {
+      url = new URL(`${wire.scheme}://${host}${target}`);
+    } catch {
+      url = new URL(`${wire.scheme}://localhost${target}`);
+    }
+    const bodyless = wire.method === "GET" || wire.method === "HEAD";
+    return new Request(url, {
+      method: wire.method,
+      headers: this.headers,
+      body: bodyless ? null : this.#body as BodyInit,
+      ...(signal === undefined ? {} : { signal }),
+    });
+  }
+
   /** True for a request that upgraded its connection (websockets). */
   isUpgraded(): boolean {
     return this.#wire.upgraded;

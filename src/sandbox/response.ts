@@ -50,6 +50,12 @@ function checkHeader(name: string, value: string): void {
   }
 }
 
+/** The name of the cookie a `Set-Cookie` value sets. */
+function cookieName(header: string): string {
+  const eq = header.indexOf("=");
+  return (eq < 0 ? header : header.slice(0, eq)).trim();
+}
+
 /** What a page callback builds; `res` in the script API. */
 export class PageResponse {
   /** The status code to send. @default {200} */
@@ -58,6 +64,7 @@ export class PageResponse {
   #chunks: Uint8Array[] = [];
   #size = 0;
   #file: { path: string; listDirectory: boolean } | null = null;
+  #stream: ReadableStream<Uint8Array> | null = null;
 
   /** Appends text, markup from `html`, or bytes to the body. */
   append(data: string | Uint8Array | SafeHtml): void {
@@ -81,19 +88,61 @@ export class PageResponse {
     this.clearContent();
   }
 
-  /** Empties the body (and drops a pending `setFile`). */
+  /** Empties the body (and drops a pending `setFile` or stream). */
   clearContent(): void {
     this.#chunks = [];
     this.#size = 0;
     this.#file = null;
+    if (this.#stream !== null) void this.#stream.cancel().catch(() => {});
+    this.#stream = null;
   }
 
-  /** Sets a header, replacing any earlier value of the same name. */
+  /**
+   * Answers with a stream: each chunk reaches the client as the site
+   * produces it (server-sent events, say), read only as fast as the client
+   * takes them. Replaces any body written so far.
+   */
+  stream(body: ReadableStream<Uint8Array>): void {
+    if (!(body instanceof ReadableStream)) {
+      throw new TypeError("res.stream() takes a ReadableStream of Uint8Array");
+    }
+    this.clearContent();
+    this.#stream = body;
+  }
+
+  /** The stream set by `stream()`, if any. */
+  get streamBody(): ReadableStream<Uint8Array> | null {
+    return this.#stream;
+  }
+
+  /**
+   * Sets a header, replacing any earlier value of the same name; for
+   * `Set-Cookie`, only the earlier cookie of the same name (as `setCookie`).
+   */
   setHeader(name: string, value: string | number): void {
     const text = String(value);
     checkHeader(name, text);
+    if (name.toLowerCase() === "set-cookie") {
+      this.#replaceCookie(text);
+      return;
+    }
     this.removeHeader(name);
     this.#headers.push([name, text]);
+  }
+
+  /** Adds a `Set-Cookie` header, dropping an earlier one for the same cookie. */
+  #replaceCookie(header: string): void {
+    const name = cookieName(header);
+    this.#headers = this.#headers.filter(([n, v]) =>
+      n.toLowerCase() !== "set-cookie" || cookieName(v) !== name
+    );
+    this.#headers.push(["Set-Cookie", header]);
+  }
+
+  /** The `Set-Cookie` headers set so far. */
+  get cookies(): string[] {
+    return this.#headers.filter(([n]) => n.toLowerCase() === "set-cookie")
+      .map(([, v]) => v);
   }
 
   /** Adds a value of a header, keeping those it has (`Set-Cookie`, say). */
@@ -134,10 +183,7 @@ export class PageResponse {
     }
     checkHeader("Set-Cookie", cookie);
     // One Set-Cookie per cookie name: a later call replaces an earlier one.
-    this.#headers = this.#headers.filter(([n, v]) =>
-      n.toLowerCase() !== "set-cookie" || !v.startsWith(`${name}=`)
-    );
-    this.#headers.push(["Set-Cookie", cookie]);
+    this.#replaceCookie(cookie);
   }
 
   /** Replaces the body with `value` as JSON and sets `Content-Type`. */
@@ -167,8 +213,7 @@ export class PageResponse {
     if (typeof path !== "string" || path.length === 0) {
       throw new TypeError("setFile() takes a path relative to the site folder");
     }
-    this.#chunks = [];
-    this.#size = 0;
+    this.clearContent();
     this.#file = { path, listDirectory: options.listDirectory ?? false };
   }
 
@@ -177,13 +222,16 @@ export class PageResponse {
     return this.#file;
   }
 
-  /** True when a body was written or a file was set. */
+  /** True when a body was written, or a file or stream was set. */
   get hasContent(): boolean {
-    return this.#size > 0 || this.#file !== null;
+    return this.#size > 0 || this.#file !== null || this.#stream !== null;
   }
 
-  /** The reply and body to send to the gateway. */
-  toWire(): { reply: WireReply; body: Uint8Array } {
+  /**
+   * The reply and body to send to the gateway (a stream's body is sent
+   * apart). `defaultType`: add `Content-Type: text/html` when none is set.
+   */
+  toWire(defaultType = true): { reply: WireReply; body: Uint8Array } {
     const status = this.status;
     if (!Number.isInteger(status) || status < 200 || status > 599) {
       throw new RangeError(
@@ -208,7 +256,9 @@ export class PageResponse {
         body: new Uint8Array(0),
       };
     }
-    if (!hasType) headers.push("Content-Type", "text/html; charset=utf-8");
+    if (!hasType && defaultType) {
+      headers.push("Content-Type", "text/html; charset=utf-8");
+    }
     return {
       reply: { kind: "body", status: this.status, headers },
       body: this.#body(),

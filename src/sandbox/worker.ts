@@ -16,7 +16,7 @@ import {
   outputToLog,
 } from "./confine.ts";
 import { registry, routesOf, type SocketEntry } from "./_registry.ts";
-import { hook, startTasks } from "./api.ts";
+import { hook, mountDefault, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
 import { SafeHtml } from "./html.ts";
@@ -123,14 +123,18 @@ interface Outgoing {
   credit: number;
   cancelled: boolean;
   wake: (() => void) | null;
+  /** Cancels the site's stream (its client went away). */
+  cancel: () => void;
 }
 const streaming = new Map<number, Outgoing>();
+/** Requests whose reply is being read from a stream, before its head is sent. */
+const reading = new Map<number, () => void>();
 
 /** Answers request `id`, once: a second answer is dropped. */
 function sendReply(id: number, reply: WireReply, body: Uint8Array): void {
   if (!answering.delete(id)) return;
   if (reply.kind === "body" && body.length > STREAM_OVER_BYTES) {
-    void streamReply(id, reply, body);
+    void streamOut(id, reply, body.length, [body], null, null);
     return;
   }
   try {
@@ -142,50 +146,203 @@ function sendReply(id: number, reply: WireReply, body: Uint8Array): void {
   }
 }
 
+type Read = ReadableStreamReadResult<unknown>;
+
 /**
- * Sends a large body in chunks, each within the credit the gateway grants
- * as its client reads: the gateway holds only what is on its way, and a
- * client that does not read leaves the rest here, in the site's memory.
+ * Answers with a stream's body. What the stream already holds when it is
+ * read (any Response made from a string, bytes or JSON) goes whole, in one
+ * frame; a stream that is still being written goes chunk by chunk as the
+ * site writes it (server-sent events), pulled only as the client reads.
  */
-async function streamReply(
+async function sendStream(
   id: number,
-  reply: Extract<WireReply, { kind: "body" }>,
-  body: Uint8Array,
+  head: Extract<WireReply, { kind: "body" }>,
+  stream: ReadableStream<unknown>,
 ): Promise<void> {
-  const state: Outgoing = { credit: 0, cancelled: false, wake: null };
+  let reader: ReadableStreamDefaultReader<unknown>;
+  try {
+    reader = stream.getReader();
+  } catch (err) {
+    failed(id, `The response body could not be read: ${stackOf(err)}`);
+    return;
+  }
+  reading.set(id, () => void reader.cancel().catch(() => {}));
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let pending: Promise<Read> | null = null;
+  try {
+    while (size <= STREAM_OVER_BYTES) {
+      pending = reader.read();
+      const now = await settledSoon(pending);
+      if (now === null) break; // still being written: stream it
+      pending = null;
+      if (now.done) {
+        sendReply(id, head, joined(chunks, size));
+        return;
+      }
+      const bytes = bytesOf(now.value);
+      chunks.push(bytes);
+      size += bytes.length;
+    }
+  } catch (err) {
+    failed(id, `The response body failed: ${stackOf(err)}`);
+    void reader.cancel().catch(() => {});
+    return;
+  } finally {
+    reading.delete(id);
+  }
+  if (!answering.delete(id)) {
+    // The client went away while the body was read.
+    void reader.cancel().catch(() => {});
+    return;
+  }
+  await streamOut(id, head, null, chunks, reader, pending);
+}
+
+/**
+ * Sends a reply in chunks, each within the credit the gateway grants as its
+ * client reads: the gateway holds only what is on its way, and a client
+ * that does not read leaves the rest here, in the site's memory (and a
+ * stream is not read further). The stream is cancelled when the client
+ * goes away.
+ */
+async function streamOut(
+  id: number,
+  head: Extract<WireReply, { kind: "body" }>,
+  length: number | null,
+  chunks: Uint8Array[],
+  reader: ReadableStreamDefaultReader<unknown> | null,
+  pending: Promise<Read> | null,
+): Promise<void> {
+  const state: Outgoing = {
+    credit: 0,
+    cancelled: false,
+    wake: null,
+    cancel: () => void reader?.cancel().catch(() => {}),
+  };
   streaming.set(id, state);
+  let finished = false;
   try {
     writeFrame({
       t: "reply",
       id,
       reply: {
         kind: "stream",
-        status: reply.status,
-        headers: reply.headers,
-        length: body.length,
+        status: head.status,
+        headers: head.headers,
+        length,
       },
     });
-    let offset = 0;
-    while (offset < body.length) {
-      while (state.credit <= 0 && !state.cancelled) {
-        await new Promise<void>((resolve) => state.wake = resolve);
+    for (const chunk of chunks) await sendChunk(id, state, chunk);
+    while (reader !== null && !state.cancelled) {
+      if (pending === null) {
+        // Pull from the site only when the client has room for more.
+        await credited(state);
+        if (state.cancelled) break;
+        pending = reader.read();
       }
-      if (state.cancelled) return;
-      const n = Math.min(body.length - offset, state.credit, CHUNK_BYTES);
-      writeFrame(
-        { t: "chunk", id, end: false, failed: false },
-        body.subarray(offset, offset + n),
-      );
-      state.credit -= n;
-      offset += n;
+      const next = await pending;
+      pending = null;
+      if (next.done) break;
+      await sendChunk(id, state, bytesOf(next.value));
     }
-    writeFrame({ t: "chunk", id, end: true, failed: false });
+    finished = true;
+    if (!state.cancelled) {
+      writeFrame({ t: "chunk", id, end: true, failed: false });
+    }
   } catch (err) {
-    logError(`A reply could not be written: ${(err as Error).message}`);
+    if (!state.cancelled) {
+      logError(`A streamed reply broke off: ${stackOf(err)}`);
+      try {
+        writeFrame({ t: "chunk", id, end: true, failed: true });
+      } catch {
+        // The gateway is gone.
+      }
+    }
   } finally {
     streaming.delete(id);
+    if (!finished || state.cancelled) state.cancel();
     if (!direct) out?.finished(slot);
   }
+}
+
+/** Waits until the gateway grants credit (or the client goes away). */
+async function credited(state: Outgoing): Promise<void> {
+  while (state.credit <= 0 && !state.cancelled) {
+    await new Promise<void>((resolve) => state.wake = resolve);
+  }
+}
+
+async function sendChunk(
+  id: number,
+  state: Outgoing,
+  bytes: Uint8Array,
+): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    await credited(state);
+    if (state.cancelled) return;
+    const n = Math.min(bytes.length - offset, state.credit, CHUNK_BYTES);
+    writeFrame(
+      { t: "chunk", id, end: false, failed: false },
+      bytes.subarray(offset, offset + n),
+    );
+    state.credit -= n;
+    offset += n;
+  }
+}
+
+/**
+ * The promise's outcome if it settles within a few microtask turns, else
+ * null: a stream that holds its data answers a read that fast.
+ */
+async function settledSoon<T>(
+  promise: Promise<T>,
+): Promise<{ done: boolean; value: unknown } | null> {
+  let result: T | undefined;
+  let settled = false;
+  let error: unknown = null;
+  let failedRead = false;
+  promise.then((value) => {
+    result = value;
+    settled = true;
+  }, (err) => {
+    error = err;
+    failedRead = true;
+  });
+  for (let i = 0; i < SOON_TURNS && !settled && !failedRead; i++) {
+    await undefined;
+  }
+  if (failedRead) throw error;
+  return settled ? result as { done: boolean; value: unknown } : null;
+}
+
+/** Microtask turns a read may take and still count as data already there. */
+const SOON_TURNS = 8;
+
+/** A stream's chunk as bytes: Uint8Array (or any view), or text. */
+function bytesOf(value: unknown): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (typeof value === "string") return ENCODER.encode(value);
+  throw new TypeError(
+    `A response stream must give Uint8Array or string chunks, not ${
+      value === null ? "null" : typeof value
+    }`,
+  );
+}
+
+function joined(chunks: Uint8Array[], size: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const all = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return all;
 }
 
 /** The gateway's credit for a streamed reply, or its client going away. */
@@ -194,7 +351,11 @@ function streamControl(msg: Extract<ToWorker, { t: "more" | "cancel" }>): void {
   if (msg.t === "cancel") {
     // Not answered yet: its answer will be dropped.
     if (answering.delete(msg.id) && !direct) out?.finished(slot);
-    if (state !== undefined) state.cancelled = true;
+    reading.get(msg.id)?.();
+    if (state !== undefined) {
+      state.cancelled = true;
+      state.cancel();
+    }
   } else if (state !== undefined) {
     state.credit += msg.bytes;
   }
@@ -241,9 +402,19 @@ function locate(err: unknown): string | null {
   return null;
 }
 
-async function load(scripts: string[]): Promise<void> {
+async function load(scripts: string[], declared: string[]): Promise<void> {
   try {
-    for (const url of scripts) await import(url);
+    const handlers: { script: string; handler: unknown }[] = [];
+    for (const url of scripts) {
+      const module = await import(url);
+      if (module.default !== undefined && isFetchExport(module.default)) {
+        handlers.push({ script: scriptName(url), handler: module.default });
+      }
+    }
+    // After every script: the pages they add answer first anyway.
+    for (const { script, handler } of handlers) {
+      mountDefault(script, handler, declared);
+    }
     await hook.call("Loaded");
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
@@ -258,6 +429,20 @@ async function load(scripts: string[]): Promise<void> {
   send({ t: "loaded", routes: routesOf(registry) });
 }
 
+/** `export default { fetch }` (an object or a function with a fetch method). */
+function isFetchExport(value: unknown): boolean {
+  return (typeof value === "object" || typeof value === "function") &&
+    value !== null &&
+    typeof (value as { fetch?: unknown }).fetch === "function";
+}
+
+/** `autorun/ar_x.ts` for a script's URL. */
+function scriptName(url: string): string {
+  const prefix =
+    new URL(`file://${siteDir.endsWith("/") ? siteDir : siteDir + "/"}`).href;
+  return url.startsWith(prefix) ? decodeURI(url.slice(prefix.length)) : url;
+}
+
 function firstLine(text: string): string {
   const line = text.split("\n", 1)[0] ?? "";
   return line.length > 500 ? `${line.slice(0, 500)}…` : line;
@@ -266,13 +451,21 @@ function firstLine(text: string): string {
 function reply(id: number, res: PageResponse): void {
   let wire: { reply: WireReply; body: Uint8Array };
   try {
-    wire = res.toWire();
+    wire = res.toWire(!asIs.has(res));
   } catch (err) {
     failed(id, `The response could not be sent: ${stackOf(err)}`);
     return;
   }
+  const stream = res.streamBody;
+  if (stream !== null && wire.reply.kind === "body") {
+    void sendStream(id, wire.reply, stream);
+    return;
+  }
   sendReply(id, wire.reply, wire.body);
 }
+
+/** Answers made from a Response: sent as they are, with no default type. */
+const asIs = new WeakSet<PageResponse>();
 
 function failed(id: number, why: string): void {
   const ref = crypto.randomUUID().slice(0, 8);
@@ -284,20 +477,25 @@ function failed(id: number, why: string): void {
   }, EMPTY);
 }
 
-async function applyResult(result: unknown, res: PageResponse): Promise<void> {
+function applyResult(result: unknown, res: PageResponse): void {
   if (typeof result === "string" || result instanceof SafeHtml) {
     res.append(result);
   } else if (result instanceof Response) {
+    // Cookies set before (a new session's, say) stay, unless the Response
+    // sets the same cookie.
+    const kept = res.cookies;
     res.clear();
+    asIs.add(res);
     res.status = result.status;
     result.headers.forEach((value, name) => {
       if (name !== "set-cookie") res.setHeader(name, value);
     });
+    for (const cookie of kept) res.appendHeader("Set-Cookie", cookie);
     // Joined, several cookies would be one broken one.
     for (const cookie of result.headers.getSetCookie()) {
-      res.appendHeader("Set-Cookie", cookie);
+      res.setHeader("Set-Cookie", cookie);
     }
-    res.append(new Uint8Array(await result.arrayBuffer()));
+    if (result.body !== null) res.stream(result.body);
   }
 }
 
@@ -394,7 +592,7 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
     direct = msg.direct !== null;
     limitWorkers(msg.nested);
     if (msg.direct !== null) void readFrames(msg.direct);
-    void load(msg.scripts);
+    void load(msg.scripts, msg.hosts);
     return;
   }
   if (!direct) dispatch(msg);

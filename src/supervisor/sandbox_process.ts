@@ -28,6 +28,8 @@ export interface SandboxSpec {
   siteDir: string;
   /** file: URLs of the autorun scripts in run order. */
   scripts: string[];
+  /** The host patterns the site declares (a default fetch handler answers on each). */
+  hosts: string[];
   workers: number;
   /** The workers' permissions; `read` includes the site's own folder. */
   permissions: WirePermissions;
@@ -53,6 +55,11 @@ export interface SandboxSpec {
    * lands there, not in the server's cache.
    */
   cacheDir: string;
+  /**
+   * How long a streamed reply may wait for the site's next chunk while its
+   * client waits for it (the site's request timeout), in ms.
+   */
+  streamIdleMs: number;
 }
 
 const DEFAULT_INPUT_BACKLOG = 64 * 1024 * 1024;
@@ -96,6 +103,12 @@ interface Incoming {
   received: number;
   /** Credit not yet read by the client: what the gateway may have to hold. */
   allowance: number;
+  /**
+   * Since when the site owes a chunk (credit unused, nothing arriving),
+   * in ms of performance.now(); null while the client has not read what
+   * came.
+   */
+  owedSince: number | null;
 }
 
 /** Why a sandbox stopped answering. */
@@ -256,6 +269,7 @@ export class SandboxProcess {
   #stderrDone: Promise<void>;
   #pending = new Map<number, Pending>();
   #streams = new Map<number, Incoming>();
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
   #decoder: FrameDecoder | null = null;
   /** Credit outstanding over every stream: the most the gateway holds. */
   #held = 0;
@@ -342,6 +356,7 @@ export class SandboxProcess {
       site: spec.site,
       siteDir: spec.siteDir,
       scripts: spec.scripts,
+      hosts: spec.hosts,
       workers: spec.workers,
       permissions: spec.permissions,
       limits: {
@@ -690,8 +705,16 @@ export class SandboxProcess {
     let state: Incoming;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
-        state = { id, controller, granted: 0, received: 0, allowance: 0 };
+        state = {
+          id,
+          controller,
+          granted: 0,
+          received: 0,
+          allowance: 0,
+          owedSince: performance.now(),
+        };
         this.#streams.set(id, state);
+        this.#watchIdle();
         this.#grant(state);
       },
       pull: () => this.#grant(state),
@@ -729,10 +752,48 @@ export class SandboxProcess {
     this.#send({ t: "more", id: state.id, bytes: grant });
   }
 
+  /**
+   * A stream whose site sends nothing for `streamIdleMs` while its client
+   * waits is broken off (the client's connection is cut) and cancelled in
+   * the site: the whole-request timeout ends with the reply's head, and
+   * this is what bounds a stream after it. Checked once a second while
+   * streams are open.
+   */
+  #watchIdle(): void {
+    if (this.#idleTimer !== undefined) return;
+    this.#idleTimer = setInterval(() => {
+      const now = performance.now();
+      for (const state of [...this.#streams.values()]) {
+        // Waiting for its client to read, the site owes nothing.
+        const waiting = state.received === state.granted ||
+          (state.controller.desiredSize ?? 0) <= 0;
+        if (waiting) {
+          state.owedSince = null;
+          continue;
+        }
+        state.owedSince ??= now;
+        if (now - state.owedSince < this.spec.streamIdleMs) continue;
+        this.#stderrLine(
+          `A streamed reply sent nothing for ${
+            Math.round(this.spec.streamIdleMs / 1000)
+          } s while its client waited; it was cut off (send a comment line now and then to keep a quiet stream open)`,
+        );
+        this.#closeStream(state);
+        state.controller.error(new Error("The site's stream went idle"));
+        if (this.#gone === null) this.#send({ t: "cancel", id: state.id });
+      }
+      if (this.#streams.size === 0) {
+        clearInterval(this.#idleTimer);
+        this.#idleTimer = undefined;
+      }
+    }, 1000);
+  }
+
   /** A chunk of a streamed reply (dropped when nothing asked for it). */
   #chunk(msg: Extract<FromSandbox, { t: "chunk" }>, body: Uint8Array): void {
     const state = this.#streams.get(msg.id);
     if (state === undefined) return;
+    state.owedSince = null;
     state.received += body.length;
     if (state.received > state.granted) {
       this.kill("it sent more of a reply than the gateway asked for", "crash");
@@ -868,6 +929,8 @@ export class SandboxProcess {
     );
     for (const p of this.#pending.values()) p.reject(this.#gone);
     this.#pending.clear();
+    clearInterval(this.#idleTimer);
+    this.#idleTimer = undefined;
     for (const state of [...this.#streams.values()]) {
       this.#closeStream(state);
       try {

@@ -579,6 +579,7 @@ export class Supervisor implements Sites {
       site: def.name,
       siteDir: def.dir,
       scripts: def.scripts,
+      hosts: def.root ? ["*"] : def.manifest.hosts,
       workers: runner.workersOf(def),
       permissions: {
         read: [...def.baseRead, ...read],
@@ -592,6 +593,7 @@ export class Supervisor implements Sites {
       maxInputBacklog: this.#options.maxInputBacklog,
       isolate: this.#options.isolate,
       cacheDir: this.#makeSiteCache(def.name),
+      streamIdleMs: runner.timeoutSeconds * 1000,
       placement: this.#options.containment.place(def.name, {
         memoryMiB: def.manifest.memory,
         cpus: this.#options.siteCpu,
