@@ -147,6 +147,28 @@ Deno.test("export default { fetch } answers every path and method the site's pag
   }
 });
 
+Deno.test("a request body over --max-post-length never reaches a fetch handler", async () => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({
+    sitesDir,
+    args: ["--max-post-length=1000"],
+  });
+  try {
+    const res = await server.fetch("/echo", {
+      method: "POST",
+      body: "y".repeat(1001),
+    });
+    assert.equal(res.status, 413);
+    const ok = await server.fetch("/echo", {
+      method: "POST",
+      body: "y".repeat(1000),
+    });
+    assert.equal(JSON.parse(ok.text).total, 1000);
+  } finally {
+    await server.stop();
+  }
+});
+
 Deno.test("host.mount() answers its prefix and below on its host, for every method, with the URL unstripped", async () => {
   const sitesDir = await writeSites(SITES);
   const server = await startServer({ sitesDir });
