@@ -144,6 +144,7 @@ Deno.test("server-sent events arrive one by one, as the site writes them", async
     assert.equal((await reader.read()).done, true);
     assert.ok(first < released && released < second, `${first} ${second}`);
     assert.ok(second < releasedAgain && releasedAgain < third);
+    // deno-lint-ignore no-console -- the figures for the record
     console.log(
       `events at ${first.toFixed(0)}, ${second.toFixed(0)}, ${
         third.toFixed(0)
@@ -182,6 +183,7 @@ Deno.test("a stream is pulled only as fast as its client reads, and cancelled in
     // What is on its way: the gateway's window per stream, the engine's
     // and the kernel's buffers; not an endless body.
     assert.ok(now < 32 * 1024 * 1024, `produced ${now} bytes`);
+    // deno-lint-ignore no-console -- the figures for the record
     console.log(`produced ${now} bytes while the client did not read`);
     // Reading resumes the stream.
     for (let got = 0; got < now + 1024 * 1024;) {

@@ -174,7 +174,7 @@ export class Gateway {
         method: request.method,
         path: target.path,
         fullUrl: target.raw,
-        scheme: this.#scheme(request),
+        scheme: target.scheme,
         query: target.query,
         // Filled only when a site sees the request (static files and
         // gateway errors never need it): see withHeaders().
@@ -221,16 +221,6 @@ export class Gateway {
   }
 
   /** Upgrades (the seed's `hosts.upgrades`): websockets only. */
-  /**
-   * The scheme a site's handler sees: https on a TLS connection, or when the
-   * operator says the server is reached through https (secure cookies).
-   */
-  #scheme(request: Request): "http" | "https" {
-    return this.#options.secureCookies || request.url.startsWith("https:")
-      ? "https"
-      : "http";
-  }
-
   #upgrade(
     token: string,
     request: Request,

@@ -15,6 +15,8 @@ export interface Target {
   query: string;
   /** The target as received (path and query). */
   raw: string;
+  /** The URL's scheme: what a site's fetch handler sees. */
+  scheme: "http" | "https";
 }
 
 /** Why a target is refused: the message goes to the client with a 400. */
@@ -49,7 +51,12 @@ export function parseTarget(url: string): Target {
   if (decoded.includes("\0")) {
     throw new TargetError("The path contains a NUL byte");
   }
-  return { path: removeDotSegments(decoded), query, raw: noHash };
+  return {
+    path: removeDotSegments(decoded),
+    query,
+    raw: noHash,
+    scheme: url.startsWith("https:") ? "https" : "http",
+  };
 }
 
 /**

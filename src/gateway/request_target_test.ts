@@ -83,7 +83,10 @@ Deno.test("parseTarget() splits off the query and drops the fragment", async (t)
   ];
   for (const [target, want] of cases) {
     await t.step(JSON.stringify(target), () => {
-      assert.deepEqual(parseTarget(`${ORIGIN}${target}`), want);
+      assert.deepEqual(parseTarget(`${ORIGIN}${target}`), {
+        ...want,
+        scheme: "http",
+      });
     });
   }
   await t.step("the host part is not taken for the path", () => {
@@ -91,6 +94,7 @@ Deno.test("parseTarget() splits off the query and drops the fragment", async (t)
       path: "/x/y",
       query: "z",
       raw: "/x/y?z",
+      scheme: "https",
     });
   });
 });

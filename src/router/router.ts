@@ -134,6 +134,12 @@ export interface RouterOptions {
    * @default {PATTERN_WORK_PER_REQUEST}
    */
   patternWork?: number;
+  /**
+   * Run route patterns on V8's linear-time engine. Only `testSite`, in a
+   * process started without the engine's flag, turns it off.
+   * @default {true}
+   */
+  linear?: boolean;
 }
 
 /** A route pattern as compiled once. */
@@ -253,6 +259,7 @@ export function buildRouter(
   const { hosts, owned, any, anyOf, rootOnly } = buildHosts(
     sites,
     options.compiled ?? new Map(),
+    options.linear ?? true,
   );
   const cache = new Map<string, HostChoice | null>();
 
@@ -359,6 +366,7 @@ interface BuiltHosts {
 function buildHosts(
   sites: SiteRoutes[],
   compiled: Map<string, CompiledPattern>,
+  linear: boolean,
 ): BuiltHosts {
   const any = newHost(ANY_HOST, null, false, () => true);
   const anyTiers = { site: newTier(), root: newTier() };
@@ -384,6 +392,7 @@ function buildHosts(
       siteHosts,
       site.root ? [anyTiers.root] : [anyTiers.site, own],
       compiled,
+      linear,
     );
   }
   const used = (tiers: Tier[]) =>
@@ -473,6 +482,7 @@ function addPages(
   siteHosts: Map<string, Host>,
   anyTiers: Tier[],
   compiled: Map<string, CompiledPattern>,
+  linear: boolean,
 ): void {
   const patterns = site.pages.filter((p) => p.regex !== undefined).length;
   if (patterns > MAX_PATTERNS_PER_SITE) {
@@ -500,7 +510,7 @@ function addPages(
       if (spec.prefix !== undefined) {
         addMount(tier, site.site, spec, spec.prefix);
       } else if (spec.regex !== undefined) {
-        addPattern(tier, site.site, spec, method, compiled);
+        addPattern(tier, site.site, spec, method, compiled, linear);
       } else {
         addExact(tier, site.site, spec, method, spec.path ?? "");
       }
@@ -614,14 +624,15 @@ function addPattern(
   spec: PageSpec,
   method: string,
   compiled: Map<string, CompiledPattern>,
+  linear: boolean,
 ): void {
   const regex = spec.regex!;
   const shown = `/${regex.source}/${regex.flags}`;
-  const key = `${regex.flags}/${regex.source}`;
+  const key = `${linear ? "" : "!"}${regex.flags}/${regex.source}`;
   let pattern = compiled.get(key);
   if (pattern === undefined) {
     pattern = {
-      regex: compileRoutePattern(site, regex, shown),
+      regex: compileRoutePattern(site, regex, shown, linear),
       prefix: literalPrefix(regex.source, regex.flags),
       cost: patternCost(regex.source),
     };
@@ -654,6 +665,7 @@ function compileRoutePattern(
   site: string,
   regex: { source: string; flags: string },
   shown: string,
+  linear = true,
 ): RegExp {
   const fail = (reason: string) =>
     new RouteTableError(`Site "${site}" has route pattern ${shown}: ${reason}`);
@@ -675,7 +687,7 @@ function compileRoutePattern(
     throw fail((err as Error).message);
   }
   try {
-    return new RegExp(`^(?:${source})$`, flags + "l");
+    return new RegExp(`^(?:${source})$`, linear ? flags + "l" : flags);
   } catch (err) {
     const message = (err as Error).message;
     if (message.startsWith("Invalid flags")) {

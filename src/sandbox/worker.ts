@@ -18,8 +18,14 @@ import {
 import { registry, routesOf, type SocketEntry } from "./_registry.ts";
 import { hook, mountDefault, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
-import { HaltSignal, PageResponse } from "./response.ts";
-import { SafeHtml } from "./html.ts";
+import type { PageResponse } from "./response.ts";
+import {
+  answerError,
+  answerPage,
+  type PageAnswer,
+  stackOf,
+  wantsDefaultType,
+} from "./pages.ts";
 import { SharedOut } from "./out.ts";
 import { encodeFrame, FrameDecoder } from "../protocol/frames.ts";
 import { parseToSandbox } from "../protocol/messages.ts";
@@ -363,29 +369,6 @@ function streamControl(msg: Extract<ToWorker, { t: "more" | "cancel" }>): void {
   if (state !== undefined) state.wake = null;
 }
 
-/** The error's stack without the sandbox's own frames. */
-function stackOf(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const lines = (err.stack ?? err.message).split("\n");
-  return lines.filter((l) => !INTERNAL_FRAME_REGEXP.test(l)).join("\n")
-    // Deno's advice is for whoever runs deno; a site asks in its site.json.
-    .replace(
-      /, run again with the --allow-(\w+) flag/g,
-      (_, what) =>
-        ` (a site gets only what its site.json asks for: add it under "permissions"${
-          what === "run" || what === "ffi" || what === "sys"
-            ? ", though sites may never have this one"
-            : what === "read" || what === "write"
-            ? "; paths must be inside the site folder"
-            : ""
-        })`,
-    );
-}
-
-const INTERNAL_FRAME_REGEXP = new RegExp(
-  `^\\s+at .*(${RegExp.escape(new URL("./", import.meta.url).href)}|ext:)`,
-);
-
 /** `autorun/ar_x.ts:3:5` from the first stack location inside the site. */
 function locate(err: unknown): string | null {
   const text = err instanceof Error
@@ -451,7 +434,7 @@ function firstLine(text: string): string {
 function reply(id: number, res: PageResponse): void {
   let wire: { reply: WireReply; body: Uint8Array };
   try {
-    wire = res.toWire(!asIs.has(res));
+    wire = res.toWire(wantsDefaultType(res));
   } catch (err) {
     failed(id, `The response could not be sent: ${stackOf(err)}`);
     return;
@@ -464,8 +447,17 @@ function reply(id: number, res: PageResponse): void {
   sendReply(id, wire.reply, wire.body);
 }
 
-/** Answers made from a Response: sent as they are, with no default type. */
-const asIs = new WeakSet<PageResponse>();
+/** Sends what a page came to. */
+function deliver(id: number, answer: PageAnswer): void {
+  if (answer.kind === "response") reply(id, answer.res);
+  else {
+    sendReply(id, {
+      kind: "error",
+      code: answer.code,
+      message: answer.message,
+    }, EMPTY);
+  }
+}
 
 function failed(id: number, why: string): void {
   const ref = crypto.randomUUID().slice(0, 8);
@@ -477,106 +469,14 @@ function failed(id: number, why: string): void {
   }, EMPTY);
 }
 
-function applyResult(result: unknown, res: PageResponse): void {
-  if (typeof result === "string" || result instanceof SafeHtml) {
-    res.append(result);
-  } else if (result instanceof Response) {
-    // Cookies set before (a new session's, say) stay, unless the Response
-    // sets the same cookie.
-    const kept = res.cookies;
-    res.clear();
-    asIs.add(res);
-    res.status = result.status;
-    result.headers.forEach((value, name) => {
-      if (name !== "set-cookie") res.setHeader(name, value);
-    });
-    for (const cookie of kept) res.appendHeader("Set-Cookie", cookie);
-    // Joined, several cookies would be one broken one.
-    for (const cookie of result.headers.getSetCookie()) {
-      res.setHeader("Set-Cookie", cookie);
-    }
-    if (result.body !== null) res.stream(result.body);
-  }
-}
-
 async function runPage(
   msg: Extract<ToWorker, { t: "request" }>,
 ): Promise<void> {
   const req = new PageRequest(msg.req, msg.body);
-  const res = new PageResponse();
-  const page = registry.pages[msg.page];
-  try {
-    if (page === undefined) throw new Error(`No page with id ${msg.page}`);
-    const hooked = await hook.call("Request", req, res);
-    if (hooked !== undefined) await applyResult(hooked, res);
-    else await applyResult(await page.callback(req, res, ...msg.captures), res);
-    const listed = await listDirectory(req, res);
-    if (listed !== null) {
-      reply(msg.id, listed);
-      return;
-    }
-  } catch (err) {
-    if (err instanceof HaltSignal) {
-      await runError(msg.id, err.code, err.message, req);
-    } else {
-      const label = page?.label ?? `page ${msg.page}`;
-      const ref = crypto.randomUUID().slice(0, 8);
-      logError(
-        `[ref ${ref}] ${req.method} ${req.fullUrl} failed in page ${label}: ${
-          stackOf(err)
-        }`,
-      );
-      await runError(msg.id, 500, `Internal Server Error (ref ${ref})`, req);
-    }
-    return;
-  }
-  reply(msg.id, res);
-}
-
-/**
- * `setFile(folder, { listDirectory: true })`: the site's `ListDirectory`
- * hook may render the listing; null leaves it to the gateway's default.
- */
-async function listDirectory(
-  req: PageRequest,
-  res: PageResponse,
-): Promise<PageResponse | null> {
-  const file = res.file;
-  if (file === null || !file.listDirectory) return null;
-  if ((registry.hooks.get("ListDirectory")?.size ?? 0) === 0) return null;
-  const dir = new URL(
-    file.path.replace(/^\/+/, ""),
-    `file://${siteDir.endsWith("/") ? siteDir : siteDir + "/"}`,
+  deliver(
+    msg.id,
+    await answerPage(msg.page, msg.captures, req, siteDir, logError),
   );
-  const info = await Deno.stat(dir).catch(() => null);
-  if (info === null || !info.isDirectory) return null;
-  const listing = new PageResponse();
-  const result = await hook.call("ListDirectory", req, listing, file.path);
-  if (result === undefined && !listing.hasContent) return null;
-  await applyResult(result, listing);
-  return listing;
-}
-
-/** Renders an error through the site's `Error` hook, else asks for the default page. */
-async function runError(
-  id: number,
-  code: number,
-  message: string,
-  req: PageRequest,
-): Promise<void> {
-  const res = new PageResponse();
-  res.status = code;
-  try {
-    const result = await hook.call("Error", { code, message }, req, res);
-    if (result !== undefined || res.hasContent) {
-      await applyResult(result, res);
-      reply(id, res);
-      return;
-    }
-  } catch (err) {
-    logError(`Error hook failed while rendering ${code}: ${stackOf(err)}`);
-  }
-  sendReply(id, { kind: "error", code, message }, EMPTY);
 }
 
 self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
@@ -672,12 +572,12 @@ function dispatch(msg: Exclude<ToWorker, { t: "load" }>): void {
       break;
     case "error":
       answering.add(msg.id);
-      void runError(
-        msg.id,
+      void answerError(
         msg.code,
         msg.message,
-        new PageRequest(msg.req, new Uint8Array(0)),
-      );
+        new PageRequest(msg.req, EMPTY),
+        logError,
+      ).then((answer) => deliver(msg.id, answer));
       break;
     case "ping":
       send({ t: "pong", id: msg.id, ok: nestedWell() });
