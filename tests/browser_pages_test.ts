@@ -1,7 +1,7 @@
 /**
  * The server's own pages and the shipped blog example (sites/blog), rendered
  * in headless Chromium: the welcome page, /stats, an error page, the blog
- * index and a post. Each is checked on its rendered text and screenshotted.
+ * index and a post, and the clock example's server-sent events. Each is checked on its rendered text and screenshotted.
  */
 
 import assert from "node:assert/strict";
@@ -39,13 +39,27 @@ async function open(
   return await page.locator("body").innerText();
 }
 
+/** Waits until the element shows an ISO time other than `not`; returns it. */
+async function waitForTime(
+  element: ReturnType<Page["locator"]>,
+  not: string | null,
+): Promise<string> {
+  const deadline = Date.now() + WAIT_MS;
+  while (Date.now() < deadline) {
+    const text = await element.innerText();
+    if (/^\d{4}-\d\d-\d\dT/.test(text) && text !== not) return text;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`No new time after ${not} within ${WAIT_MS} ms`);
+}
+
 Deno.test("server pages and the blog example render in Chromium", async (t) => {
   const sitesDir = await Deno.makeTempDir({ prefix: "sandflare-test-" });
   const shotsDir = await Deno.makeTempDir({ prefix: "sandflare-shots-" });
   let server: TestServer | undefined;
   let browser: Browser | undefined;
   try {
-    server = await startExamples(sitesDir, ["blog", "hello"]);
+    server = await startExamples(sitesDir, ["blog", "hello", "clock"]);
     const origin = server.origin;
     browser = await launchChromium();
     const context = await browser.newContext();
@@ -112,6 +126,19 @@ Deno.test("server pages and the blog example render in Chromium", async (t) => {
       assert.match(text, /404 Not Found/);
       assert.match(text, /No post "nope"/);
     });
+
+    await t.step(
+      "the clock example's server-sent events tick in the page",
+      async () => {
+        await open(page, `${origin}/clock`, 200);
+        const now = page.locator("#now");
+        // Two different times: the page got an event, then another.
+        const first = await waitForTime(now, null);
+        const second = await waitForTime(now, first);
+        assert.ok(Date.parse(second) > Date.parse(first), `${first} ${second}`);
+        await page.goto("about:blank");
+      },
+    );
 
     await t.step("posts.json lists the posts", async () => {
       const res = await server!.fetch("/blog/posts.json");
