@@ -120,6 +120,8 @@ function benchSites(): SiteFiles {
       "autorun/ar_bench.ts": `
 import { hosts, websocket } from "sandflare";
 hosts.any.add("/hello", () => "hello world");
+// A standard fetch handler: a Request in, a Response out.
+hosts.any.mount("/fetch", () => new Response("hello world"));
 hosts.any.add("/echo", async (req) => new Uint8Array(await req.bytes()), "POST");
 ${pages}
 hosts.any.addPattern("/user/([a-z]+)/(\\\\d+)", (_req, _res, name, id) => name + id);
@@ -209,6 +211,16 @@ async function throughput(
         await compare(
           "hello (a sandboxed page, 1 worker)",
           () => wrk(`${server.origin}/hello`, s),
+          hello,
+          options,
+        ),
+      );
+    }
+    if (want("hello") || want("fetch")) {
+      results.push(
+        await compare(
+          "hello from a fetch handler (host.mount, 1 worker)",
+          () => wrk(`${server.origin}/fetch/hello`, s),
           hello,
           options,
         ),
