@@ -94,6 +94,31 @@ async function sites(): Promise<string> {
   });
 }
 
+/** How long any one read may wait: a regression fails, it does not hang. */
+const READ_MS = 30_000;
+
+/** `promise`, or an error after READ_MS (then `onTimeout` runs). */
+async function bounded<T>(
+  promise: Promise<T>,
+  what: string,
+  onTimeout: () => void,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(() => {
+          onTimeout();
+          reject(new Error(`${what}: nothing within ${READ_MS} ms`));
+        }, READ_MS)
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Reads text from a stream until `marker` has arrived; returns all read. */
 async function readUntil(
   reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -103,7 +128,11 @@ async function readUntil(
   const decoder = new TextDecoder();
   let text = sofar;
   while (!text.includes(marker)) {
-    const { done, value } = await reader.read();
+    const { done, value } = await bounded(
+      reader.read(),
+      `waiting for "${marker}"`,
+      () => void reader.cancel().catch(() => {}),
+    );
     if (done) throw new Error(`The stream ended before "${marker}": ${text}`);
     text += decoder.decode(value, { stream: true });
   }
@@ -141,7 +170,8 @@ Deno.test("server-sent events arrive one by one, as the site writes them", async
     text = await readUntil(reader, "data: three\n\n", text);
     const third = performance.now() - start;
     assert.equal(text, "data: one\n\ndata: two\n\ndata: three\n\n");
-    assert.equal((await reader.read()).done, true);
+    const end = await bounded(reader.read(), "the end", () => {});
+    assert.equal(end.done, true);
     assert.ok(first < released && released < second, `${first} ${second}`);
     assert.ok(second < releasedAgain && releasedAgain < third);
     // deno-lint-ignore no-console -- the figures for the record
@@ -167,7 +197,9 @@ Deno.test("a stream is pulled only as fast as its client reads, and cancelled in
       new TextEncoder().encode("GET /endless HTTP/1.1\r\nHost: x\r\n\r\n"),
     );
     const buffer = new Uint8Array(65536);
-    const firstRead = await conn.read(buffer);
+    const read = () =>
+      bounded(conn.read(buffer), "reading /endless", () => conn.close());
+    const firstRead = await read();
     assert.ok(firstRead !== null && firstRead > 0);
     // The client reads nothing more: the site stops being pulled.
     const produced = async () =>
@@ -187,7 +219,7 @@ Deno.test("a stream is pulled only as fast as its client reads, and cancelled in
     console.log(`produced ${now} bytes while the client did not read`);
     // Reading resumes the stream.
     for (let got = 0; got < now + 1024 * 1024;) {
-      got += (await conn.read(buffer)) ?? 0;
+      got += (await read()) ?? 0;
     }
     assert.ok(await produced() > now);
     assert.equal(
@@ -221,7 +253,10 @@ Deno.test("a fetch handler's stream arrives whole; a stream quiet past the reque
     const started = performance.now();
     await readUntil(reader, "first\n");
     await assert.rejects(async () => {
-      while (!(await reader.read()).done) { /* the body breaks off */ }
+      const cancel = () => void reader.cancel().catch(() => {});
+      while (!(await bounded(reader.read(), "the cut", cancel)).done) {
+        // The body breaks off.
+      }
       throw new Error("the quiet stream ended cleanly");
     }, (err: Error) => !/ended cleanly/.test(err.message));
     const waited = performance.now() - started;
