@@ -19,6 +19,7 @@ import {
 } from "./sandbox_process.ts";
 import { SiteRunner } from "./site_runner.ts";
 import {
+  AUTORUN_RULE,
   defineRootSite,
   defineSite,
   discoverSites,
@@ -172,6 +173,8 @@ export class Supervisor implements Sites {
   #grantsStamp = "";
   /** Sites whose grant changed since their last load. */
   #regranted = new Set<string>();
+  /** Scripts in each site's autorun/ that are not run, as last warned about. */
+  #notRun = new Map<string, string[]>();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -236,6 +239,7 @@ export class Supervisor implements Sites {
   }
 
   async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
+    this.#warnNotRun(def);
     const runner: SiteRunner = new SiteRunner(def, {
       check: (d, routes) =>
         checkRoutes(
@@ -395,6 +399,7 @@ export class Supervisor implements Sites {
       }
       return;
     }
+    this.#warnNotRun(def);
     let files: StaticIndex;
     try {
       files = await scanSiteStatic(def);
@@ -573,6 +578,19 @@ export class Supervisor implements Sites {
     }));
   }
 
+  /**
+   * Warns about the files in a site's autorun/ that are not run, when they
+   * are not those it warned about last.
+   */
+  #warnNotRun(def: SiteDefinition): void {
+    const before = this.#notRun.get(def.name) ?? [];
+    this.#notRun.set(def.name, def.skipped);
+    for (const file of def.skipped) {
+      if (before.includes(file)) continue;
+      log.warn(def.name, `${file} is not run: ${AUTORUN_RULE}`);
+    }
+  }
+
   #spawn(def: SiteDefinition, runner: SiteRunner): SandboxProcess {
     const { read, write, net, env } = def.manifest.permissions;
     const sandbox = new SandboxProcess({
@@ -717,10 +735,16 @@ export class Supervisor implements Sites {
 
   /** What every site registered and may do, for `sandflare sites`. */
   describe(): SiteDescription[] {
-    return describeSites(this.#snapshot, this.#notLoaded, {
-      projectDir: this.#options.projectDir,
-      sitesDir: this.#options.sitesDir,
-    }, this.#grants);
+    return describeSites(
+      this.#snapshot,
+      this.#notLoaded,
+      {
+        projectDir: this.#options.projectDir,
+        sitesDir: this.#options.sitesDir,
+      },
+      this.#grants,
+      this.#notRun,
+    );
   }
 
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
