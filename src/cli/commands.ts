@@ -14,11 +14,19 @@ import {
   unmountCommand,
 } from "./site_commands.ts";
 import { formatHelp, parseListenOptions, UsageError } from "./options.ts";
+import { installSitesCommand } from "./setup_commands.ts";
 
 /** The version of this Sandflare. */
 export const VERSION: string = denoJson.version;
 
-const COMMANDS = ["listen", "sites", "grant", "mount", "unmount"] as const;
+const COMMANDS = [
+  "listen",
+  "sites",
+  "grant",
+  "install",
+  "mount",
+  "unmount",
+] as const;
 
 const USAGE = `Usage: sandflare COMMAND [OPTIONS]
 
@@ -30,9 +38,14 @@ Commands:
                            granted; once confirmed, write the request into the
                            grants file (--grants=PATH, default sandflare.json
                            beside --sites-dir)
+  install [SITE...]        install the dependencies of these sites (of every
+                           site when none is named) into their caches under
+                           --data-dir (default ./data) and write each one's
+                           deno.lock; one line per site; exit 1 if one fails
   mount PATH [NAME]        link the site folder PATH into --sites-dir as NAME
   unmount NAME             remove that link
-  (sites, grant, mount and unmount take --sites-dir=PATH, default ./sites)
+  (sites, grant, install, mount and unmount take --sites-dir=PATH, default
+  ./sites)
 
 Run "deno task cli listen --help" (or "npm start -- --help") for the options of listen.`;
 
@@ -85,6 +98,16 @@ export async function runCli(args: string[]): Promise<number> {
         );
         const positional = rest.filter((a) => !a.startsWith("-"));
         return await grantCommand(positional, parseListenOptions(flags), yes);
+      }
+      case "install": {
+        const flags = rest.filter((a) => a.startsWith("-"));
+        const positional = rest.filter((a) => !a.startsWith("-"));
+        const options = parseListenOptions(flags);
+        if (options.help) {
+          print(USAGE);
+          return 0;
+        }
+        return await installSitesCommand(positional, options);
       }
       case "mount":
       case "unmount": {

@@ -13,6 +13,8 @@ import {
   parseManifest,
   type SiteManifest,
 } from "./manifest.ts";
+import { readSiteDependencies, type SiteDependencies } from "./dependencies.ts";
+import { DependencyError } from "./import_map.ts";
 import {
   grantOf,
   type Grants,
@@ -39,6 +41,8 @@ export interface SiteDefinition {
   scripts: string[];
   /** Scripts in `autorun/` that are not run (not `ar_*.ts`), relative to `dir`. */
   skipped: string[];
+  /** Its own dependencies (deno.json, deno.lock); null when it has none. */
+  deps: SiteDependencies | null;
 }
 
 /** A site that cannot be started, and why. */
@@ -228,6 +232,13 @@ export async function defineSite(
   }
   await checkWritable(name, dir, decision.manifest.permissions.write);
   const { scripts, skipped } = await readAutorun(join(dir, "autorun"));
+  let deps: SiteDependencies | null;
+  try {
+    deps = await readSiteDependencies(dir);
+  } catch (err) {
+    if (err instanceof DependencyError) throw new SiteError(name, err.message);
+    throw err;
+  }
   return {
     name,
     dir,
@@ -238,6 +249,7 @@ export async function defineSite(
     baseRead: [dir],
     scripts,
     skipped: skipped.map((n) => `autorun/${n}`),
+    deps,
   };
 }
 
@@ -339,6 +351,8 @@ export async function defineRootSite(
     baseRead: [autorun, join(dir, "static")],
     scripts,
     skipped: skipped.map((n) => `autorun/${n}`),
+    // The root site's modules are the server's: deno.sandbox.jsonc.
+    deps: null,
   };
 }
 

@@ -15,6 +15,7 @@ import type { CompiledPattern } from "../router/router.ts";
 import {
   LoadError,
   SandboxProcess,
+  type SandboxSpec,
   type SiteMessage,
 } from "./sandbox_process.ts";
 import { SiteRunner } from "./site_runner.ts";
@@ -47,6 +48,15 @@ import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { Containment } from "./containment.ts";
 import { measureDisk } from "./disk_usage.ts";
+import {
+  explainLoadFailure,
+  LOCK_FILE,
+  readSiteDependencies,
+  sandboxImportMap,
+  writeImportMap,
+} from "./dependencies.ts";
+import { DependencyError } from "./import_map.ts";
+import { installSite } from "./install.ts";
 import type { Isolation } from "./isolation.ts";
 import {
   grantOf,
@@ -93,6 +103,12 @@ export interface SupervisorOptions {
   isolate: Isolation;
   /** The folder holding each site's own Deno cache (`SITE/`). */
   cacheDir: string;
+  /** Where the import maps of sites with dependencies are written. */
+  configDir: string;
+  /** Install a site's dependencies before its sandbox starts (`--install`). */
+  install: boolean;
+  /** The command that installs a site's dependencies, for messages. */
+  installCommand: (site: string) => string;
   /** A websocket send/close or a session question from a site. */
   onSiteMessage: (
     site: string,
@@ -130,6 +146,8 @@ const DISK_CHECK_MOST_MS = 10_000;
 const MIB = 1024 * 1024;
 
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
+/** Files at the top of a site folder that change how its modules load. */
+const DEPENDENCY_FILES = ["deno.json", "deno.jsonc", LOCK_FILE];
 
 function isCodeFile(path: string): boolean {
   return CODE_FILE_REGEXP.test(path);
@@ -175,6 +193,8 @@ export class Supervisor implements Sites {
   #regranted = new Set<string>();
   /** Scripts in each site's autorun/ that are not run, as last warned about. */
   #notRun = new Map<string, string[]>();
+  /** Each site's lockfile as the server's own install (`--install`) left it. */
+  #installedLocks = new Map<string, string>();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -240,6 +260,13 @@ export class Supervisor implements Sites {
 
   async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
     this.#warnNotRun(def);
+    if (this.#options.install && !def.root) {
+      const installed = await this.#install(def);
+      if (typeof installed === "string") {
+        return { site: def.name, message: installed };
+      }
+      def = installed;
+    }
     const runner: SiteRunner = new SiteRunner(def, {
       check: (d, routes) =>
         checkRoutes(
@@ -400,6 +427,17 @@ export class Supervisor implements Sites {
       return;
     }
     this.#warnNotRun(def);
+    if (this.#options.install && !def.root) {
+      const installed = await this.#install(def);
+      if (typeof installed === "string") {
+        log.error(
+          name,
+          `Reload failed, the previous version keeps serving: ${installed}`,
+        );
+        return;
+      }
+      def = installed;
+    }
     let files: StaticIndex;
     try {
       files = await scanSiteStatic(def);
@@ -486,11 +524,27 @@ export class Supervisor implements Sites {
         ignore: (path) => this.#changeKind(name, dir, path) === null,
         onChange: (paths) => {
           const kinds = paths.map((p) => this.#changeKind(name, dir, p));
-          if (kinds.includes("code")) void this.reloadSite(name);
-          else if (kinds.includes("static")) void this.rescanStatic(name);
+          if (kinds.includes("code") && !this.#ownLockOnly(name, dir, paths)) {
+            void this.reloadSite(name);
+          } else if (kinds.includes("static")) void this.rescanStatic(name);
         },
       }),
     );
+  }
+
+  /**
+   * Whether the only change is the site's lockfile, as the server's own
+   * install left it (with `--install`): a reload for it would install again.
+   */
+  #ownLockOnly(name: string, dir: string, paths: string[]): boolean {
+    const own = this.#installedLocks.get(name);
+    const lock = join(dir, LOCK_FILE);
+    if (own === undefined || paths.some((p) => p !== lock)) return false;
+    try {
+      return Deno.readTextFileSync(lock) === own;
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -509,7 +563,10 @@ export class Supervisor implements Sites {
     const writable = this.#runners.get(name)?.def.manifest.permissions.write ??
       [];
     if (writable.some((w) => isInside(w, path))) return null;
-    return rel === "site.json" || isCodeFile(path) ? "code" : null;
+    return rel === "site.json" || DEPENDENCY_FILES.includes(rel) ||
+        isCodeFile(path)
+      ? "code"
+      : null;
   }
 
   /**
@@ -579,6 +636,43 @@ export class Supervisor implements Sites {
   }
 
   /**
+   * `--install`: installs a site's dependencies before its sandbox starts.
+   * @returns the site as it is now (it may have a lockfile it did not have),
+   * or why its dependencies could not be installed
+   */
+  async #install(def: SiteDefinition): Promise<SiteDefinition | string> {
+    const result = await installSite({
+      site: def.name,
+      siteDir: def.dir,
+      scripts: def.scripts,
+      deps: def.deps,
+      projectDir: this.#options.projectDir,
+      cacheDir: this.#siteCache(def.name),
+      configDir: this.#options.configDir,
+      quotaMiB: def.manifest.disk,
+      touchLock: false,
+    });
+    if (result.kind === "failed") {
+      return `its dependencies could not be installed: ${result.reason}`;
+    }
+    if (result.kind === "nothing") return def;
+    // Its own lockfile, as it left it: that change is no reason to reload.
+    this.#installedLocks.set(def.name, result.lockText);
+    log.info(
+      def.name,
+      `Installed ${result.packages} package(s)${
+        result.modules > 0 ? ` and ${result.modules} remote module(s)` : ""
+      } (${Math.ceil(result.bytes / MIB)} MiB in its cache)`,
+    );
+    try {
+      return { ...def, deps: await readSiteDependencies(def.dir) };
+    } catch (err) {
+      if (err instanceof DependencyError) return err.message;
+      throw err;
+    }
+  }
+
+  /**
    * Warns about the files in a site's autorun/ that are not run, when they
    * are not those it warned about last.
    */
@@ -610,6 +704,7 @@ export class Supervisor implements Sites {
       maxInputBacklog: this.#options.maxInputBacklog,
       isolate: this.#options.isolate,
       cacheDir: this.#makeSiteCache(def.name),
+      ...this.#modulesOf(def),
       placement: this.#options.containment.place(def.name, {
         memoryMiB: def.manifest.memory,
         cpus: this.#options.siteCpu,
@@ -622,6 +717,31 @@ export class Supervisor implements Sites {
     });
     void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
     return sandbox;
+  }
+
+  /**
+   * How a site's sandbox resolves modules: with dependencies of its own, its
+   * import map (written now, where no site can write) and its lockfile; and
+   * how its load failures name what to install.
+   */
+  #modulesOf(
+    def: SiteDefinition,
+  ): Pick<SandboxSpec, "modules" | "explain"> {
+    const { deps } = def;
+    const explain = (message: string, location: string | null) =>
+      explainLoadFailure(message, location, {
+        site: def.name,
+        siteDir: def.dir,
+        map: deps?.map ?? { imports: {}, scopes: {} },
+        command: this.#options.installCommand(def.name),
+      });
+    if (deps === null) return def.root ? {} : { explain };
+    const importMap = writeImportMap(
+      this.#options.configDir,
+      def.name,
+      sandboxImportMap(deps, this.#options.projectDir),
+    );
+    return { modules: { importMap, lockFile: deps.lockFile }, explain };
   }
 
   /**
@@ -679,7 +799,9 @@ export class Supervisor implements Sites {
     if (cached.over) {
       log.error(
         name,
-        `Its Deno cache went over its disk quota (${quota} MiB, from modules it made and imported); replacing the sandbox and emptying the cache`,
+        `Its Deno cache went over its disk quota (${quota} MiB: its installed packages and the modules it made and imported); replacing the sandbox and emptying the cache (its packages must be installed again: ${
+          this.#options.installCommand(name)
+        })`,
       );
       runner.generation?.kill("its Deno cache went over its disk quota");
       emptyFolder(cache);
