@@ -14,7 +14,7 @@ import {
   unmountCommand,
 } from "./site_commands.ts";
 import { formatHelp, parseListenOptions, UsageError } from "./options.ts";
-import { installSitesCommand } from "./setup_commands.ts";
+import { initCommand, installSitesCommand } from "./setup_commands.ts";
 
 /** The version of this Sandflare. */
 export const VERSION: string = denoJson.version;
@@ -24,6 +24,7 @@ const COMMANDS = [
   "sites",
   "grant",
   "install",
+  "init",
   "mount",
   "unmount",
 ] as const;
@@ -42,10 +43,12 @@ Commands:
                            site when none is named) into their caches under
                            --data-dir (default ./data) and write each one's
                            deno.lock; one line per site; exit 1 if one fails
+  init NAME                make a new site NAME in --sites-dir: site.json, a
+                           page in autorun/ar_NAME.ts and a deno.json
   mount PATH [NAME]        link the site folder PATH into --sites-dir as NAME
   unmount NAME             remove that link
-  (sites, grant, install, mount and unmount take --sites-dir=PATH, default
-  ./sites)
+  (sites, grant, install, init, mount and unmount take --sites-dir=PATH,
+  default ./sites)
 
 Run "deno task cli listen --help" (or "npm start -- --help") for the options of listen.`;
 
@@ -99,7 +102,8 @@ export async function runCli(args: string[]): Promise<number> {
         const positional = rest.filter((a) => !a.startsWith("-"));
         return await grantCommand(positional, parseListenOptions(flags), yes);
       }
-      case "install": {
+      case "install":
+      case "init": {
         const flags = rest.filter((a) => a.startsWith("-"));
         const positional = rest.filter((a) => !a.startsWith("-"));
         const options = parseListenOptions(flags);
@@ -107,7 +111,9 @@ export async function runCli(args: string[]): Promise<number> {
           print(USAGE);
           return 0;
         }
-        return await installSitesCommand(positional, options);
+        return command === "install"
+          ? await installSitesCommand(positional, options)
+          : await initCommand(positional, options);
       }
       case "mount":
       case "unmount": {
