@@ -12,6 +12,7 @@ import {
   delay,
   PROJECT_DIR,
   type SiteFiles,
+  startExamples,
   startServer,
   type TestServer,
   writeSites,
@@ -370,6 +371,29 @@ hosts.any.add("/npmworker", () => {
     ) {
       assert.equal((await server.fetch(path)).status, 404, path);
     }
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("the markdown example serves its pages once --install (as npm start runs) installs marked", async () => {
+  const sitesDir = await Deno.makeTempDir({ prefix: "sandflare-test-" });
+  const server = await startExamples(sitesDir, ["markdown"], ["--install"]);
+  try {
+    const index = await body(server, "/markdown");
+    assert.match(index, /^200 /);
+    assert.match(index, /<h1>Markdown, rendered by an npm package<\/h1>/);
+    assert.match(index, /<code>pages\/index\.md<\/code>/);
+    assert.match(
+      await body(server, "/markdown/hello-world"),
+      /<h1>hello world<\/h1>/,
+    );
+    // The lockfile it ships pins what was installed.
+    assert.deepEqual(
+      await Deno.readFile(join(sitesDir, "markdown", "deno.lock")),
+      await Deno.readFile(join(PROJECT_DIR, "sites", "markdown", "deno.lock")),
+    );
   } finally {
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
