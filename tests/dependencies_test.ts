@@ -178,9 +178,19 @@ Deno.test("listen --install installs a site's dependencies from a clean cache be
       (await Deno.readTextFile(join(sitesDir, "markdown", "deno.lock")))
         .includes(MARKED),
     );
-    // The lockfile its own install wrote is no reason to reload.
+    // A package added while it runs is installed on reload; the lockfile
+    // that install writes is no reason to reload again.
+    await Deno.writeTextFile(
+      join(sitesDir, "markdown", "deno.json"),
+      JSON.stringify({
+        imports: { marked: MARKED, "left-pad": "npm:left-pad@1.3.0" },
+      }),
+    );
+    await server.waitForLog(/\[markdown\] Installed 2 package\(s\)/, 30_000);
+    await server.waitForLog(/\[markdown\] Reloaded/);
     await delay(2000);
-    assert.doesNotMatch(server.logs(), /\[markdown\] Reloaded/);
+    assert.equal(server.logs().split("[markdown] Reloaded").length, 2);
+    assert.match(await body(server, "/markdown"), /^200 <h1>Title<\/h1>/);
   } finally {
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });

@@ -152,6 +152,11 @@ function checkMap(
         }`,
       );
     }
+    if (key === "") {
+      throw new DependencyError(
+        `${file}: ${field} has an empty specifier; write the one it maps, such as "marked"`,
+      );
+    }
     // The server's own: cli init writes them for editors and deno check.
     if (SERVER_SPECIFIER_REGEXP.test(key)) continue;
     if (WORKER_THREADS_REGEXP.test(key)) {

@@ -108,6 +108,11 @@ Deno.test("parseSiteConfig() refuses what a site may not map, naming file and fi
       /"imports"\."lib\/" ends with "\/", so its target must too/,
     ],
     [
+      "an empty specifier",
+      `{"imports": {"": "npm:x@1"}}`,
+      /deno\.json: "imports" has an empty specifier/,
+    ],
+    [
       "importMap",
       `{"importMap": "./map.json"}`,
       /"importMap" is not supported for a site/,

@@ -145,6 +145,9 @@ const DISK_CHECK_MOST_MS = 10_000;
 
 const MIB = 1024 * 1024;
 
+/** Installs (`--install`) that run at once. */
+const MAX_INSTALLS = 4;
+
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
 /** Files at the top of a site folder that change how its modules load. */
 const DEPENDENCY_FILES = ["deno.json", "deno.jsonc", LOCK_FILE];
@@ -195,6 +198,11 @@ export class Supervisor implements Sites {
   #notRun = new Map<string, string[]>();
   /** Each site's lockfile as the server's own install (`--install`) left it. */
   #installedLocks = new Map<string, string>();
+  /** Installs running now (`--install`), by site. */
+  #installing = new Map<string, Promise<unknown>>();
+  /** Installs waiting for one of the few that may run at once. */
+  #installQueue: (() => void)[] = [];
+  #installsRunning = 0;
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -524,27 +532,32 @@ export class Supervisor implements Sites {
         ignore: (path) => this.#changeKind(name, dir, path) === null,
         onChange: (paths) => {
           const kinds = paths.map((p) => this.#changeKind(name, dir, p));
-          if (kinds.includes("code") && !this.#ownLockOnly(name, dir, paths)) {
-            void this.reloadSite(name);
-          } else if (kinds.includes("static")) void this.rescanStatic(name);
+          if (kinds.includes("code")) void this.#codeChanged(name, dir, paths);
+          else if (kinds.includes("static")) void this.rescanStatic(name);
         },
       }),
     );
   }
 
   /**
-   * Whether the only change is the site's lockfile, as the server's own
-   * install left it (with `--install`): a reload for it would install again.
+   * A change to a site's code reloads it, unless the change is only its
+   * lockfile as the server's own install (`--install`) wrote it for the
+   * generation serving: that reload would only install again. The install
+   * may still be finishing when the change is seen.
    */
-  #ownLockOnly(name: string, dir: string, paths: string[]): boolean {
-    const own = this.#installedLocks.get(name);
+  async #codeChanged(
+    name: string,
+    dir: string,
+    paths: string[],
+  ): Promise<void> {
     const lock = join(dir, LOCK_FILE);
-    if (own === undefined || paths.some((p) => p !== lock)) return false;
-    try {
-      return Deno.readTextFileSync(lock) === own;
-    } catch {
-      return false;
+    if (paths.every((p) => p === lock) && this.#runners.has(name)) {
+      await this.#installing.get(name);
+      const own = this.#installedLocks.get(name);
+      const now = await Deno.readTextFile(lock).catch(() => null);
+      if (own !== undefined && now === own) return;
     }
+    await this.reloadSite(name);
   }
 
   /**
@@ -641,23 +654,36 @@ export class Supervisor implements Sites {
    * or why its dependencies could not be installed
    */
   async #install(def: SiteDefinition): Promise<SiteDefinition | string> {
-    const result = await installSite({
-      site: def.name,
-      siteDir: def.dir,
-      scripts: def.scripts,
-      deps: def.deps,
-      projectDir: this.#options.projectDir,
-      cacheDir: this.#siteCache(def.name),
-      configDir: this.#options.configDir,
-      quotaMiB: def.manifest.disk,
-      touchLock: false,
+    const running = this.#installSlot(() =>
+      installSite({
+        site: def.name,
+        siteDir: def.dir,
+        scripts: def.scripts,
+        deps: def.deps,
+        projectDir: this.#options.projectDir,
+        cacheDir: this.#siteCache(def.name),
+        configDir: this.#options.configDir,
+        quotaMiB: def.manifest.disk,
+        touchLock: false,
+      })
+    ).then((result) => {
+      // Its own lockfile, as it left it: that change is no reason to reload.
+      if (result.kind === "installed") {
+        this.#installedLocks.set(def.name, result.lockText);
+      }
+      return result;
     });
+    this.#installing.set(def.name, running.catch(() => {}));
+    let result;
+    try {
+      result = await running;
+    } finally {
+      this.#installing.delete(def.name);
+    }
     if (result.kind === "failed") {
       return `its dependencies could not be installed: ${result.reason}`;
     }
     if (result.kind === "nothing") return def;
-    // Its own lockfile, as it left it: that change is no reason to reload.
-    this.#installedLocks.set(def.name, result.lockText);
     log.info(
       def.name,
       `Installed ${result.packages} package(s)${
@@ -669,6 +695,24 @@ export class Supervisor implements Sites {
     } catch (err) {
       if (err instanceof DependencyError) return err.message;
       throw err;
+    }
+  }
+
+  /**
+   * Runs `task` once fewer than MAX_INSTALLS installs run: a server starting
+   * with many sites does not start a `deno install` for each at once.
+   */
+  async #installSlot<T>(task: () => Promise<T>): Promise<T> {
+    // A slot freed goes straight to the next waiting, never to a newcomer.
+    if (this.#installsRunning >= MAX_INSTALLS) {
+      await new Promise<void>((resolve) => this.#installQueue.push(resolve));
+    } else this.#installsRunning++;
+    try {
+      return await task();
+    } finally {
+      const next = this.#installQueue.shift();
+      if (next !== undefined) next();
+      else this.#installsRunning--;
     }
   }
 
