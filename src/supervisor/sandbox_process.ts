@@ -201,7 +201,7 @@ export class ClientGoneError extends Error {
  * with `__sandbox`: its permissions are those compiled in, so the workers'
  * permissions are the only wall (ARCHITECTURE, "Sandbox process").
  */
-const COMPILED = import.meta.url.includes("/deno-compile-");
+export const COMPILED: boolean = import.meta.url.includes("/deno-compile-");
 
 /** Each isolate's heap limit: the site's memory shared by its workers. */
 function perIsolateMiB(spec: SandboxSpec): number {

@@ -13,6 +13,7 @@ import { log, siteOutput } from "../log.ts";
 import type { WireRoutes } from "../protocol/messages.ts";
 import type { CompiledPattern } from "../router/router.ts";
 import {
+  COMPILED,
   LoadError,
   SandboxProcess,
   type SandboxSpec,
@@ -780,6 +781,13 @@ export class Supervisor implements Sites {
         command: this.#options.installCommand(def.name),
       });
     if (deps === null) return def.root ? {} : { explain };
+    if (COMPILED) {
+      // Its sandbox is this binary, with the modules built into it.
+      throw new LoadError(
+        "a site with dependencies of its own (deno.json, deno.lock) runs only under deno run, not in a binary made by deno compile",
+        null,
+      );
+    }
     const importMap = writeImportMap(
       this.#options.configDir,
       def.name,
