@@ -409,3 +409,44 @@ Deno.test("the markdown example serves its pages once --install (as npm start ru
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("cli install: one line per site, nothing to install without packages, exit 1 when one fails", async () => {
+  const sitesDir = await writeSites({
+    plain: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_plain.ts":
+        `import { hosts } from "sandflare";\nhosts.any.add("/plain", () => "plain");\n`,
+    },
+    broken: {
+      "deno.json": `{"imports": {"x": 1}}`,
+      "autorun/ar_broken.ts": `export {};\n`,
+    },
+  });
+  const dataDir = join(sitesDir, ".data");
+  const folders = [`--sites-dir=${sitesDir}`, `--data-dir=${dataDir}`];
+  try {
+    const all = await run(["install", ...folders]);
+    assert.equal(all.code, 1, all.stderr);
+    assert.equal(
+      all.stdout,
+      `broken: failed: ${
+        join(sitesDir, "broken", "deno.json")
+      }: "imports"."x" must be a specifier string (npm:, jsr:, https: or node: specifiers, or a path inside the site folder), got 1\n` +
+        "plain: nothing to install\n",
+    );
+    const plain = await run(["install", "plain", ...folders]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.stdout, "plain: nothing to install\n");
+    await assert.rejects(Deno.stat(join(sitesDir, "plain", "deno.lock")));
+    const missing = await run(["install", "plain", "gone", ...folders]);
+    assert.equal(missing.code, 1);
+    assert.equal(
+      missing.stdout,
+      `plain: nothing to install\ngone: failed: there is no site folder ${
+        join(sitesDir, "gone")
+      }\n`,
+    );
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
