@@ -204,3 +204,55 @@ Deno.test("sites escapes what a site registered before printing it to a terminal
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("a script in autorun/ that is not ar_*.ts is warned about at load and shown by sites", async () => {
+  const sitesDir = await writeSites({
+    helper: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_page.ts": `
+import { hosts } from "sandflare";
+import { word } from "./words.ts";
+hosts.any.add("/helper", () => word);
+`,
+      "autorun/words.ts": `export const word = "imported, not run";`,
+      "autorun/notes.txt": "not code: nothing to say",
+    },
+  });
+  try {
+    const { code, stdout, stderr } = await run([
+      "sites",
+      "--grant-requests",
+      `--sites-dir=${sitesDir}`,
+    ]);
+    assert.equal(code, 0, stderr);
+    const rule =
+      "only autorun/ar_*.ts files run at load; a module they import belongs outside autorun/";
+    assert.match(
+      stderr,
+      new RegExp(
+        `warn \\[helper\\] autorun/words\\.ts is not run: ${
+          RegExp.escape(rule)
+        }\n`,
+      ),
+    );
+    assert.doesNotMatch(stderr, /notes\.txt/);
+    assert.ok(
+      stdout.includes(`  not run:     autorun/words.ts (${rule})`),
+      stdout,
+    );
+    const json = JSON.parse(
+      (await run([
+        "sites",
+        "--grant-requests",
+        `--sites-dir=${sitesDir}`,
+        "--json",
+      ])).stdout,
+    );
+    const helper = json.sites.find((s: { name: string }) =>
+      s.name === "helper"
+    );
+    assert.deepEqual(helper.notRun, ["autorun/words.ts"]);
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});

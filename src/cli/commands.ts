@@ -14,11 +14,20 @@ import {
   unmountCommand,
 } from "./site_commands.ts";
 import { formatHelp, parseListenOptions, UsageError } from "./options.ts";
+import { initCommand, installSitesCommand } from "./setup_commands.ts";
 
 /** The version of this Sandflare. */
 export const VERSION: string = denoJson.version;
 
-const COMMANDS = ["listen", "sites", "grant", "mount", "unmount"] as const;
+const COMMANDS = [
+  "listen",
+  "sites",
+  "grant",
+  "install",
+  "init",
+  "mount",
+  "unmount",
+] as const;
 
 const USAGE = `Usage: sandflare COMMAND [OPTIONS]
 
@@ -30,9 +39,16 @@ Commands:
                            granted; once confirmed, write the request into the
                            grants file (--grants=PATH, default sandflare.json
                            beside --sites-dir)
+  install [SITE...]        install the dependencies of these sites (of every
+                           site when none is named) into their caches under
+                           --data-dir (default ./data) and write each one's
+                           deno.lock; one line per site; exit 1 if one fails
+  init NAME                make a new site NAME in --sites-dir: site.json, a
+                           page in autorun/ar_NAME.ts and a deno.json
   mount PATH [NAME]        link the site folder PATH into --sites-dir as NAME
   unmount NAME             remove that link
-  (sites, grant, mount and unmount take --sites-dir=PATH, default ./sites)
+  (sites, grant, install, init, mount and unmount take --sites-dir=PATH,
+  default ./sites)
 
 Run "deno task cli listen --help" (or "npm start -- --help") for the options of listen.`;
 
@@ -85,6 +101,19 @@ export async function runCli(args: string[]): Promise<number> {
         );
         const positional = rest.filter((a) => !a.startsWith("-"));
         return await grantCommand(positional, parseListenOptions(flags), yes);
+      }
+      case "install":
+      case "init": {
+        const flags = rest.filter((a) => a.startsWith("-"));
+        const positional = rest.filter((a) => !a.startsWith("-"));
+        const options = parseListenOptions(flags);
+        if (options.help) {
+          print(USAGE);
+          return 0;
+        }
+        return command === "install"
+          ? await installSitesCommand(positional, options)
+          : await initCommand(positional, options);
       }
       case "mount":
       case "unmount": {

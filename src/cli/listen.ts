@@ -16,7 +16,7 @@ import {
   type TrustedProxies,
   TrustError,
 } from "../gateway/trust.ts";
-import type { ListenOptions } from "./options.ts";
+import { defaultListenOptions, type ListenOptions } from "./options.ts";
 import { Containment } from "../supervisor/containment.ts";
 import {
   GRANTS_FILE_NAME,
@@ -70,6 +70,10 @@ export function gatewayOptions(
       isolate: options.isolate,
       // Each site's own Deno cache, beside the server's other data.
       cacheDir: join(options.dataDir, "site-cache"),
+      // The import maps of sites with dependencies: out of every site's reach.
+      configDir: join(options.dataDir, "site-config"),
+      install: options.install,
+      installCommand: (site) => installCommand(site, options),
     },
     maxPostLength: options.maxPostLength,
     bodyStallSeconds: options.keepaliveTime,
@@ -86,6 +90,30 @@ export function gatewayOptions(
     websocketMaxBuffer: options.websocketMaxBuffer,
     websocketMaxRate: options.websocketMaxRate,
   };
+}
+
+/**
+ * The command that installs a site's dependencies into the cache this
+ * server reads, with the folders it was given when they are not the
+ * defaults.
+ */
+export function installCommand(site: string, options: ListenOptions): string {
+  const defaults = defaultListenOptions();
+  const words = ["deno", "task", "cli", "install", site];
+  if (options.sitesDir !== defaults.sitesDir) {
+    words.push(`--sites-dir=${options.sitesDir}`);
+  }
+  if (options.dataDir !== defaults.dataDir) {
+    words.push(`--data-dir=${options.dataDir}`);
+  }
+  return words.map(shellWord).join(" ");
+}
+
+/** A word as a POSIX shell reads it back. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word)
+    ? word
+    : `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 function bindAddress(host: string): string {

@@ -54,6 +54,8 @@ export interface ListenOptions {
   cgroups: boolean;
   /** How sandboxes are isolated beyond Deno's permissions. */
   isolate: Isolation;
+  /** Whether a site's dependencies are installed before its sandbox starts. */
+  install: boolean;
   /** Where to write the PID once loaded, or `null`. */
   outPid: string | null;
   /** Whether to send sd_notify messages. */
@@ -330,6 +332,15 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     },
     help: "bwrap: run each sandbox under bubblewrap too, seeing only the " +
       "Deno runtime, its module cache and its own site folder",
+  },
+  {
+    name: "install",
+    key: "install",
+    kind: "flag",
+    default: false,
+    help: "install a site's dependencies (its deno.json imports and the " +
+      "packages its scripts import) into its cache before its sandbox " +
+      "starts, on load and on reload, as cli install does; needs the network",
   },
   {
     name: "no-cgroups",

@@ -22,6 +22,7 @@ const DEFAULTS: ListenOptions = {
   siteCpu: 1,
   cgroups: true,
   isolate: "none",
+  install: false,
   outPid: null,
   systemd: false,
   reverseProxy: false,
@@ -112,6 +113,7 @@ Deno.test("parseListenOptions() reads every option", async (t) => {
     [["--site-cpu=2"], { siteCpu: 2 }],
     [["--no-cgroups"], { cgroups: false }],
     [["--isolate=bwrap"], { isolate: "bwrap" }],
+    [["--install"], { install: true }],
     [
       ["--tls-cert=cert.pem", "--tls-key=key.pem"],
       { tlsCert: "cert.pem", tlsKey: "key.pem" },

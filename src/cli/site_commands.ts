@@ -21,6 +21,7 @@ import {
   writeGrant,
 } from "../supervisor/grants.ts";
 import { ManifestError, parseManifest } from "../supervisor/manifest.ts";
+import { AUTORUN_RULE } from "../supervisor/sites.ts";
 import type { ListenOptions } from "./options.ts";
 import { UsageError } from "./options.ts";
 
@@ -38,7 +39,7 @@ export function formatSites(sites: SiteDescription[]): string {
     if (!s.loaded) {
       lines.push(`${s.name}  ${where}`, `  NOT LOADED: ${s.problem}`);
       if (s.granted !== null) lines.push(grantedLine(s));
-      lines.push("");
+      lines.push(...notRunLines(s), "");
       continue;
     }
     lines.push(`${s.name}  ${where}`);
@@ -85,10 +86,16 @@ export function formatSites(sites: SiteDescription[]): string {
       `  sandbox:     ${s.workers} worker(s), ${s.memory} MiB of memory, ${s.disk} MiB of disk`,
     );
     if (s.granted !== null) lines.push(grantedLine(s));
-    lines.push("");
+    lines.push(...notRunLines(s), "");
   }
   // Every field but the labels came from a site: escape what a terminal acts on.
   return lines.map(escapeControl).join("\n").trimEnd();
+}
+
+/** The files of a site's autorun/ that are not run, and why. */
+function notRunLines(s: SiteDescription): string[] {
+  if (s.notRun.length === 0) return [];
+  return [`  not run:     ${s.notRun.join(", ")} (${AUTORUN_RULE})`];
 }
 
 /** What the operator grants a site, on one line. */

@@ -24,6 +24,9 @@ export interface GatewayOptions {
     | "siteCpu"
     | "isolate"
     | "cacheDir"
+    | "configDir"
+    | "install"
+    | "installCommand"
   >;
   /** Who may see /stats and the other operator paths. */
   operators: IpMatcher;

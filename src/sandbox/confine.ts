@@ -29,6 +29,7 @@
 export const MAX_NESTED_WORKERS = 4;
 
 import Module from "node:module";
+import { Worker as NodeWorker } from "node:worker_threads";
 import { STUCK_AFTER_MS } from "../protocol/messages.ts";
 import guardedWorkerThreads from "./no_worker_threads.ts";
 
@@ -99,9 +100,21 @@ function serveInSite(): never {
 /**
  * `node:worker_threads` without its Worker for `process.getBuiltinModule`
  * and `require` (deno.json maps the import itself; see
- * ./no_worker_threads.ts).
+ * ./no_worker_threads.ts). An npm package's own `import` of it is not
+ * mapped (an import map does not reach into packages), so the real class
+ * refuses too: its constructor calls its parent's, which now throws, and
+ * the class is sealed so that no site can put its parent back.
  */
 function blockNodeWorkers(): void {
+  if (Object.isExtensible(NodeWorker)) {
+    const refused = function (): never {
+      throw new Error(
+        "node:worker_threads Workers are not available to sites; a site may run up to 4 Workers of its own with new Worker()",
+      );
+    };
+    Object.setPrototypeOf(NodeWorker, refused);
+    Object.preventExtensions(NodeWorker);
+  }
   const proc = (globalThis as { process?: unknown }).process;
   if (typeof proc === "object" && proc !== null) {
     const get = (proc as { getBuiltinModule?: unknown }).getBuiltinModule;

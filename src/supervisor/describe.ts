@@ -34,6 +34,8 @@ export interface SiteDescription {
   granted: SiteGrant | null;
   /** Whether the grants file lists it (false: it gets the unlisted grant). */
   listed: boolean;
+  /** Scripts in its autorun/ that are not run (not `ar_*.ts`). */
+  notRun: string[];
 }
 
 /** The served sites, then those that did not load; the root site first. */
@@ -42,6 +44,7 @@ export function describeSites(
   notLoaded: ReadonlyMap<string, string>,
   folders: { projectDir: string; sitesDir: string },
   grants: Grants,
+  notRun: ReadonlyMap<string, string[]> = new Map(),
 ): SiteDescription[] {
   const granted = (name: string) =>
     name === ROOT_SITE || grants.file === null
@@ -86,6 +89,7 @@ export function describeSites(
       memory: def.manifest.memory,
       disk: def.manifest.disk,
       ...granted(runner.name),
+      notRun: def.skipped,
     });
   }
   for (const [name, problem] of notLoaded) {
@@ -107,6 +111,7 @@ export function describeSites(
       memory: null,
       disk: null,
       ...granted(name),
+      notRun: notRun.get(name) ?? [],
     });
   }
   return out.sort(byRootThenName);

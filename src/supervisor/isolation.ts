@@ -4,7 +4,8 @@
  * only what a sandbox needs:
  * - read-only: the system's libraries (`/usr`, which Deno links against),
  *   the Deno binary, the server's runtime (`main.ts`, `deno.sandbox.jsonc`, `src/`),
- *   and the site's folder;
+ *   the site's folder (its `deno.lock` with it) and the import map written
+ *   for a site with dependencies;
  * - writable: the site's writable folders, its own Deno cache folder, and a
  *   private `/tmp`;
  * - its own `/proc` (a PID namespace: it sees only itself) and a minimal
@@ -37,6 +38,8 @@ export interface IsolationSpec {
   write: string[];
   /** The site's own Deno cache folder (writable). */
   cacheDir: string;
+  /** The import map written for a site with dependencies (read-only), or null. */
+  importMap: string | null;
   /** Whether the site may use the network at all. */
   net: boolean;
 }
@@ -78,6 +81,8 @@ export function bwrapCommand(
     join(spec.projectDir, "deno.sandbox.jsonc"),
     join(spec.projectDir, "src"),
     spec.siteDir,
+    // Its lockfile is in its folder.
+    ...(spec.importMap === null ? [] : [spec.importMap]),
   ];
   const writable = [...spec.write, spec.cacheDir];
   if (spec.net) {

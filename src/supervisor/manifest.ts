@@ -421,6 +421,8 @@ export const LOADER_PATHS: readonly string[] = [
   "site.json",
   "deno.json",
   "deno.jsonc",
+  // The versions its packages are held to (written by `cli install`).
+  "deno.lock",
   "package.json",
   "autorun",
   "node_modules",

@@ -60,6 +60,25 @@ export interface SandboxSpec {
    * client waits for it (the site's request timeout), in ms.
    */
   streamIdleMs: number;
+  /**
+   * How the site's modules resolve when it has dependencies of its own
+   * (see ./dependencies.ts); absent, it runs with `deno.sandbox.jsonc` and
+   * loads no packages.
+   */
+  modules?: SandboxModules;
+  /**
+   * Rewords a load failure the operator fixes by installing the site's
+   * dependencies; null leaves it as it is.
+   */
+  explain?: (message: string, location: string | null) => string | null;
+}
+
+/** The modules of a site with dependencies of its own. */
+export interface SandboxModules {
+  /** The import map written for the site (its entries and the runtime's). */
+  importMap: string;
+  /** The site's `deno.lock`, checked with `--frozen`; null: none. */
+  lockFile: string | null;
 }
 
 const DEFAULT_INPUT_BACKLOG = 64 * 1024 * 1024;
@@ -142,6 +161,8 @@ const STOPPED = "it was stopped";
 /** How long lines after an out-of-memory report wait for the process to die. */
 const OOM_CONFIRM_MS = 1000;
 const MAX_HELD_LINES = 1000;
+/** Deno 2.9.6's first line when `--frozen` finds the lockfile out of date. */
+const LOCKFILE_STALE_REGEXP = /^error: The lockfile is out of date\b/;
 
 /** Bytes of one streamed reply the gateway lets a sandbox send ahead of its client. */
 export const STREAM_WINDOW = 256 * 1024;
@@ -193,7 +214,7 @@ export class ClientGoneError extends Error {
  * with `__sandbox`: its permissions are those compiled in, so the workers'
  * permissions are the only wall (ARCHITECTURE, "Sandbox process").
  */
-const COMPILED = import.meta.url.includes("/deno-compile-");
+export const COMPILED: boolean = import.meta.url.includes("/deno-compile-");
 
 /** Each isolate's heap limit: the site's memory shared by its workers. */
 function perIsolateMiB(spec: SandboxSpec): number {
@@ -217,15 +238,10 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
   const args = [
     "run",
     "--no-prompt",
+    // Packages come from the site's own cache, as `cli install` left it:
+    // nothing is fetched while a site runs.
     "--cached-only",
-    // A site loads its own files and node: built-ins only, not whatever
-    // packages the server's cache happens to hold.
-    "--no-npm",
-    "--no-remote",
-    "--no-lock",
-    `--config=${
-      decodeURIComponent(new URL("deno.sandbox.jsonc", PROJECT_ROOT).pathname)
-    }`,
+    ...moduleArgs(spec.modules),
     // The linear engine lets a site's route patterns be checked where they
     // are written, so the load error names the file and line.
     `--v8-flags=${heapFlags(spec)}`,
@@ -245,6 +261,39 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
   args.push("--allow-sys=setPriority");
   args.push(decodeURIComponent(MAIN.pathname), "__sandbox");
   return args;
+}
+
+/**
+ * How a sandbox resolves modules. A site without dependencies of its own
+ * loads its own files and node: built-ins only (`--no-npm`, `--no-remote`),
+ * with `deno.sandbox.jsonc`. A site with some gets its own import map, with
+ * `--no-config`: a configuration outside the project that maps into it
+ * makes Deno 2.9.6 take the server for a linked package, write its name,
+ * version and dependencies into the site's lockfile (so any upgrade of the
+ * server would make every site's lockfile out of date) and install the
+ * server's packages into the site's cache. The two settings of
+ * `deno.sandbox.jsonc` beyond its map are given as flags.
+ */
+function moduleArgs(modules: SandboxModules | undefined): string[] {
+  if (modules === undefined) {
+    return [
+      "--no-npm",
+      "--no-remote",
+      "--no-lock",
+      `--config=${
+        decodeURIComponent(new URL("deno.sandbox.jsonc", PROJECT_ROOT).pathname)
+      }`,
+    ];
+  }
+  return [
+    "--no-config",
+    `--import-map=${modules.importMap}`,
+    "--node-modules-dir=none",
+    "--unstable-worker-options",
+    ...(modules.lockFile === null
+      ? ["--no-lock"]
+      : [`--lock=${modules.lockFile}`, "--frozen"]),
+  ];
 }
 
 /** A running sandbox process. */
@@ -289,6 +338,8 @@ export class SandboxProcess {
   #onSiteMessage: SandboxOptions["onSiteMessage"];
   #clients = 0;
   #retired = false;
+  /** Deno refused the site's lockfile as out of date (see #stderrText). */
+  #lockfileStale = false;
 
   constructor(spec: SandboxSpec, options: SandboxOptions) {
     this.spec = spec;
@@ -310,6 +361,7 @@ export class SandboxProcess {
         siteDir: spec.siteDir,
         write: spec.permissions.write,
         cacheDir: spec.cacheDir,
+        importMap: spec.modules?.importMap ?? null,
         net: spec.permissions.net.length > 0,
       }, args)
       : { exec: deno, args };
@@ -661,7 +713,7 @@ export class SandboxProcess {
         this.#onLoaded(msg.routes);
         return 0;
       case "loadFailed":
-        this.#onLoadFailed(new LoadError(msg.message, msg.location));
+        this.#onLoadFailed(this.#loadError(msg.message, msg.location));
         return this.routes === null ? 0 : 1;
       case "reply": {
         const pending = this.#pending.get(msg.id);
@@ -856,6 +908,17 @@ export class SandboxProcess {
    * passes with it still running (then logged).
    */
   #stderrText(line: string): void {
+    // Deno refuses to start with a lockfile that does not match the site's
+    // imports: the load failure says what to run, not Deno's diff and its
+    // advice to update the lockfile, which the sandbox may not write.
+    if (this.#lockfileStale) return;
+    if (
+      this.routes === null && this.spec.modules?.lockFile != null &&
+      LOCKFILE_STALE_REGEXP.test(line)
+    ) {
+      this.#lockfileStale = true;
+      return;
+    }
     if (this.#oomHeld !== null) {
       if (this.#oomHeld.length < MAX_HELD_LINES) this.#oomHeld.push(line);
       return;
@@ -868,6 +931,14 @@ export class SandboxProcess {
       return;
     }
     this.#stderrLine(line);
+  }
+
+  /** A load failure, reworded when installing the dependencies fixes it. */
+  #loadError(message: string, location: string | null): LoadError {
+    const explained = this.spec.explain?.(message, location) ?? null;
+    return explained === null
+      ? new LoadError(message, location)
+      : new LoadError(explained, null);
   }
 
   /** Logs the lines held after an out-of-memory report that was not one. */
@@ -922,10 +993,12 @@ export class SandboxProcess {
       `Sandbox of site "${this.spec.site}" stopped: ${reason}`,
     );
     this.#onLoadFailed(
-      new LoadError(
-        `The sandbox stopped before the site loaded: ${reason}`,
-        null,
-      ),
+      this.#lockfileStale
+        ? this.#loadError("The lockfile is out of date", null)
+        : new LoadError(
+          `The sandbox stopped before the site loaded: ${reason}`,
+          null,
+        ),
     );
     for (const p of this.#pending.values()) p.reject(this.#gone);
     this.#pending.clear();
@@ -950,7 +1023,16 @@ export class SandboxProcess {
 function inheritedEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (
-    const name of ["HOME", "DENO_DIR", "XDG_CACHE_HOME", "PATH", "TZ", "LANG"]
+    const name of [
+      "HOME",
+      "DENO_DIR",
+      "XDG_CACHE_HOME",
+      "PATH",
+      "TZ",
+      "LANG",
+      // Where packages were installed from names their folder in the cache.
+      "NPM_CONFIG_REGISTRY",
+    ]
   ) {
     const value = Deno.env.get(name);
     if (value !== undefined) env[name] = value;

@@ -13,6 +13,8 @@ import {
   parseManifest,
   type SiteManifest,
 } from "./manifest.ts";
+import { readSiteDependencies, type SiteDependencies } from "./dependencies.ts";
+import { DependencyError } from "./import_map.ts";
 import {
   grantOf,
   type Grants,
@@ -37,6 +39,10 @@ export interface SiteDefinition {
   baseRead: string[];
   /** file: URLs of `autorun/ar_*.ts`, in file-name order. */
   scripts: string[];
+  /** Scripts in `autorun/` that are not run (not `ar_*.ts`), relative to `dir`. */
+  skipped: string[];
+  /** Its own dependencies (deno.json, deno.lock); null when it has none. */
+  deps: SiteDependencies | null;
 }
 
 /** A site that cannot be started, and why. */
@@ -53,6 +59,12 @@ export class SiteError extends Error {
 export const ROOT_SITE = "root";
 const NAME_REGEXP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const SCRIPT_REGEXP = /^ar_.*\.ts$/;
+/** Files in autorun/ that look like scripts: those not run are warned about. */
+const CODE_REGEXP = /\.(ts|tsx|mts|cts|js|jsx|mjs|cjs)$/;
+
+/** The rule of which files in `autorun/` run, as messages state it. */
+export const AUTORUN_RULE =
+  "only autorun/ar_*.ts files run at load; a module they import belongs outside autorun/";
 const MAX_CHECKED_ENTRIES = 20_000;
 
 /** True when `path` is `dir` or inside it (both absolute, normalized). */
@@ -64,19 +76,33 @@ export function isInside(dir: string, path: string): boolean {
 
 /** The autorun scripts of a folder as file: URLs, in file-name order. */
 export async function listScripts(autorunDir: string): Promise<string[]> {
+  return (await readAutorun(autorunDir)).scripts;
+}
+
+/**
+ * The autorun scripts of a folder as file: URLs, in file-name order, and
+ * the names of the files there that look like code but are not run.
+ */
+export async function readAutorun(
+  autorunDir: string,
+): Promise<{ scripts: string[]; skipped: string[] }> {
   const names: string[] = [];
+  const skipped: string[] = [];
   try {
     for await (const entry of Deno.readDir(autorunDir)) {
-      if (SCRIPT_REGEXP.test(entry.name) && !entry.isDirectory) {
-        names.push(entry.name);
-      }
+      if (entry.isDirectory) continue;
+      if (SCRIPT_REGEXP.test(entry.name)) names.push(entry.name);
+      else if (CODE_REGEXP.test(entry.name)) skipped.push(entry.name);
     }
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return [];
+    if (err instanceof Deno.errors.NotFound) return { scripts: [], skipped };
     throw err;
   }
   names.sort();
-  return names.map((n) => new URL(`file://${join(autorunDir, n)}`).href);
+  return {
+    scripts: names.map((n) => new URL(`file://${join(autorunDir, n)}`).href),
+    skipped: skipped.sort(),
+  };
 }
 
 /**
@@ -205,7 +231,14 @@ export async function defineSite(
     );
   }
   await checkWritable(name, dir, decision.manifest.permissions.write);
-  const scripts = await listScripts(join(dir, "autorun"));
+  const { scripts, skipped } = await readAutorun(join(dir, "autorun"));
+  let deps: SiteDependencies | null;
+  try {
+    deps = await readSiteDependencies(dir);
+  } catch (err) {
+    if (err instanceof DependencyError) throw new SiteError(name, err.message);
+    throw err;
+  }
   return {
     name,
     dir,
@@ -215,6 +248,8 @@ export async function defineSite(
     grant: grants.file === null ? null : grant,
     baseRead: [dir],
     scripts,
+    skipped: skipped.map((n) => `autorun/${n}`),
+    deps,
   };
 }
 
@@ -306,6 +341,7 @@ export async function defineRootSite(
     file: join(dir, "site.json"),
     siteDir: dir,
   });
+  const { scripts, skipped } = await readAutorun(autorun);
   return {
     name: ROOT_SITE,
     dir,
@@ -313,7 +349,10 @@ export async function defineRootSite(
     manifest,
     grant: null,
     baseRead: [autorun, join(dir, "static")],
-    scripts: await listScripts(autorun),
+    scripts,
+    skipped: skipped.map((n) => `autorun/${n}`),
+    // The root site's modules are the server's: deno.sandbox.jsonc.
+    deps: null,
   };
 }
 

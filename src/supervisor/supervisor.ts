@@ -13,12 +13,15 @@ import { log, siteOutput } from "../log.ts";
 import type { WireRoutes } from "../protocol/messages.ts";
 import type { CompiledPattern } from "../router/router.ts";
 import {
+  COMPILED,
   LoadError,
   SandboxProcess,
+  type SandboxSpec,
   type SiteMessage,
 } from "./sandbox_process.ts";
 import { SiteRunner } from "./site_runner.ts";
 import {
+  AUTORUN_RULE,
   defineRootSite,
   defineSite,
   discoverSites,
@@ -46,6 +49,15 @@ import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { Containment } from "./containment.ts";
 import { measureDisk } from "./disk_usage.ts";
+import {
+  explainLoadFailure,
+  LOCK_FILE,
+  readSiteDependencies,
+  sandboxImportMap,
+  writeImportMap,
+} from "./dependencies.ts";
+import { DependencyError } from "./import_map.ts";
+import { installSite } from "./install.ts";
 import type { Isolation } from "./isolation.ts";
 import {
   grantOf,
@@ -92,6 +104,12 @@ export interface SupervisorOptions {
   isolate: Isolation;
   /** The folder holding each site's own Deno cache (`SITE/`). */
   cacheDir: string;
+  /** Where the import maps of sites with dependencies are written. */
+  configDir: string;
+  /** Install a site's dependencies before its sandbox starts (`--install`). */
+  install: boolean;
+  /** The command that installs a site's dependencies, for messages. */
+  installCommand: (site: string) => string;
   /** A websocket send/close or a session question from a site. */
   onSiteMessage: (
     site: string,
@@ -128,7 +146,12 @@ const DISK_CHECK_MOST_MS = 10_000;
 
 const MIB = 1024 * 1024;
 
+/** Installs (`--install`) that run at once. */
+const MAX_INSTALLS = 4;
+
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
+/** Files at the top of a site folder that change how its modules load. */
+const DEPENDENCY_FILES = ["deno.json", "deno.jsonc", LOCK_FILE];
 
 function isCodeFile(path: string): boolean {
   return CODE_FILE_REGEXP.test(path);
@@ -172,6 +195,15 @@ export class Supervisor implements Sites {
   #grantsStamp = "";
   /** Sites whose grant changed since their last load. */
   #regranted = new Set<string>();
+  /** Scripts in each site's autorun/ that are not run, as last warned about. */
+  #notRun = new Map<string, string[]>();
+  /** Each site's lockfile as the server's own install (`--install`) left it. */
+  #installedLocks = new Map<string, string>();
+  /** Installs running now (`--install`), by site. */
+  #installing = new Map<string, Promise<unknown>>();
+  /** Installs waiting for one of the few that may run at once. */
+  #installQueue: (() => void)[] = [];
+  #installsRunning = 0;
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -236,6 +268,14 @@ export class Supervisor implements Sites {
   }
 
   async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
+    this.#warnNotRun(def);
+    if (this.#options.install && !def.root) {
+      const installed = await this.#install(def);
+      if (typeof installed === "string") {
+        return { site: def.name, message: installed };
+      }
+      def = installed;
+    }
     const runner: SiteRunner = new SiteRunner(def, {
       check: (d, routes) =>
         checkRoutes(
@@ -395,6 +435,18 @@ export class Supervisor implements Sites {
       }
       return;
     }
+    this.#warnNotRun(def);
+    if (this.#options.install && !def.root) {
+      const installed = await this.#install(def);
+      if (typeof installed === "string") {
+        log.error(
+          name,
+          `Reload failed, the previous version keeps serving: ${installed}`,
+        );
+        return;
+      }
+      def = installed;
+    }
     let files: StaticIndex;
     try {
       files = await scanSiteStatic(def);
@@ -481,11 +533,32 @@ export class Supervisor implements Sites {
         ignore: (path) => this.#changeKind(name, dir, path) === null,
         onChange: (paths) => {
           const kinds = paths.map((p) => this.#changeKind(name, dir, p));
-          if (kinds.includes("code")) void this.reloadSite(name);
+          if (kinds.includes("code")) void this.#codeChanged(name, dir, paths);
           else if (kinds.includes("static")) void this.rescanStatic(name);
         },
       }),
     );
+  }
+
+  /**
+   * A change to a site's code reloads it, unless the change is only its
+   * lockfile as the server's own install (`--install`) wrote it for the
+   * generation serving: that reload would only install again. The install
+   * may still be finishing when the change is seen.
+   */
+  async #codeChanged(
+    name: string,
+    dir: string,
+    paths: string[],
+  ): Promise<void> {
+    const lock = join(dir, LOCK_FILE);
+    if (paths.every((p) => p === lock) && this.#runners.has(name)) {
+      await this.#installing.get(name);
+      const own = this.#installedLocks.get(name);
+      const now = await Deno.readTextFile(lock).catch(() => null);
+      if (own !== undefined && now === own) return;
+    }
+    await this.reloadSite(name);
   }
 
   /**
@@ -504,7 +577,10 @@ export class Supervisor implements Sites {
     const writable = this.#runners.get(name)?.def.manifest.permissions.write ??
       [];
     if (writable.some((w) => isInside(w, path))) return null;
-    return rel === "site.json" || isCodeFile(path) ? "code" : null;
+    return rel === "site.json" || DEPENDENCY_FILES.includes(rel) ||
+        isCodeFile(path)
+      ? "code"
+      : null;
   }
 
   /**
@@ -573,6 +649,87 @@ export class Supervisor implements Sites {
     }));
   }
 
+  /**
+   * `--install`: installs a site's dependencies before its sandbox starts.
+   * @returns the site as it is now (it may have a lockfile it did not have),
+   * or why its dependencies could not be installed
+   */
+  async #install(def: SiteDefinition): Promise<SiteDefinition | string> {
+    const running = this.#installSlot(() =>
+      installSite({
+        site: def.name,
+        siteDir: def.dir,
+        scripts: def.scripts,
+        deps: def.deps,
+        projectDir: this.#options.projectDir,
+        cacheDir: this.#siteCache(def.name),
+        configDir: this.#options.configDir,
+        quotaMiB: def.manifest.disk,
+        touchLock: false,
+      })
+    ).then((result) => {
+      // Its own lockfile, as it left it: that change is no reason to reload.
+      if (result.kind === "installed") {
+        this.#installedLocks.set(def.name, result.lockText);
+      }
+      return result;
+    });
+    this.#installing.set(def.name, running.catch(() => {}));
+    let result;
+    try {
+      result = await running;
+    } finally {
+      this.#installing.delete(def.name);
+    }
+    if (result.kind === "failed") {
+      return `its dependencies could not be installed: ${result.reason}`;
+    }
+    if (result.kind === "nothing") return def;
+    log.info(
+      def.name,
+      `Installed ${result.packages} package(s)${
+        result.modules > 0 ? ` and ${result.modules} remote module(s)` : ""
+      } (${Math.ceil(result.bytes / MIB)} MiB in its cache)`,
+    );
+    try {
+      return { ...def, deps: await readSiteDependencies(def.dir) };
+    } catch (err) {
+      if (err instanceof DependencyError) return err.message;
+      throw err;
+    }
+  }
+
+  /**
+   * Runs `task` once fewer than MAX_INSTALLS installs run: a server starting
+   * with many sites does not start a `deno install` for each at once.
+   */
+  async #installSlot<T>(task: () => Promise<T>): Promise<T> {
+    // A slot freed goes straight to the next waiting, never to a newcomer.
+    if (this.#installsRunning >= MAX_INSTALLS) {
+      await new Promise<void>((resolve) => this.#installQueue.push(resolve));
+    } else this.#installsRunning++;
+    try {
+      return await task();
+    } finally {
+      const next = this.#installQueue.shift();
+      if (next !== undefined) next();
+      else this.#installsRunning--;
+    }
+  }
+
+  /**
+   * Warns about the files in a site's autorun/ that are not run, when they
+   * are not those it warned about last.
+   */
+  #warnNotRun(def: SiteDefinition): void {
+    const before = this.#notRun.get(def.name) ?? [];
+    this.#notRun.set(def.name, def.skipped);
+    for (const file of def.skipped) {
+      if (before.includes(file)) continue;
+      log.warn(def.name, `${file} is not run: ${AUTORUN_RULE}`);
+    }
+  }
+
   #spawn(def: SiteDefinition, runner: SiteRunner): SandboxProcess {
     const { read, write, net, env } = def.manifest.permissions;
     const sandbox = new SandboxProcess({
@@ -594,6 +751,7 @@ export class Supervisor implements Sites {
       isolate: this.#options.isolate,
       cacheDir: this.#makeSiteCache(def.name),
       streamIdleMs: runner.timeoutSeconds * 1000,
+      ...this.#modulesOf(def),
       placement: this.#options.containment.place(def.name, {
         memoryMiB: def.manifest.memory,
         cpus: this.#options.siteCpu,
@@ -606,6 +764,38 @@ export class Supervisor implements Sites {
     });
     void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
     return sandbox;
+  }
+
+  /**
+   * How a site's sandbox resolves modules: with dependencies of its own, its
+   * import map (written now, where no site can write) and its lockfile; and
+   * how its load failures name what to install.
+   */
+  #modulesOf(
+    def: SiteDefinition,
+  ): Pick<SandboxSpec, "modules" | "explain"> {
+    const { deps } = def;
+    const explain = (message: string, location: string | null) =>
+      explainLoadFailure(message, location, {
+        site: def.name,
+        siteDir: def.dir,
+        map: deps?.map ?? { imports: {}, scopes: {} },
+        command: this.#options.installCommand(def.name),
+      });
+    if (deps === null) return def.root ? {} : { explain };
+    if (COMPILED) {
+      // Its sandbox is this binary, with the modules built into it.
+      throw new LoadError(
+        "a site with dependencies of its own (deno.json, deno.lock) runs only under deno run, not in a binary made by deno compile",
+        null,
+      );
+    }
+    const importMap = writeImportMap(
+      this.#options.configDir,
+      def.name,
+      sandboxImportMap(deps, this.#options.projectDir),
+    );
+    return { modules: { importMap, lockFile: deps.lockFile }, explain };
   }
 
   /**
@@ -663,7 +853,9 @@ export class Supervisor implements Sites {
     if (cached.over) {
       log.error(
         name,
-        `Its Deno cache went over its disk quota (${quota} MiB, from modules it made and imported); replacing the sandbox and emptying the cache`,
+        `Its Deno cache went over its disk quota (${quota} MiB: its installed packages and the modules it made and imported); replacing the sandbox and emptying the cache (its packages must be installed again: ${
+          this.#options.installCommand(name)
+        })`,
       );
       runner.generation?.kill("its Deno cache went over its disk quota");
       emptyFolder(cache);
@@ -719,10 +911,16 @@ export class Supervisor implements Sites {
 
   /** What every site registered and may do, for `sandflare sites`. */
   describe(): SiteDescription[] {
-    return describeSites(this.#snapshot, this.#notLoaded, {
-      projectDir: this.#options.projectDir,
-      sitesDir: this.#options.sitesDir,
-    }, this.#grants);
+    return describeSites(
+      this.#snapshot,
+      this.#notLoaded,
+      {
+        projectDir: this.#options.projectDir,
+        sitesDir: this.#options.sitesDir,
+      },
+      this.#grants,
+      this.#notRun,
+    );
   }
 
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */

@@ -379,11 +379,12 @@ function parseResponse(
 /**
  * Copies shipped example sites (`sites/NAME`, the examples themselves, not
  * copies of their code) into `sitesDir` and starts the server on them, with
- * its data folder inside `sitesDir`.
+ * its data folder inside `sitesDir` and more `listen` options `args`.
  */
 export async function startExamples(
   sitesDir: string,
   names: string[],
+  args: string[] = [],
 ): Promise<TestServer> {
   for (const name of names) {
     await cp(join(PROJECT_DIR, "sites", name), join(sitesDir, name), {
@@ -392,6 +393,7 @@ export async function startExamples(
   }
   return await startServer({
     sitesDir,
-    args: [`--data-dir=${join(sitesDir, ".data")}`],
+    args: [`--data-dir=${join(sitesDir, ".data")}`, ...args],
+    timeoutMs: 60_000,
   });
 }
