@@ -265,6 +265,15 @@ Deno.test("fetch handlers conflict and obey host claims like pages; Deno.serve i
       "site.json": JSON.stringify({ hosts: [] }),
       "autorun/ar_x.ts": handler("nohosts"),
     },
+    // Every mount is rebuilt into the route table at each reload.
+    mounts: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_mounts.ts": `import { hosts } from "sandflare";
+for (let i = 0; i < 20000; i++) {
+  hosts.any.mount("/m" + i, () => new Response("m"));
+}
+`,
+    },
   });
   const server = await startServer({ sitesDir });
   try {
@@ -284,6 +293,10 @@ Deno.test("fetch handlers conflict and obey host claims like pages; Deno.serve i
     assert.match(
       await server.waitForLog(/\[nohosts\].*Site not loaded/),
       /declares no hosts; list them under "hosts" in its site.json/,
+    );
+    assert.match(
+      await server.waitForLog(/\[mounts\].*Site not loaded/),
+      /ar_mounts\.ts:3.*a site may mount at most 256 handlers/,
     );
   } finally {
     await server.stop();

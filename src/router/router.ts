@@ -7,9 +7,12 @@
  */
 
 import {
+  isMountPrefix,
   MAX_HOSTS_PER_SITE,
+  MAX_MOUNTS_PER_SITE,
   MAX_PATTERN_LENGTH,
   MAX_PATTERNS_PER_SITE,
+  mountPrefix,
   PATTERN_WORK_PER_REQUEST,
 } from "../shared/route_limits.ts";
 import { compileHostPattern, normalizeHost } from "./host_pattern.ts";
@@ -196,8 +199,8 @@ interface Tier {
   /** method → patterns, in site then registration order. */
   patterns: Map<string, PatternEntry[]>;
   allPatterns: PatternEntry[];
-  /** Mounted handlers, longest prefix first. */
-  mounts: MountEntry[];
+  /** Mounted handlers by prefix (more than one only across sites on hosts.any). */
+  mounts: Map<string, MountEntry[]>;
 }
 
 interface Host {
@@ -398,7 +401,7 @@ function buildHosts(
   const used = (tiers: Tier[]) =>
     tiers.filter((tier) =>
       tier.exact.size > 0 || tier.allPatterns.length > 0 ||
-      tier.mounts.length > 0
+      tier.mounts.size > 0
     );
   any.tiers = used([anyTiers.site, anyTiers.root]);
   const rootOnly = newHost(ANY_HOST, null, false, () => true);
@@ -484,6 +487,12 @@ function addPages(
   compiled: Map<string, CompiledPattern>,
   linear: boolean,
 ): void {
+  const mounts = site.pages.filter((p) => p.prefix !== undefined).length;
+  if (mounts > MAX_MOUNTS_PER_SITE) {
+    throw new RouteTableError(
+      `Site "${site.site}" mounts ${mounts} handlers; at most ${MAX_MOUNTS_PER_SITE} are allowed`,
+    );
+  }
   const patterns = site.pages.filter((p) => p.regex !== undefined).length;
   if (patterns > MAX_PATTERNS_PER_SITE) {
     throw new RouteTableError(
@@ -539,8 +548,10 @@ function checkPage(site: string, spec: PageSpec): string {
     );
   }
   if (spec.prefix !== undefined) {
-    if (typeof spec.prefix !== "string" || !spec.prefix.startsWith("/")) {
-      throw new RouteTableError(`${what} has prefix "${spec.prefix}"`);
+    if (!isMountPrefix(spec.prefix)) {
+      throw new RouteTableError(
+        `${what} has prefix "${String(spec.prefix).slice(0, 100)}"`,
+      );
     }
     if (spec.method !== ANY_METHOD) {
       throw new RouteTableError(
@@ -585,17 +596,6 @@ function addExact(
 /** The method of a mounted handler: it answers every method. */
 export const ANY_METHOD = "*";
 
-/**
- * `/api/` and `/api` mount the same thing: `/api` and everything below it.
- *
- * @param prefix a path starting with `/`
- * @returns the prefix without its trailing slashes (`/` stays `/`)
- */
-export function mountPrefix(prefix: string): string {
-  const trimmed = prefix.replace(/\/+$/, "");
-  return trimmed === "" ? "/" : trimmed;
-}
-
 function addMount(
   tier: Tier,
   site: string,
@@ -603,19 +603,20 @@ function addMount(
   raw: string,
 ): void {
   const prefix = mountPrefix(raw);
-  if (tier.mounts.some((m) => m.site === site && m.prefix === prefix)) {
+  const list = tier.mounts.get(prefix) ?? [];
+  if (list.some((m) => m.site === site)) {
     throw new RouteTableError(
       `Site "${site}" mounts two handlers at "${prefix}" on host "${spec.host}"`,
     );
   }
-  tier.mounts.push({
+  list.push({
     site,
     pageId: spec.id,
     method: ANY_METHOD,
     label: `handler mounted at "${prefix}" (site ${site})`,
     prefix,
   });
-  tier.mounts.sort((a, b) => b.prefix.length - a.prefix.length);
+  tier.mounts.set(prefix, list);
 }
 
 function addPattern(
@@ -776,22 +777,21 @@ function lookupTier(
 }
 
 /**
- * The handler mounted under the longest prefix of `path`; handlers of
- * several sites at that prefix (on hosts.any) are a conflict, as pages are.
+ * The handler mounted under the longest prefix of `path`, found by trying
+ * the path and each of its ancestors (so the cost is the path's depth, not
+ * the number of mounts); handlers of several sites at that prefix (on
+ * hosts.any) are a conflict, as pages are.
  */
 function lookupMount(tier: Tier, path: string): Lookup | null {
-  let found: MountEntry[] | null = null;
-  for (const mount of tier.mounts) {
-    if (found !== null && mount.prefix.length < found[0]!.prefix.length) break;
-    const { prefix } = mount;
-    if (
-      prefix === "/" || path === prefix ||
-      (path.startsWith(prefix) && path[prefix.length] === "/")
-    ) {
-      (found ??= []).push(mount);
-    }
+  if (tier.mounts.size === 0) return null;
+  let prefix = path;
+  while (true) {
+    const found = tier.mounts.get(prefix);
+    if (found !== undefined) return choose(found, []);
+    if (prefix === "/") return null;
+    const cut = prefix.lastIndexOf("/");
+    prefix = cut <= 0 ? "/" : prefix.slice(0, cut);
   }
-  return found === null ? null : choose(found, []);
 }
 
 function lookupMethod(
@@ -991,7 +991,12 @@ function classEnd(source: string, i: number): number {
 }
 
 function newTier(): Tier {
-  return { exact: new Map(), patterns: new Map(), allPatterns: [], mounts: [] };
+  return {
+    exact: new Map(),
+    patterns: new Map(),
+    allPatterns: [],
+    mounts: new Map(),
+  };
 }
 
 function newHost(

@@ -1132,10 +1132,31 @@ Deno.test("a mount needs method * and a prefix starting with /; twice at one pre
     () => buildRouter(routes([{ ...mount(0, "*", "/x"), method: "GET" }])),
     /must be "\*"/,
   );
+  for (const bad of ["x", "/a/../b", "/.", "/" + "a".repeat(1024)]) {
+    assert.throws(
+      () => buildRouter(routes([mount(0, "*", bad)])),
+      /has prefix/,
+      bad,
+    );
+  }
+  const many = Array.from({ length: 257 }, (_, i) => mount(i, "*", `/m${i}`));
   assert.throws(
-    () => buildRouter(routes([mount(0, "*", "x")])),
-    /has prefix "x"/,
+    () => buildRouter(routes(many)),
+    /mounts 257 handlers; at most 256 are allowed/,
   );
+  // At the cap, across many sites, a miss costs the path's depth.
+  const sites: SiteRoutes[] = Array.from({ length: 50 }, (_, s) => ({
+    site: `s${s}`,
+    root: false,
+    hosts: [],
+    pages: many.slice(0, 256).map((m) => ({
+      ...m,
+      prefix: `/s${s}${m.prefix}`,
+    })),
+  }));
+  const router = buildRouter(sites);
+  assert.equal(pageOf(router.route("x", "/s49/m255/deep", "GET")), "s49:255");
+  assert.equal(pageOf(router.route("x", "/s49/m256", "GET")), "404");
   assert.throws(
     () => buildRouter(routes([{ ...mount(0, "*", "/x"), path: "/x" }])),
     /exactly one of path, regex and prefix/,

@@ -25,9 +25,13 @@ export type { PageRequest } from "./request.ts";
 export { escapeHtml, html, raw, SafeHtml } from "./html.ts";
 import type { SafeHtml } from "./html.ts";
 import {
+  isMountPrefix,
   MAX_HOSTS_PER_SITE,
+  MAX_MOUNT_PREFIX_LENGTH,
+  MAX_MOUNTS_PER_SITE,
   MAX_PATTERN_LENGTH,
   MAX_PATTERNS_PER_SITE,
+  mountPrefix,
 } from "../shared/route_limits.ts";
 export type {
   CookieOptions,
@@ -219,15 +223,21 @@ function createHost(pattern: string): Host {
     mount(prefix, handler) {
       const call = hostCall(pattern, "mount", prefix);
       assertLoading(call);
-      if (typeof prefix !== "string" || !prefix.startsWith("/")) {
-        throw new TypeError(`${call}: the prefix must start with "/"`);
+      if (!isMountPrefix(prefix)) {
+        throw new TypeError(
+          `${call}: the prefix must start with "/", have no "." or ".." segment and be at most ${MAX_MOUNT_PREFIX_LENGTH} characters`,
+        );
       }
       const fetch = fetchOf(call, handler);
-      const trimmed = prefix.replace(/\/+$/, "") || "/";
+      const trimmed = mountPrefix(prefix);
+      const mounts = registry.pages.filter((p) => p.spec.prefix !== undefined);
+      if (mounts.length >= MAX_MOUNTS_PER_SITE) {
+        throw new RangeError(
+          `${call}: a site may mount at most ${MAX_MOUNTS_PER_SITE} handlers; mount one under a shorter prefix and route inside it`,
+        );
+      }
       if (
-        registry.pages.some((p) =>
-          p.spec.host === pattern && p.spec.prefix === trimmed
-        )
+        mounts.some((p) => p.spec.host === pattern && p.spec.prefix === trimmed)
       ) {
         throw new Error(`${call}: a handler is already mounted there`);
       }

@@ -13,6 +13,15 @@ export const MAX_PATTERN_LENGTH = 256;
 export const MAX_PATTERNS_PER_SITE = 256;
 
 /**
+ * Most fetch handlers one site may mount (`host.mount`, a default export on
+ * each of its hosts): the route table is rebuilt whenever a site reloads.
+ */
+export const MAX_MOUNTS_PER_SITE = 256;
+
+/** Longest mount prefix, in characters. */
+export const MAX_MOUNT_PREFIX_LENGTH = 1024;
+
+/**
  * Most host patterns one site may register: an uncached Host header is
  * matched against every site's patterns.
  */
@@ -31,3 +40,31 @@ export const MAX_PATH_BYTES = 8192;
  * p99 to 83 ms); ordinary patterns cost far less than their bound.
  */
 export const PATTERN_WORK_PER_REQUEST = 16_000;
+
+/**
+ * Whether a mount prefix can match a request path: it starts with `/`, has
+ * no `.` or `..` segment (the gateway removes them from paths) and is at
+ * most {@linkcode MAX_MOUNT_PREFIX_LENGTH} characters.
+ *
+ * @example
+ * ```ts
+ * isMountPrefix("/api/"); // true
+ * isMountPrefix("/a/../b"); // false
+ * ```
+ */
+export function isMountPrefix(prefix: unknown): prefix is string {
+  return typeof prefix === "string" && prefix.startsWith("/") &&
+    prefix.length <= MAX_MOUNT_PREFIX_LENGTH &&
+    !/(^|\/)\.\.?(\/|$)/.test(prefix);
+}
+
+/**
+ * `/api/` and `/api` mount the same thing: `/api` and everything below it.
+ *
+ * @param prefix a path starting with `/`
+ * @returns the prefix without its trailing slashes (`/` stays `/`)
+ */
+export function mountPrefix(prefix: string): string {
+  const trimmed = prefix.replace(/\/+$/, "");
+  return trimmed === "" ? "/" : trimmed;
+}
