@@ -8,6 +8,7 @@
 
 import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
 import { Budget } from "../shared/budget.ts";
+import { RepeatedWarning } from "../log.ts";
 import type { Placement } from "./containment.ts";
 import { bwrapCommand, type Isolation } from "./isolation.ts";
 import {
@@ -122,6 +123,8 @@ interface Incoming {
   received: number;
   /** Credit not yet read by the client: what the gateway may have to hold. */
   allowance: number;
+  /** The client's address. */
+  peer: string;
   /**
    * Since when the site owes a chunk (credit unused, nothing arriving),
    * in ms of performance.now(); null while the client has not read what
@@ -169,6 +172,25 @@ export const STREAM_WINDOW = 256 * 1024;
 /** Bytes of streamed replies the gateway holds for one sandbox at most. */
 export const SITE_STREAM_BYTES = 16 * 1024 * 1024;
 /**
+ * Bytes every stream may have on its way even when its site's budget is
+ * used up (by clients that do not read): no stream of a site starves. Held
+ * over the budget: at most MAX_STREAMS of these.
+ */
+export const STREAM_FLOOR = 16 * 1024;
+/**
+ * Streamed replies one sandbox may have open at once, and of those, from
+ * one client address; past them, a reply that would stream is answered 503
+ * (and cancelled in the site): clients opening streams they never read
+ * cannot make the gateway, or the site, hold more, and one address cannot
+ * take every stream of a site.
+ */
+export const MAX_STREAMS = 256;
+export const MAX_STREAMS_PER_PEER = 32;
+
+const TOO_MANY_STREAMS = new RepeatedWarning(
+  "Streamed replies over the limit were answered 503",
+);
+/**
  * Frames a sandbox may send on its own per second (a burst of half that).
  * A session question counts as 5 (it is answered), a websocket send as one
  * per 5 clients it reaches.
@@ -202,6 +224,8 @@ interface Pending {
   reject: (err: Error) => void;
   /** Aborted once its client has gone (asked for when the queue is full). */
   client?: () => AbortSignal;
+  /** The client's address (its streams are counted). */
+  peer?: string;
 }
 
 /** A request dropped because its client went away. */
@@ -319,6 +343,8 @@ export class SandboxProcess {
   #pending = new Map<number, Pending>();
   #streams = new Map<number, Incoming>();
   #idleTimer: ReturnType<typeof setInterval> | undefined;
+  /** Open streams per client address. */
+  #streamsByPeer = new Map<string, number>();
   #decoder: FrameDecoder | null = null;
   /** Credit outstanding over every stream: the most the gateway holds. */
   #held = 0;
@@ -531,7 +557,11 @@ export class SandboxProcess {
   ): { id: number; reply: Promise<SandboxReply> } {
     const id = this.#nextId++;
     const reply = this.#expect(id);
-    if (client !== undefined) this.#pending.get(id)!.client = client;
+    const pending = this.#pending.get(id);
+    if (pending !== undefined) {
+      pending.peer = req.peer;
+      if (client !== undefined) pending.client = client;
+    }
     this.#send({ t: "request", id, page, captures, req }, body);
     return { id, reply };
   }
@@ -688,10 +718,26 @@ export class SandboxProcess {
         );
         if (pause > 0) await delay(pause);
       }
-      decoder.end();
     } catch (err) {
       // The site misbehaved: its requests get 502, as for a crash.
       this.kill(`it broke the protocol: ${(err as Error).message}`, "crash");
+      return;
+    }
+    try {
+      decoder.end();
+    } catch (err) {
+      // Output cut off inside a frame: a process killed while it wrote (out
+      // of memory, say), whose exit says why; one still running broke the
+      // protocol.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const exited = await Promise.race([
+        this.#child.status.then(() => true),
+        new Promise<false>((r) => timer = setTimeout(() => r(false), 1000)),
+      ]);
+      clearTimeout(timer);
+      if (!exited) {
+        this.kill(`it broke the protocol: ${(err as Error).message}`, "crash");
+      }
     }
   }
 
@@ -719,9 +765,23 @@ export class SandboxProcess {
         const pending = this.#pending.get(msg.id);
         if (pending === undefined) return 1;
         this.#pending.delete(msg.id);
+        const over = msg.reply.kind === "stream"
+          ? this.#overStreams(pending.peer ?? "")
+          : null;
+        if (over !== null) {
+          TOO_MANY_STREAMS.note(this.spec.site, over);
+          this.#send({ t: "cancel", id: msg.id });
+          pending.resolve({
+            reply: { kind: "error", code: 503, message: over },
+            body: new Uint8Array(0),
+          });
+          return 0;
+        }
         pending.resolve({
           reply: msg.reply,
-          body: msg.reply.kind === "stream" ? this.#openStream(msg.id) : body,
+          body: msg.reply.kind === "stream"
+            ? this.#openStream(msg.id, pending.peer ?? "")
+            : body,
         });
         return 0;
       }
@@ -753,7 +813,18 @@ export class SandboxProcess {
    * within credit, granted as the client reads: up to STREAM_WINDOW ahead
    * per reply, and SITE_STREAM_BYTES over all of this sandbox's replies.
    */
-  #openStream(id: number): ReadableStream<Uint8Array> {
+  /** Why one more stream for `peer` is refused, or null. */
+  #overStreams(peer: string): string | null {
+    if (this.#streams.size >= MAX_STREAMS) {
+      return `The site has ${MAX_STREAMS} streamed replies open; try again later`;
+    }
+    if ((this.#streamsByPeer.get(peer) ?? 0) >= MAX_STREAMS_PER_PEER) {
+      return `Your address has ${MAX_STREAMS_PER_PEER} streamed replies of this site open; close one and try again`;
+    }
+    return null;
+  }
+
+  #openStream(id: number, peer: string): ReadableStream<Uint8Array> {
     let state: Incoming;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
@@ -764,8 +835,13 @@ export class SandboxProcess {
           received: 0,
           allowance: 0,
           owedSince: performance.now(),
+          peer,
         };
         this.#streams.set(id, state);
+        this.#streamsByPeer.set(
+          peer,
+          (this.#streamsByPeer.get(peer) ?? 0) + 1,
+        );
         this.#watchIdle();
         this.#grant(state);
       },
@@ -786,10 +862,13 @@ export class SandboxProcess {
     const allowance = state.granted - consumed;
     this.#held += allowance - state.allowance;
     state.allowance = allowance;
-    const grant = Math.min(
+    let grant = Math.min(
       STREAM_WINDOW - allowance,
       SITE_STREAM_BYTES - this.#held,
     );
+    if (allowance < STREAM_FLOOR) {
+      grant = Math.max(grant, STREAM_FLOOR - allowance);
+    }
     if (grant <= 0 && allowance <= 0) {
       this.#starved.add(state);
       return;
@@ -861,7 +940,10 @@ export class SandboxProcess {
   }
 
   #closeStream(state: Incoming): void {
-    this.#streams.delete(state.id);
+    if (!this.#streams.delete(state.id)) return;
+    const left = (this.#streamsByPeer.get(state.peer) ?? 1) - 1;
+    if (left > 0) this.#streamsByPeer.set(state.peer, left);
+    else this.#streamsByPeer.delete(state.peer);
     this.#starved.delete(state);
     this.#held -= state.allowance;
     state.allowance = 0;
