@@ -129,6 +129,11 @@ Deno.test("export default { fetch } answers every path and method the site's pag
       "PUT /echo HTTP/1.1\r\nHost: App.Test:8080\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
     );
     assert.equal(JSON.parse(named.body).url, "http://app.test:8080/echo");
+    // The host it was routed by: an absolute-form target's, not Host's.
+    const absolute = await server.raw(
+      "PUT http://app.test/echo HTTP/1.1\r\nHost: other.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(JSON.parse(absolute.body).url, "http://app.test/echo");
 
     // Several Set-Cookie headers and the other headers, as sent.
     // (On its own host: on a shared one, the gateway binds a site's

@@ -207,10 +207,14 @@ export function withHeaders(
   site: string,
 ): RequestContext {
   if (ctx.headersFor !== site) {
-    // On a host the site does not own it sees only its own cookies.
+    // On a host the site does not own it sees only its own cookies; on a
+    // host another site owns (which let it answer what it does not), none
+    // of the owner's credentials either.
     const bound = site !== ctx.hostOwner;
+    const foreign = bound && ctx.hostOwner != null;
     const flat: WireRequest["headers"] = [];
     ctx.headers.forEach((value, name) => {
+      if (foreign && CREDENTIALS.has(name)) return;
       if (name !== "cookie" || !bound) flat.push(name, value);
       else {
         const scoped = scopeCookieHeader(value, site);
@@ -222,6 +226,9 @@ export function withHeaders(
   }
   return ctx;
 }
+
+/** Request headers that authenticate to a host's owner. */
+const CREDENTIALS = new Set(["authorization", "proxy-authorization"]);
 
 const removedHeaders = new RepeatedWarning(
   "A header that speaks for other sites was removed",

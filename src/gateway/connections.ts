@@ -96,6 +96,8 @@ interface Connection {
   sending: number;
   /** When an answer being sent last moved (a chunk was taken). */
   progressAt: number;
+  /** Answers whose engine asked for more and that wait for their source. */
+  awaitingSite: number;
   /**
    * The engine takes a small body whole and writes it later: the connection
    * does not count as idle before it has had time to leave.
@@ -184,6 +186,7 @@ export class ConnectionServer {
       inflight: 0,
       sending: 0,
       progressAt: 0,
+      awaitingSite: 0,
       bufferedUntil: 0,
       upgraded: false,
       idleSince: Date.now(),
@@ -241,7 +244,12 @@ export class ConnectionServer {
       ) {
         // Streamed in chunks, so each chunk taken shows the client reading
         // and the end of the answer is seen.
-        answer = progressing(response, bytes, () => c.progressAt = Date.now());
+        answer = progressing(
+          response,
+          bytes,
+          () => c.progressAt = Date.now(),
+          (waiting) => c.awaitingSite += waiting ? 1 : -1,
+        );
       } else {
         const leaving = Date.now() +
           ((bytes ?? 0) / MIN_SEND_BYTES_PER_SECOND) * 1000;
@@ -286,8 +294,10 @@ export class ConnectionServer {
     const now = Date.now();
     const sendTimeout = this.#options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
     for (const c of this.#connections) {
+      // Waiting for the site's next chunk (a quiet event stream) is not the
+      // client's doing: the site's request timeout bounds that.
       const slowReader = !c.upgraded && c.sending > 0 &&
-        now - c.progressAt > sendTimeout;
+        c.awaitingSite === 0 && now - c.progressAt > sendTimeout;
       if (idleFor(c, this.#options.keepaliveMs, now) || slowReader) {
         this.#close(c);
       }
@@ -350,12 +360,14 @@ const MIN_SEND_BYTES_PER_SECOND = 16 * 1024;
 
 /**
  * `response` with its body re-streamed in chunks of at most
- * {@linkcode STREAM_OVER_BYTES}; `onProgress` is called as each is taken.
+ * {@linkcode STREAM_OVER_BYTES}; `onProgress` is called as each is taken,
+ * and `onWaiting` while the engine waits for the source.
  */
 function progressing(
   response: Response,
   bytes: number | null,
   onProgress: () => void,
+  onWaiting: (waiting: boolean) => void,
 ): Response {
   const source = response.body!.getReader();
   let rest = new Uint8Array(0);
@@ -363,7 +375,15 @@ function progressing(
     async pull(controller) {
       onProgress();
       if (rest.length === 0) {
-        const { value, done } = await source.read();
+        onWaiting(true);
+        let read: Awaited<ReturnType<typeof source.read>>;
+        try {
+          read = await source.read();
+        } finally {
+          onWaiting(false);
+          onProgress();
+        }
+        const { value, done } = read;
         if (done) {
           controller.close();
           return;

@@ -234,3 +234,40 @@ Deno.test("ConnectionServer: a large answer read at once leaves its connection i
     await server.shutdown(1000);
   }
 });
+
+Deno.test("ConnectionServer: an answer waiting for its source (a quiet event stream) is not cut as a slow reader", async () => {
+  const server = new ConnectionServer({
+    hostname: "127.0.0.1",
+    port: 0,
+    keepaliveMs: 1000,
+    maxConnections: 100,
+    sendTimeoutMs: 500,
+  }, () => {
+    const encoder = new TextEncoder();
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(encoder.encode("first;"));
+        // Quiet for four send timeouts, while the client reads.
+        await new Promise((r) => setTimeout(r, 2000));
+        controller.enqueue(encoder.encode("second;"));
+        controller.close();
+      },
+    });
+    return Promise.resolve({ response: new Response(body), bytes: null });
+  });
+  try {
+    const conn = await get(server.addr.port);
+    const buf = new Uint8Array(4096);
+    let text = "";
+    const decoder = new TextDecoder();
+    while (!text.includes("second;")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += decoder.decode(buf.subarray(0, n));
+    }
+    conn.close();
+    assert.match(text, /first;[\s\S]*second;/);
+  } finally {
+    await server.shutdown(1000);
+  }
+});

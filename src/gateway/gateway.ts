@@ -175,6 +175,7 @@ export class Gateway {
         path: target.path,
         fullUrl: target.raw,
         scheme: target.scheme,
+        authority: host,
         query: target.query,
         // Filled only when a site sees the request (static files and
         // gateway errors never need it): see withHeaders().

@@ -125,6 +125,14 @@ export function readTarget(
 }
 
 /**
+ * A `Host` header as RFC 9110 §7.2 has it: a registered name or an IP
+ * address (IPv6 in brackets), and an optional port; no `/`, `?`, `#`, `@`
+ * or spaces.
+ */
+const HOST_REGEXP =
+  /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=%]+)(?::[0-9]*)?$/;
+
+/**
  * The host a request is for (RFC 9112 §3.2): the authority of its URL, which
  * Deno takes from an absolute-form target (that wins over `Host`), from
  * HTTP/2's `:authority`, or else from `Host`. Refused (400): more than one
@@ -154,8 +162,18 @@ export function requestHost(
       status: 400,
       message: "The request has more than one Host header",
     };
+  } else if (!HOST_REGEXP.test(header)) {
+    // Deno builds the URL from it: "a.test/?" would make the path "/".
+    return {
+      status: 400,
+      message: "The Host header is not a host name or address",
+    };
   }
   const start = url.indexOf("//") + 2;
   const end = url.indexOf("/", start);
-  return url.slice(start, end < 0 ? url.length : end);
+  const authority = url.slice(start, end < 0 ? url.length : end);
+  if (authority.includes("@")) {
+    return { status: 400, message: "The request's host has user information" };
+  }
+  return authority;
 }

@@ -66,6 +66,8 @@ export interface WireRequest {
   fullUrl: string;
   /** How the client reached the server: `http` or `https`. */
   scheme: "http" | "https";
+  /** The host (and port) the request was routed by, as received. */
+  authority: string;
   /** The raw query string, without `?`. */
   query: string;
   /** Flat `[name, value, name, value, …]`, names lower-case. */
@@ -426,6 +428,7 @@ function isWireRequest(value: unknown): value is WireRequest {
   return isRecord(value) && typeof value.method === "string" &&
     typeof value.path === "string" && typeof value.fullUrl === "string" &&
     (value.scheme === "http" || value.scheme === "https") &&
+    typeof value.authority === "string" &&
     typeof value.query === "string" && isHeaderList(value.headers) &&
     typeof value.host === "string" && typeof value.peer === "string" &&
     typeof value.startTime === "number" && typeof value.upgraded === "boolean";

@@ -29,6 +29,7 @@ const REQ: WireRequest = {
   path: "/a b",
   fullUrl: "/a%20b?x=1",
   scheme: "http",
+  authority: "a.test",
   query: "x=1",
   headers: ["host", "a.test", "accept", "*/*"],
   host: "a.test",
@@ -357,6 +358,7 @@ Deno.test("parseFromSandbox() rejects malformed messages", async (t) => {
 const BAD_TO_SANDBOX: [string, string, Path, unknown][] = [
   ["request scheme missing", "request", ["req", "scheme"], DELETE],
   ["request scheme ftp", "request", ["req", "scheme"], "ftp"],
+  ["request authority missing", "request", ["req", "authority"], DELETE],
   ["init hosts missing", "init", ["hosts"], DELETE],
   ["init hosts with a number", "init", ["hosts", 0], 1],
   ["init site missing", "init", ["site"], DELETE],

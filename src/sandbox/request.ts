@@ -108,12 +108,14 @@ export class PageRequest {
 
   /**
    * The request as a standard `Request`: the URL with the request's own
-   * scheme and Host, every header, and the body as a stream. A new one each
+   * scheme and host (as routed), every header, and the body as a stream. A new one each
    * call (a body can be read once).
    */
   toRequest(signal?: AbortSignal): Request {
     const wire = this.#wire;
-    const host = this.headers.get("host") ?? (wire.host || "localhost");
+    // The authority the gateway routed by (an absolute-form target's wins
+    // over Host), which it checked.
+    const host = wire.authority || "localhost";
     // Joined as text: resolved against a base, a target such as
     // `//other.test/x` would change the host.
     const target = wire.fullUrl.startsWith("/") ? wire.fullUrl : wire.path;

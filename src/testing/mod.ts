@@ -154,6 +154,7 @@ export async function testSite(
       path: target.path,
       fullUrl: target.raw,
       scheme: url.protocol === "https:" ? "https" : "http",
+      authority: url.host,
       query: target.query,
       headers,
       host: url.hostname.toLowerCase(),

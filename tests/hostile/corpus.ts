@@ -155,6 +155,22 @@ export const CORPUS: HostileRequest[] = [
     ok: "tolerate",
   },
   {
+    // Deno builds the URL from Host: this one would make the path "/".
+    name: "Host with a path",
+    bytes: "GET /nowhere HTTP/1.1\r\nHost: x.test/?\r\n\r\n",
+    ok: "reject",
+  },
+  {
+    name: "Host with user information",
+    bytes: "GET /nowhere HTTP/1.1\r\nHost: a.test@x.test\r\n\r\n",
+    ok: "reject",
+  },
+  {
+    name: "Host with a fragment",
+    bytes: "GET /nowhere HTTP/1.1\r\nHost: x.test#/\r\n\r\n",
+    ok: "reject",
+  },
+  {
     name: "lower-case method",
     bytes: `get /nowhere HTTP/1.1\r\n${H}\r\n`,
     ok: "tolerate",

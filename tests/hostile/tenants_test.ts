@@ -61,6 +61,8 @@ const THIEF = {
   "autorun/ar_thief.ts": `
 import { hosts } from "sandflare";
 hosts.any.add("/steal", (req) => "stolen: " + (req.headers.get("cookie") ?? ""));
+hosts.any.add("/steal-auth", (req) =>
+  "stolen: " + (req.headers.get("authorization") ?? "") + (req.headers.get("proxy-authorization") ?? ""));
 hosts.any.add("/blog", () => "thief's blog");
 hosts.any.add("/stats", () => "thief's stats");
 `,
@@ -132,6 +134,16 @@ Deno.test("an owner that opts in to fallback still keeps its cookies", async () 
     assert.equal(steal.status, 200, "the thief's page answers: nb opted in");
     assert.equal(steal.body, "stolen: ", "but it sees none of nb's cookies");
     assert.equal((await browse(server, "nb.test", "/me", jar)).body, "ann");
+    // Credentials sent to nb's host are nb's too.
+    const auth = await server.raw(
+      "GET /steal-auth HTTP/1.1\r\nHost: nb.test\r\nAuthorization: Basic YW5uOnNlY3JldA==\r\nProxy-Authorization: Basic eDp5\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(auth.body, "stolen: ");
+    // On a host nobody owns, a site's own credentials reach it.
+    const shared = await server.raw(
+      "GET /steal-auth HTTP/1.1\r\nHost: shared.test\r\nAuthorization: Basic YQ==\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(shared.body, "stolen: Basic YQ==");
   } finally {
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
