@@ -123,8 +123,8 @@ interface Incoming {
   received: number;
   /** Credit not yet read by the client: what the gateway may have to hold. */
   allowance: number;
-  /** The client's address. */
-  peer: string;
+  /** The client of an open-ended stream; null for a body of known length. */
+  peer: string | null;
   /**
    * Since when the site owes a chunk (credit unused, nothing arriving),
    * in ms of performance.now(); null while the client has not read what
@@ -178,11 +178,12 @@ export const SITE_STREAM_BYTES = 16 * 1024 * 1024;
  */
 export const STREAM_FLOOR = 16 * 1024;
 /**
- * Streamed replies one sandbox may have open at once, and of those, from
- * one client address; past them, a reply that would stream is answered 503
- * (and cancelled in the site): clients opening streams they never read
- * cannot make the gateway, or the site, hold more, and one address cannot
- * take every stream of a site.
+ * Open-ended streams (a body of unknown length: an event stream, say) one
+ * sandbox may have open at once, and of those, from one client address;
+ * past them, such a reply is answered 503 (and cancelled in the site):
+ * clients opening endless streams they never read cannot make the gateway,
+ * or the site, hold more, and one address cannot take every stream of a
+ * site. A large body of known length streams too, but is not counted.
  */
 export const MAX_STREAMS = 256;
 export const MAX_STREAMS_PER_PEER = 32;
@@ -343,7 +344,8 @@ export class SandboxProcess {
   #pending = new Map<number, Pending>();
   #streams = new Map<number, Incoming>();
   #idleTimer: ReturnType<typeof setInterval> | undefined;
-  /** Open streams per client address. */
+  /** Open-ended streams, in all and per client address. */
+  #endless = 0;
   #streamsByPeer = new Map<string, number>();
   #decoder: FrameDecoder | null = null;
   /** Credit outstanding over every stream: the most the gateway holds. */
@@ -765,9 +767,9 @@ export class SandboxProcess {
         const pending = this.#pending.get(msg.id);
         if (pending === undefined) return 1;
         this.#pending.delete(msg.id);
-        const over = msg.reply.kind === "stream"
-          ? this.#overStreams(pending.peer ?? "")
-          : null;
+        const endless = msg.reply.kind === "stream" &&
+          msg.reply.length === null;
+        const over = endless ? this.#overStreams(pending.peer ?? "") : null;
         if (over !== null) {
           TOO_MANY_STREAMS.note(this.spec.site, over);
           this.#send({ t: "cancel", id: msg.id });
@@ -780,7 +782,7 @@ export class SandboxProcess {
         pending.resolve({
           reply: msg.reply,
           body: msg.reply.kind === "stream"
-            ? this.#openStream(msg.id, pending.peer ?? "")
+            ? this.#openStream(msg.id, endless ? pending.peer ?? "" : null)
             : body,
         });
         return 0;
@@ -808,14 +810,9 @@ export class SandboxProcess {
     }
   }
 
-  /**
-   * The stream a `stream` reply's chunks arrive on. The sandbox sends only
-   * within credit, granted as the client reads: up to STREAM_WINDOW ahead
-   * per reply, and SITE_STREAM_BYTES over all of this sandbox's replies.
-   */
-  /** Why one more stream for `peer` is refused, or null. */
+  /** Why one more open-ended stream for `peer` is refused, or null. */
   #overStreams(peer: string): string | null {
-    if (this.#streams.size >= MAX_STREAMS) {
+    if (this.#endless >= MAX_STREAMS) {
       return `The site has ${MAX_STREAMS} streamed replies open; try again later`;
     }
     if ((this.#streamsByPeer.get(peer) ?? 0) >= MAX_STREAMS_PER_PEER) {
@@ -824,7 +821,14 @@ export class SandboxProcess {
     return null;
   }
 
-  #openStream(id: number, peer: string): ReadableStream<Uint8Array> {
+  /**
+   * The stream a `stream` reply's chunks arrive on. The sandbox sends only
+   * within credit, granted as the client reads: up to STREAM_WINDOW ahead
+   * per reply, and SITE_STREAM_BYTES over all of this sandbox's replies
+   * (past it, STREAM_FLOOR each). `peer`: the client of an open-ended
+   * stream (counted); null for a body of known length.
+   */
+  #openStream(id: number, peer: string | null): ReadableStream<Uint8Array> {
     let state: Incoming;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
@@ -838,10 +842,13 @@ export class SandboxProcess {
           peer,
         };
         this.#streams.set(id, state);
-        this.#streamsByPeer.set(
-          peer,
-          (this.#streamsByPeer.get(peer) ?? 0) + 1,
-        );
+        if (peer !== null) {
+          this.#endless++;
+          this.#streamsByPeer.set(
+            peer,
+            (this.#streamsByPeer.get(peer) ?? 0) + 1,
+          );
+        }
         this.#watchIdle();
         this.#grant(state);
       },
@@ -941,9 +948,12 @@ export class SandboxProcess {
 
   #closeStream(state: Incoming): void {
     if (!this.#streams.delete(state.id)) return;
-    const left = (this.#streamsByPeer.get(state.peer) ?? 1) - 1;
-    if (left > 0) this.#streamsByPeer.set(state.peer, left);
-    else this.#streamsByPeer.delete(state.peer);
+    if (state.peer !== null) {
+      this.#endless--;
+      const left = (this.#streamsByPeer.get(state.peer) ?? 1) - 1;
+      if (left > 0) this.#streamsByPeer.set(state.peer, left);
+      else this.#streamsByPeer.delete(state.peer);
+    }
     this.#starved.delete(state);
     this.#held -= state.allowance;
     state.allowance = 0;
