@@ -142,6 +142,18 @@ hosts.any.add("/pool/hello", () => "hello world");
   };
 }
 
+/** The Hono example (sites/hono) as fixture files: its app, deno.json and lock. */
+async function honoSite(): Promise<SiteFiles[string]> {
+  const dir = join(PROJECT_DIR, "sites", "hono");
+  const files: SiteFiles[string] = {};
+  for (
+    const name of ["site.json", "deno.json", "deno.lock", "autorun/ar_app.ts"]
+  ) {
+    files[name] = await Deno.readTextFile(join(dir, name));
+  }
+  return files;
+}
+
 async function startBaseline(): Promise<
   { origin: string; stop: () => Promise<void> }
 > {
@@ -191,13 +203,23 @@ async function throughput(
   only: string | null,
   measures: Measure[],
 ): Promise<LoadResult[]> {
-  const sitesDir = await writeSites(benchSites());
+  const sitesDir = await writeSites({
+    ...benchSites(),
+    hono: await honoSite(),
+  });
   const server = await startServer({
     sitesDir,
     // The round trip sends one message after another as fast as they come
     // back (about 4,000 a second): over the default per-client rate.
-    args: ["--no-reload", "--websocket-max-rate=100000"],
+    // --install: the Hono app's package, into a cache of this run.
+    args: [
+      "--no-reload",
+      "--websocket-max-rate=100000",
+      "--install",
+      `--data-dir=${join(sitesDir, ".data")}`,
+    ],
     discardStdout: true,
+    timeoutMs: 60_000,
   });
   const base = await startBaseline();
   const post = await postScript(4096);
@@ -221,6 +243,19 @@ async function throughput(
         await compare(
           "hello from a fetch handler (host.mount, 1 worker)",
           () => wrk(`${server.origin}/fetch/hello`, s),
+          hello,
+          options,
+        ),
+      );
+    }
+    if (want("hello") || want("hono")) {
+      results.push(
+        await compare(
+          "hello from an unmodified Hono app (npm:hono, 1 worker)",
+          () =>
+            wrk(`${server.origin}/hello`, s, {
+              host: "hono.localhost",
+            }),
           hello,
           options,
         ),

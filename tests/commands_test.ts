@@ -29,7 +29,9 @@ Deno.test("sites prints hosts, routes, websockets, permissions and problems", as
 import { hosts, websocket } from "sandflare";
 hosts.any.add("/good", () => "good");
 hosts.get("good.test").addPattern("/item/(\\\\d+)", () => "item", "POST");
+hosts.get("good.test").mount("/api", () => new Response("api"));
 websocket.register("/live", "v1");
+export default { fetch: () => new Response("app") };
 `,
     },
     bad: {
@@ -51,6 +53,11 @@ websocket.register("/live", "v1");
       assert.match(stdout, /GET +\/good/);
       assert.match(stdout, /POST ~ \/item\/\(\\d\+\) {2}\(host good\.test\)/);
       assert.match(stdout, /\/live \(protocol v1\)/);
+      assert.match(
+        stdout,
+        /\* +\/api\/… \(fetch handler\) {2}\(host good\.test\)/,
+      );
+      assert.match(stdout, /\* +\/… \(fetch handler\)$/m);
       assert.match(stdout, /static: +1 file/);
       assert.match(
         stdout,

@@ -69,9 +69,11 @@ export function describeSites(
         method: p.method,
         host: p.host,
         route: p.path ??
-          `~ ${p.regex!.source}${
-            p.regex!.flags === "" ? "" : ` (flags ${p.regex!.flags})`
-          }`,
+          (p.prefix !== undefined
+            ? `${p.prefix === "/" ? "" : p.prefix}/… (fetch handler)`
+            : `~ ${p.regex!.source}${
+              p.regex!.flags === "" ? "" : ` (flags ${p.regex!.flags})`
+            }`),
       })),
       staticFiles: files.entries.size,
       websockets: (routes?.websockets ?? []).map((w) => ({

@@ -175,7 +175,30 @@ function checkMap(
     checkInside(resolved, where, source);
     out[resolved] = checkTarget(target, where, source, base);
   }
+  // As in a deno.json, a package's entry maps its subpaths too ("hono"
+  // gives "hono/cookie"), unless the site maps them itself.
+  for (const [key, target] of Object.entries(out)) {
+    const subpaths = packageSubpaths(key, target);
+    if (subpaths !== null && out[`${key}/`] === undefined) {
+      out[`${key}/`] = subpaths;
+    }
+  }
   return out;
+}
+
+/**
+ * The target of `key/` for a bare key mapped to a whole npm: or jsr:
+ * package, as Deno reads a deno.json; null for anything else.
+ *
+ * @example
+ * ```ts
+ * packageSubpaths("hono", "npm:hono@4.13.19"); // "npm:/hono@4.13.19/"
+ * ```
+ */
+export function packageSubpaths(key: string, target: string): string | null {
+  if (key.endsWith("/") || SCHEME_REGEXP.test(key)) return null;
+  const match = /^(npm|jsr):\/?((?:@[^/]+\/)?[^/@]+(?:@[^/]+)?)$/.exec(target);
+  return match === null ? null : `${match[1]}:/${match[2]}/`;
 }
 
 function checkTarget(

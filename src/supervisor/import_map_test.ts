@@ -7,6 +7,7 @@ import {
   mappedSpecifier,
   mergeImportMaps,
   notInstalled,
+  packageSubpaths,
   parseSiteConfig,
 } from "./import_map.ts";
 
@@ -33,14 +34,39 @@ Deno.test("parseSiteConfig() makes entries absolute and drops the server's", () 
   assert.deepEqual(map, {
     imports: {
       "marked": "npm:marked@15.0.12",
+      // A package's subpaths, as a deno.json maps them ("marked/x").
+      "marked/": "npm:/marked@15.0.12/",
       "@lib/": "file:///srv/sites/md/lib/",
       "file:///srv/sites/md/old/": "file:///srv/sites/md/new/",
       "std/": "https://deno.land/std@0.224.0/",
     },
     scopes: {
-      "file:///srv/sites/md/vendor/": { "marked": "npm:marked@14.0.0" },
+      "file:///srv/sites/md/vendor/": {
+        "marked": "npm:marked@14.0.0",
+        "marked/": "npm:/marked@14.0.0/",
+      },
     },
   });
+});
+
+Deno.test("a package's entry maps its subpaths, as a deno.json does", () => {
+  assert.equal(
+    packageSubpaths("hono", "npm:hono@4.13.19"),
+    "npm:/hono@4.13.19/",
+  );
+  assert.equal(
+    packageSubpaths("@std/path", "jsr:@std/path@1.0.8"),
+    "jsr:/@std/path@1.0.8/",
+  );
+  assert.equal(packageSubpaths("x", "npm:/x@1"), "npm:/x@1/");
+  assert.equal(packageSubpaths("x/", "npm:/x@1/"), null);
+  assert.equal(packageSubpaths("x", "npm:x@1/sub"), null);
+  assert.equal(packageSubpaths("x", "https://e.test/x.ts"), null);
+  const map = parseSiteConfig(
+    `{"imports": {"hono": "npm:hono@4", "hono/": "./mine/"}}`,
+    SOURCE,
+  );
+  assert.equal(map.imports["hono/"], "file:///srv/sites/md/mine/");
 });
 
 Deno.test("parseSiteConfig() refuses what a site may not map, naming file and field", async (t) => {
