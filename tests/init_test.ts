@@ -38,7 +38,7 @@ Deno.test("cli init makes a site that serves its page and passes deno check from
       const site = join(sitesDir, "shop");
       assert.ok(
         init.stdout.startsWith(
-          `Created ${site}: site.json, deno.json, autorun/ar_shop.ts\n`,
+          `Created ${site}: site.json, deno.json, autorun/ar_shop.ts, shop_test.ts\n`,
         ),
         init.stdout,
       );
@@ -48,7 +48,7 @@ Deno.test("cli init makes a site that serves its page and passes deno check from
           "http://localhost:8080/shop",
           `"marked": "npm:marked@15.0.12", then run: deno task cli install shop --sites-dir=${sitesDir}`,
           "from its folder: deno check autorun/",
-          "from its folder: deno test",
+          "from its folder: deno test -A",
         ]
       ) {
         assert.ok(init.stdout.includes(next), `${next} in:\n${init.stdout}`);
@@ -82,6 +82,17 @@ Deno.test("cli init makes a site that serves its page and passes deno check from
         const wrong = await run(["check", "autorun/"], copy);
         assert.equal(wrong.code, 1, wrong.stderr);
         assert.match(wrong.stderr, /TS2345/);
+        await Deno.remove(join(copy, "autorun", "ar_wrong.ts"));
+      },
+    );
+    await t.step(
+      "its own test, with testSite, passes in that copy (deno test -A)",
+      async () => {
+        const copy = join(root, "elsewhere", "shop");
+        const test = await run(["test", "-A"], copy);
+        assert.equal(test.code, 0, test.stdout + test.stderr);
+        assert.match(test.stdout, /the shop page \.\.\. ok/);
+        assert.match(test.stdout, /ok \| 1 passed/);
       },
     );
   } finally {

@@ -191,6 +191,20 @@ hosts.any.add(${JSON.stringify(`/${name}`)}, (req) =>
 <h1>${name}</h1>
 <p>Hello \${req.peer}, from the site ${name}.</p>\`);
 `,
+    [`${name}_test.ts`]:
+      `// The site's own tests, run in its folder with: deno test -A
+import assert from "node:assert/strict";
+import { testSite } from "sandflare/testing";
+
+Deno.test(${JSON.stringify(`the ${name} page`)}, async () => {
+  await using site = await testSite(import.meta.dirname!);
+  const res = await site.request(${JSON.stringify(`/${name}`)});
+  assert.equal(res.status, 200);
+  assert.ok((await res.text()).includes(${
+        JSON.stringify(`from the site ${name}.`)
+      }));
+});
+`,
   };
 }
 
@@ -214,7 +228,7 @@ function nextSteps(
       installCommand(name, options)
     }`,
     `  type-check it, from its folder: deno check autorun/`,
-    `  its tests (files named *_test.ts, which may import "sandflare/testing"), from its folder: deno test`,
+    `  its tests (${name}_test.ts and other *_test.ts files, with testSite from "sandflare/testing"), from its folder: deno test -A`,
   ];
   return steps;
 }
