@@ -26,6 +26,7 @@ export { escapeHtml, html, raw, SafeHtml } from "./html.ts";
 import type { SafeHtml } from "./html.ts";
 import {
   isMountPrefix,
+  LINEAR_ENGINE,
   MAX_HOSTS_PER_SITE,
   MAX_MOUNT_PREFIX_LENGTH,
   MAX_MOUNTS_PER_SITE,
@@ -120,16 +121,6 @@ type HookArgs<N extends string> = N extends keyof HookSignatures
 
 const METHOD_REGEXP = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const ALLOWED_FLAGS_REGEXP = /^[ms]*$/;
-
-/** Whether this process has V8's linear-time engine (the `l` flag). */
-const LINEAR_ENGINE = (() => {
-  try {
-    new RegExp("", "l");
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 function runsInLinearTime(source: string, flags: string): boolean {
   try {

@@ -6,6 +6,16 @@
  * @module
  */
 
+/** Whether this process has V8's linear-time engine (the `l` flag). */
+export const LINEAR_ENGINE: boolean = (() => {
+  try {
+    new RegExp("", "l");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
 /** Longest route pattern source, in characters. */
 export const MAX_PATTERN_LENGTH = 256;
 

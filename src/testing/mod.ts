@@ -35,6 +35,7 @@ import { parseManifest } from "../supervisor/manifest.ts";
 import { listScripts } from "../supervisor/sites.ts";
 import { buildRouter, type Router } from "../router/router.ts";
 import { parseTarget } from "../gateway/request_target.ts";
+import { LINEAR_ENGINE } from "../shared/route_limits.ts";
 import type { WireRequest } from "../protocol/messages.ts";
 import type { FromTestWorker, ToTestWorker } from "./site_worker.ts";
 
@@ -57,16 +58,6 @@ export interface TestSiteOptions {
   /** The client's address the pages see. @default {"127.0.0.1"} */
   peer?: string;
 }
-
-/** Whether this process can run route patterns on the linear-time engine. */
-const LINEAR = (() => {
-  try {
-    new RegExp("", "l");
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 /**
  * Loads the site in `folder` (relative to the working directory) for tests.
@@ -124,7 +115,7 @@ export async function testSite(
         pattern,
         fallback: manifest.fallback.includes(pattern),
       })),
-    }], { linear: LINEAR });
+    }], { linear: LINEAR_ENGINE });
   } catch (err) {
     worker.terminate();
     throw err;

@@ -19,20 +19,12 @@ import {
   stackOf,
   wantsDefaultType,
 } from "../sandbox/pages.ts";
-import type { WireRequest, WireSession } from "../protocol/messages.ts";
+import type { ToWorker, WireSession } from "../protocol/messages.ts";
 
-/** testSite → worker. */
+/** testSite → worker: requests and errors as a sandbox's workers get them. */
 export type ToTestWorker =
   | { t: "load"; siteDir: string; scripts: string[]; hosts: string[] }
-  | {
-    t: "request";
-    id: number;
-    page: number;
-    captures: string[];
-    req: WireRequest;
-    body: Uint8Array;
-  }
-  | { t: "error"; id: number; code: number; message: string; req: WireRequest };
+  | Extract<ToWorker, { t: "request" | "error" }>;
 
 /** Worker → testSite. */
 export type FromTestWorker =
