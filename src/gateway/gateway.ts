@@ -177,8 +177,7 @@ export class Gateway {
         scheme: target.scheme,
         authority: host,
         query: target.query,
-        // Filled only when a site sees the request (static files and
-        // gateway errors never need it): see withHeaders().
+        // Filled only once a site sees the request: see withHeaders().
         headers: [],
         host: normalizeHost(host),
         peer,
