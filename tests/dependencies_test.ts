@@ -271,6 +271,18 @@ hosts.any.add("${path}", () => "loaded");
       }),
       "autorun/ar_threads.ts": page("/threads", `import "wt";`),
     },
+    // The sandbox's own modules import node:os and node:module: a
+    // top-level entry would apply to them too (review).
+    builtins: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "deno.json": JSON.stringify({
+        imports: { "node:os": "./evil_os.ts", "node:module": "./evil.ts" },
+      }),
+      "evil_os.ts":
+        `console.error("EVIL_OS ran");\nexport function setPriority() {}\n`,
+      "evil.ts": `console.error("EVIL_MODULE ran");\n`,
+      "autorun/ar_builtins.ts": page("/builtins", ""),
+    },
     byurl: {
       "site.json": JSON.stringify({ hosts: ["*"] }),
       "deno.json": JSON.stringify({ imports: {} }),
@@ -364,6 +376,13 @@ hosts.any.add("/npmworker", () => {
         /threads\/deno\.json: "imports"\."wt": node:worker_threads is not available to sites/,
       );
     });
+    await t.step("node: built-ins the runtime imports", async () => {
+      assert.match(
+        await notLoaded("builtins"),
+        /builtins\/deno\.json: "imports"\."node:(os|module)": a site may map bare names \(such as "marked"\), https: URLs and paths in its folder, not node: specifiers/,
+      );
+      assert.doesNotMatch(server.logs(), /EVIL_(OS|MODULE) ran/);
+    });
     await t.step("a runtime module by URL, with a map of its own", async () => {
       assert.match(
         await notLoaded("byurl"),
@@ -377,7 +396,14 @@ hosts.any.add("/npmworker", () => {
       );
     });
     for (
-      const path of ["/gateway", "/relative", "/scoped", "/threads", "/byurl"]
+      const path of [
+        "/gateway",
+        "/relative",
+        "/scoped",
+        "/threads",
+        "/builtins",
+        "/byurl",
+      ]
     ) {
       assert.equal((await server.fetch(path)).status, 404, path);
     }

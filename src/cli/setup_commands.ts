@@ -10,7 +10,11 @@ import { log } from "../log.ts";
 import { escapeControl } from "../shared/escape.ts";
 import { readSiteDependencies } from "../supervisor/dependencies.ts";
 import { DependencyError, folderUrl } from "../supervisor/import_map.ts";
-import { type InstallResult, installSite } from "../supervisor/install.ts";
+import {
+  CLI_INSTALL_TIMEOUT_MS,
+  type InstallResult,
+  installSite,
+} from "../supervisor/install.ts";
 import { ManifestError, parseManifest } from "../supervisor/manifest.ts";
 import {
   readAutorun,
@@ -109,6 +113,7 @@ async function installOne(
       quotaMiB: request.disk,
       // A running server sees the lockfile change and loads the site.
       touchLock: true,
+      timeoutMs: CLI_INSTALL_TIMEOUT_MS,
     });
   } catch (err) {
     if (err instanceof ManifestError || err instanceof DependencyError) {

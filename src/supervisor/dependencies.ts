@@ -95,8 +95,20 @@ function checkLockfile(text: string, file: string): void {
   }
 }
 
+/**
+ * The largest `deno.json` or `deno.lock` a site may have: the gateway reads
+ * them and builds an import map from them on its own thread.
+ */
+export const MAX_DEPENDENCY_FILE_BYTES = 1024 * 1024;
+
 async function readIfThere(file: string): Promise<string | null> {
   try {
+    const info = await Deno.stat(file);
+    if (info.isFile && info.size > MAX_DEPENDENCY_FILE_BYTES) {
+      throw new DependencyError(
+        `${file} is ${info.size} bytes; a site's deno.json and deno.lock may be at most ${MAX_DEPENDENCY_FILE_BYTES} bytes`,
+      );
+    }
     return await Deno.readTextFile(file);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return null;

@@ -51,6 +51,9 @@ export interface SiteConfigSource {
   siteDir: string;
 }
 
+/** The most entries a site's `imports` and `scopes` may have together. */
+export const MAX_MAP_ENTRIES = 1000;
+
 const SERVER_SPECIFIER_REGEXP = /^sandflare(\/|$)/;
 const WORKER_THREADS_REGEXP = /^(node:)?worker_threads$/;
 const URL_LIKE_REGEXP = /^(\/|\.\/|\.\.\/)/;
@@ -83,7 +86,15 @@ export function parseSiteConfig(
 ): ImportMap {
   const { file } = source;
   const errors: ParseError[] = [];
-  const data: unknown = parseJsonc(text, errors, { allowTrailingComma: true });
+  let data: unknown;
+  try {
+    data = parseJsonc(text, errors, { allowTrailingComma: true });
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new DependencyError(
+      `${file}: nested too deeply to read; a site's deno.json maps specifiers, such as {"imports": ${EXAMPLE}}`,
+    );
+  }
   const [error] = errors;
   if (error !== undefined) {
     const { line, column } = positionOf(text, error.offset);
@@ -104,9 +115,10 @@ export function parseSiteConfig(
     );
   }
   const base = folderUrl(source.siteDir);
+  const entries = { count: 0 };
   const imports = data.imports === undefined
     ? {}
-    : checkMap(data.imports, '"imports"', source, base);
+    : checkMap(data.imports, '"imports"', source, base, entries);
   const scopes: Record<string, SpecifierMap> = {};
   if (data.scopes !== undefined) {
     if (!isObject(data.scopes)) {
@@ -124,7 +136,7 @@ export function parseSiteConfig(
         );
       }
       checkInside(scope, field, source);
-      scopes[scope] = checkMap(map, field, source, base);
+      scopes[scope] = checkMap(map, field, source, base, entries);
     }
   }
   return { imports, scopes };
@@ -135,6 +147,7 @@ function checkMap(
   field: string,
   source: SiteConfigSource,
   base: string,
+  entries: { count: number },
 ): SpecifierMap {
   const { file } = source;
   if (!isObject(value)) {
@@ -162,6 +175,21 @@ function checkMap(
     if (WORKER_THREADS_REGEXP.test(key)) {
       throw new DependencyError(
         `${file}: ${where}: node:worker_threads cannot be remapped by a site`,
+      );
+    }
+    // An import map's top-level entries apply to every module of the
+    // sandbox, the runtime's own too: a site remapping node:os would run
+    // its code in the sandbox's host thread.
+    if (SCHEME_REGEXP.test(key) && !/^(file|https?):/i.test(key)) {
+      throw new DependencyError(
+        `${file}: ${where}: a site may map bare names (such as "marked"), https: URLs and paths in its folder, not ${
+          key.slice(0, key.indexOf(":") + 1)
+        } specifiers`,
+      );
+    }
+    if (++entries.count > MAX_MAP_ENTRIES) {
+      throw new DependencyError(
+        `${file}: more than ${MAX_MAP_ENTRIES} entries under "imports" and "scopes"; a site may map at most ${MAX_MAP_ENTRIES}`,
       );
     }
     if (key.endsWith("/") && !target.endsWith("/")) {

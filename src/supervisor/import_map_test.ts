@@ -124,6 +124,35 @@ Deno.test("parseSiteConfig() refuses what a site may not map, naming file and fi
       /"scopes"\."\.\/"\."node:worker_threads": node:worker_threads cannot be remapped/,
     ],
     [
+      "a node: built-in as a key (the runtime's modules would get it)",
+      `{"imports": {"node:os": "./os.ts"}}`,
+      /"imports"\."node:os": a site may map bare names \(such as "marked"\), https: URLs and paths in its folder, not node: specifiers/,
+    ],
+    [
+      "an npm: specifier as a key",
+      `{"imports": {"npm:x@1": "./x.ts"}}`,
+      /"imports"\."npm:x@1": .*not npm: specifiers/,
+    ],
+    [
+      "a data: URL as a key",
+      `{"imports": {"data:text/javascript,1": "./x.ts"}}`,
+      /"imports"\."data:text\/javascript,1": .*not data: specifiers/,
+    ],
+    [
+      "more than 1000 entries",
+      JSON.stringify({
+        imports: Object.fromEntries(
+          Array.from({ length: 1001 }, (_, i) => [`k${i}`, "npm:x@1"]),
+        ),
+      }),
+      /deno\.json: more than 1000 entries under "imports" and "scopes"; a site may map at most 1000/,
+    ],
+    [
+      "nested too deeply",
+      `{"imports": ${"[".repeat(100_000)}`,
+      /deno\.json: (nested too deeply to read|1:)/,
+    ],
+    [
       "node:worker_threads as a target",
       `{"imports": {"wt": "node:worker_threads"}}`,
       /"imports"\."wt": node:worker_threads is not available to sites/,

@@ -45,6 +45,10 @@ export interface InstallSpec {
    * server sees it change and loads the site.
    */
   touchLock: boolean;
+  /** How long the install may take; past it, it is killed and fails. */
+  timeoutMs: number;
+  /** Aborts the install (the server is stopping, say). */
+  signal?: AbortSignal;
 }
 
 /** How an install went. */
@@ -65,6 +69,9 @@ export type InstallResult =
 
 const MIB = 1024 * 1024;
 
+/** How long `cli install` may take for one site (a large package, a slow link). */
+export const CLI_INSTALL_TIMEOUT_MS = 10 * 60_000;
+
 /**
  * Installs one site's dependencies.
  * @returns what was installed, "nothing" when the site imports no package
@@ -84,6 +91,7 @@ export async function installSite(spec: InstallSpec): Promise<InstallResult> {
     spec.site,
     sandboxImportMap(spec.deps, spec.projectDir),
   );
+  const timeout = AbortSignal.timeout(spec.timeoutMs);
   const output = await new Deno.Command(Deno.execPath(), {
     args: [
       "install",
@@ -91,9 +99,10 @@ export async function installSite(spec: InstallSpec): Promise<InstallResult> {
       `--import-map=${importMap}`,
       "--node-modules-dir=none",
       `--lock=${lockFile}`,
-      // The operator installs what the site's code names, from any host; a
-      // sandbox later loads it from the cache with no import permission.
-      "--allow-import",
+      // Remote modules from Deno's default hosts only (jsr.io, deno.land,
+      // esm.sh, cdn.jsdelivr.net, raw.githubusercontent.com, …): a site's
+      // code must not make the operator's machine fetch from its own
+      // network (loopback, the intranet, a cloud's metadata service).
       "--entrypoint",
       ...entries,
     ],
@@ -102,7 +111,21 @@ export async function installSite(spec: InstallSpec): Promise<InstallResult> {
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    signal: spec.signal === undefined
+      ? timeout
+      : AbortSignal.any([timeout, spec.signal]),
   }).output();
+  if (timeout.aborted) {
+    return {
+      kind: "failed",
+      reason: `the install did not finish within ${
+        Math.round(spec.timeoutMs / 1000)
+      } s and was stopped`,
+    };
+  }
+  if (spec.signal?.aborted) {
+    return { kind: "failed", reason: "the install was stopped" };
+  }
   if (!output.success) {
     return { kind: "failed", reason: errorOf(output.stderr) };
   }

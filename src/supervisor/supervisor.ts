@@ -149,6 +149,13 @@ const MIB = 1024 * 1024;
 /** Installs (`--install`) that run at once. */
 const MAX_INSTALLS = 4;
 
+/**
+ * How long `--install` may take for one site before it fails: a site whose
+ * packages do not come (a registry that stalls) must not hold the others'
+ * loading, which waits for a free install, for long.
+ */
+export const SERVER_INSTALL_TIMEOUT_MS = 60_000;
+
 const CODE_FILE_REGEXP = /\.(ts|tsx|mts|js|jsx|mjs|json)$/;
 /** Files at the top of a site folder that change how its modules load. */
 const DEPENDENCY_FILES = ["deno.json", "deno.jsonc", LOCK_FILE];
@@ -203,6 +210,8 @@ export class Supervisor implements Sites {
   #installing = new Map<string, Promise<unknown>>();
   /** Installs waiting for one of the few that may run at once. */
   #installQueue: (() => void)[] = [];
+  /** Aborted at stop: no install outlives the server. */
+  #installsStop = new AbortController();
   #installsRunning = 0;
 
   constructor(options: SupervisorOptions) {
@@ -666,6 +675,8 @@ export class Supervisor implements Sites {
         configDir: this.#options.configDir,
         quotaMiB: def.manifest.disk,
         touchLock: false,
+        timeoutMs: SERVER_INSTALL_TIMEOUT_MS,
+        signal: this.#installsStop.signal,
       })
     ).then((result) => {
       // Its own lockfile, as it left it: that change is no reason to reload.
@@ -926,6 +937,7 @@ export class Supervisor implements Sites {
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
+    this.#installsStop.abort();
     if (this.#poll !== null) clearInterval(this.#poll);
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
     if (this.#diskWatch !== null) clearInterval(this.#diskWatch);
