@@ -256,6 +256,17 @@ function checkTarget(
       `${file}: ${where}: node:worker_threads is not available to sites; a site runs Workers with new Worker()`,
     );
   }
+  // A package's subpath stays in the package (Deno's graph refuses one that
+  // climbs out today; this does not rely on it).
+  if (
+    /^(npm|jsr):/.test(resolved) && /(^|\/)\.\.?(\/|$)/.test(resolved.slice(4))
+  ) {
+    throw new DependencyError(
+      `${file}: ${where} maps to ${
+        JSON.stringify(target)
+      }, a package path with a "." or ".." segment; name the package and a path inside it`,
+    );
+  }
   checkInside(resolved, where, source);
   return resolved;
 }

@@ -129,6 +129,11 @@ Deno.test("parseSiteConfig() refuses what a site may not map, naming file and fi
       /"imports"\."node:os": a site may map bare names \(such as "marked"\), https: URLs and paths in its folder, not node: specifiers/,
     ],
     [
+      "an npm: target climbing out of its package",
+      `{"imports": {"ms": "npm:ms@2.1.3/../../secret.mjs"}}`,
+      /"imports"\."ms" maps to "npm:ms@2\.1\.3\/\.\.\/\.\.\/secret\.mjs", a package path with a "\." or "\.\." segment/,
+    ],
+    [
       "an npm: specifier as a key",
       `{"imports": {"npm:x@1": "./x.ts"}}`,
       /"imports"\."npm:x@1": .*not npm: specifiers/,
