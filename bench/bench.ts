@@ -28,7 +28,13 @@ import {
   writeSites,
 } from "../tests/helpers/server.ts";
 import { freePort, nginxPath, startNginx } from "../tests/helpers/nginx.ts";
-import { ensureWrk, wrk, type WrkResult } from "./wrk.ts";
+import { BROWSER_HEADERS, ensureWrk, wrk, type WrkResult } from "./wrk.ts";
+import {
+  childrenOf,
+  type CpuPerRequest,
+  measureCpu,
+  type Measured,
+} from "./cpu.ts";
 
 /** One throughput scenario's figures. */
 interface LoadResult {
@@ -36,9 +42,21 @@ interface LoadResult {
   rps: number;
   p50Ms: number;
   p99Ms: number;
+  /** CPU µs per request by process role (medians of the rounds). */
+  cpu: Record<string, number>;
+  /** CPU µs per request of the busiest threads, "role/thread". */
+  threads: Record<string, number>;
   baseline: string;
   baselineRps: number | null;
+  baselineCpu: Record<string, number> | null;
   ratio: number | null;
+}
+
+/** What a scenario loads: a wrk run, and the processes whose CPU counts. */
+interface Target {
+  name: string;
+  run: () => Promise<WrkResult>;
+  processes: () => Measured[];
 }
 
 /** One measured quantity (latency, memory, time). */
@@ -68,36 +86,56 @@ function median(values: number[]): number {
     : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** Medians of each role's figure over rounds. */
+function medianBy(rounds: Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const key of new Set(rounds.flatMap((r) => Object.keys(r)))) {
+    out[key] = median(rounds.map((r) => r[key] ?? 0));
+  }
+  return out;
+}
+
+async function measured(
+  target: Pick<Target, "run" | "processes">,
+): Promise<{ result: WrkResult; cpu: CpuPerRequest }> {
+  return await measureCpu(target.processes(), target.run, (r) => r.requests);
+}
+
 /** Alternates baseline and subject `rounds` times; medians of each. */
 async function compare(
   scenario: string,
-  subject: () => Promise<WrkResult>,
-  baseline: { name: string; run: () => Promise<WrkResult> } | null,
+  subject: Pick<Target, "run" | "processes">,
+  baseline: Target | null,
   options: Options,
   expect2xx = true,
 ): Promise<LoadResult> {
-  const ours: WrkResult[] = [];
-  const theirs: WrkResult[] = [];
+  const ours: { result: WrkResult; cpu: CpuPerRequest }[] = [];
+  const theirs: { result: WrkResult; cpu: CpuPerRequest }[] = [];
   for (let i = 0; i < options.rounds; i++) {
-    if (baseline !== null) theirs.push(await baseline.run());
-    ours.push(await subject());
+    if (baseline !== null) theirs.push(await measured(baseline));
+    ours.push(await measured(subject));
   }
   const errors = ours.reduce(
-    (n, r) => n + r.socketErrors + (expect2xx ? r.non2xx : 0),
+    (n, { result: r }) => n + r.socketErrors + (expect2xx ? r.non2xx : 0),
     0,
   );
   if (errors > 0) throw new Error(`${scenario}: ${errors} failed requests`);
-  const rps = median(ours.map((r) => r.rps));
+  const rps = median(ours.map((r) => r.result.rps));
   const baselineRps = baseline === null
     ? null
-    : median(theirs.map((r) => r.rps));
+    : median(theirs.map((r) => r.result.rps));
   return {
     scenario,
     rps,
-    p50Ms: median(ours.map((r) => r.p50Ms)),
-    p99Ms: median(ours.map((r) => r.p99Ms)),
+    p50Ms: median(ours.map((r) => r.result.p50Ms)),
+    p99Ms: median(ours.map((r) => r.result.p99Ms)),
+    cpu: medianBy(ours.map((r) => r.cpu.processes)),
+    threads: medianBy(ours.map((r) => r.cpu.threads)),
     baseline: baseline?.name ?? "none",
     baselineRps,
+    baselineCpu: baseline === null
+      ? null
+      : medianBy(theirs.map((r) => r.cpu.processes)),
     ratio: baselineRps === null ? null : rps / baselineRps,
   };
 }
@@ -154,35 +192,105 @@ async function honoSite(): Promise<SiteFiles[string]> {
   return files;
 }
 
-async function startBaseline(): Promise<
-  { origin: string; stop: () => Promise<void> }
-> {
+/** A baseline server running in processes of its own. */
+interface Baseline {
+  origin: string;
+  processes: Measured[];
+  stop: () => Promise<void>;
+}
+
+/**
+ * Starts `bench/NAME.ts` with `args` (the port first) and waits for its
+ * `listening` line; `child PID` on that line is a second process to measure.
+ */
+async function startBaselineScript(
+  name: "baseline" | "ceiling",
+  args: string[],
+): Promise<Baseline> {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--allow-net",
-      join(PROJECT_DIR, "bench", "baseline.ts"),
-      String(port),
+      "--allow-run",
+      "--allow-read",
+      join(PROJECT_DIR, "bench", `${name}.ts`),
+      ...(name === "ceiling"
+        ? [args[0]!, String(port)]
+        : [String(port), ...args]),
     ],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  while (!text.includes("listening")) {
+  while (!text.includes("\n")) {
     const { value, done } = await reader.read();
-    if (done) throw new Error("baseline exited");
+    if (done) throw new Error(`${name} exited`);
     text += value;
   }
   void (async () => {
     while (!(await reader.read()).done) { /* drain */ }
   })();
+  const processes: Measured[] = [{ role: "gateway", pid: child.pid }];
+  const inner = /child (\d+)/.exec(text);
+  if (inner !== null) processes.push({ role: "child", pid: Number(inner[1]) });
   return {
     origin: `http://127.0.0.1:${port}`,
+    processes,
     async stop() {
       child.kill("SIGTERM");
       await child.status;
+    },
+  };
+}
+
+/** Raw `Deno.serve` (or `Deno.serveHttp` per connection). */
+function startBaseline(engine: "serve" | "serveHttp" = "serve") {
+  return startBaselineScript("baseline", [engine]);
+}
+
+/** The bare two-process design on an engine (bench/ceiling.ts). */
+function startCeiling(engine: "serve" | "serveHttp") {
+  return startBaselineScript("ceiling", [engine]);
+}
+
+/** A baseline as a target to load: `path` on it, with wrk's options. */
+function targetOf(
+  name: string,
+  base: Baseline,
+  seconds: number,
+  path = "/",
+  options: Parameters<typeof wrk>[2] = {},
+): Target {
+  return {
+    name,
+    run: () => wrk(`${base.origin}${path}`, seconds, options),
+    processes: () => base.processes,
+  };
+}
+
+/** Sandflare as a target: the gateway and the sandbox of `site`. */
+function sandflare(
+  server: TestServer,
+  sitesDir: string,
+  site: string | null,
+  run: () => Promise<WrkResult>,
+): Pick<Target, "run" | "processes"> {
+  return {
+    run,
+    processes: () => {
+      const gateway = { role: "gateway", pid: server.child.pid };
+      if (site === null) return [gateway];
+      const dir = Deno.realPathSync(join(sitesDir, site));
+      const sandboxes = childrenOf(server.child.pid, [
+        "__sandbox",
+        `--allow-read=${dir},`,
+      ]);
+      return [
+        gateway,
+        ...sandboxes.map((pid) => ({ role: "sandbox", pid })),
+      ];
     },
   };
 }
@@ -222,18 +330,65 @@ async function throughput(
     timeoutMs: 60_000,
   });
   const base = await startBaseline();
+  const baseHttp = await startBaseline("serveHttp");
+  const bareServe = await startCeiling("serve");
+  const bareHttp = await startCeiling("serveHttp");
   const post = await postScript(4096);
   const results: LoadResult[] = [];
   const want = (name: string) => only === null || name.includes(only);
   const s = options.seconds;
+  const ours = (site: string | null, path: string, o = {}) =>
+    sandflare(
+      server,
+      sitesDir,
+      site,
+      () => wrk(`${server.origin}${path}`, s, o),
+    );
   try {
-    const hello = { name: "Deno.serve", run: () => wrk(`${base.origin}/`, s) };
+    const hello = targetOf("Deno.serve", base, s);
+    const helloHttp = targetOf("Deno.serveHttp", baseHttp, s);
+    // The ceiling: what a sandboxed page can cost in this design, on the
+    // engine the gateway uses by default (it owns its connections).
+    const bare = targetOf("bare design, Deno.serveHttp", bareHttp, s);
+    const browser = { headers: BROWSER_HEADERS };
+    if (want("ceiling")) {
+      for (
+        const [name, target] of [
+          ["raw Deno.serve", hello],
+          ["raw Deno.serveHttp", helloHttp],
+          ["bare design, Deno.serve", targetOf("", bareServe, s)],
+          ["bare design, Deno.serveHttp", bare],
+        ] as const
+      ) {
+        results.push(await compare(name, target, null, options));
+      }
+      results.push(
+        await compare(
+          "bare design, Deno.serveHttp, browser-like request",
+          targetOf("", bareHttp, s, "/", browser),
+          null,
+          options,
+        ),
+      );
+    }
     if (want("hello")) {
       results.push(
         await compare(
           "hello (a sandboxed page, 1 worker)",
-          () => wrk(`${server.origin}/hello`, s),
-          hello,
+          ours("bench", "/hello"),
+          bare,
+          options,
+        ),
+        await compare(
+          "hello (a sandboxed page, 1 worker), browser-like request",
+          ours("bench", "/hello", browser),
+          targetOf(
+            "bare design, Deno.serveHttp, browser-like",
+            bareHttp,
+            s,
+            "/",
+            browser,
+          ),
           options,
         ),
       );
@@ -242,8 +397,8 @@ async function throughput(
       results.push(
         await compare(
           "hello from a fetch handler (host.mount, 1 worker)",
-          () => wrk(`${server.origin}/fetch/hello`, s),
-          hello,
+          ours("bench", "/fetch/hello"),
+          bare,
           options,
         ),
       );
@@ -252,11 +407,8 @@ async function throughput(
       results.push(
         await compare(
           "hello from an unmodified Hono app (npm:hono, 1 worker)",
-          () =>
-            wrk(`${server.origin}/hello`, s, {
-              host: "hono.localhost",
-            }),
-          hello,
+          ours("hono", "/hello", { host: "hono.localhost" }),
+          bare,
           options,
         ),
       );
@@ -265,8 +417,8 @@ async function throughput(
       results.push(
         await compare(
           "hello, a site of 2 workers",
-          () => wrk(`${server.origin}/pool/hello`, s),
-          hello,
+          ours("pool", "/pool/hello"),
+          bare,
           options,
         ),
       );
@@ -275,8 +427,15 @@ async function throughput(
       results.push(
         await compare(
           "404 (no site code)",
-          () => wrk(`${server.origin}/missing`, s),
+          ours(null, "/missing"),
           hello,
+          options,
+          false,
+        ),
+        await compare(
+          "404 (no site code), browser-like request",
+          ours(null, "/missing", browser),
+          targetOf("Deno.serve, browser-like", base, s, "/", browser),
           options,
           false,
         ),
@@ -286,8 +445,8 @@ async function throughput(
       results.push(
         await compare(
           "2 captures among 200 patterns",
-          () => wrk(`${server.origin}/user/ann/42`, s),
-          hello,
+          ours("bench", "/user/ann/42"),
+          bare,
           options,
         ),
       );
@@ -296,17 +455,22 @@ async function throughput(
       results.push(
         await compare(
           "POST 4 KiB echo",
-          () => wrk(`${server.origin}/echo`, s, { script: post }),
-          {
-            name: "Deno.serve echo",
-            run: () => wrk(`${base.origin}/`, s, { script: post }),
-          },
+          ours("bench", "/echo", { script: post }),
+          targetOf("Deno.serve echo", base, s, "/", { script: post }),
           options,
         ),
       );
     }
     if (want("static")) {
-      results.push(await staticScenario(server, sitesDir, options));
+      results.push(
+        await staticScenario(server, sitesDir, options),
+        await compare(
+          "static 64 KiB, against the same string from Deno.serveHttp",
+          ours(null, "/64k.txt"),
+          targetOf("Deno.serveHttp 64 KiB", baseHttp, s, "/64k"),
+          options,
+        ),
+      );
     }
     if (want("fast")) {
       // The same gateway with connections left to Deno.serve (for a server
@@ -319,8 +483,24 @@ async function throughput(
       try {
         results.push(
           await compare(
+            "hello (1 worker), --fast-connections",
+            sandflare(
+              fast,
+              sitesDir,
+              "bench",
+              () => wrk(`${fast.origin}/hello`, s),
+            ),
+            targetOf("bare design, Deno.serve", bareServe, s),
+            options,
+          ),
+          await compare(
             "404, --fast-connections",
-            () => wrk(`${fast.origin}/missing`, s),
+            sandflare(
+              fast,
+              sitesDir,
+              null,
+              () => wrk(`${fast.origin}/missing`, s),
+            ),
             hello,
             options,
             false,
@@ -355,7 +535,7 @@ async function throughput(
     }
   } finally {
     await Deno.remove(post);
-    await base.stop();
+    for (const b of [base, baseHttp, bareServe, bareHttp]) await b.stop();
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
   }
@@ -385,10 +565,16 @@ async function staticScenario(
       name: "nginx",
       run: () =>
         wrk(`http://127.0.0.1:${nginx!.port}/64k.txt`, options.seconds),
+      processes: () => [],
     };
     return await compare(
       scenario,
-      () => wrk(`${server.origin}/64k.txt`, options.seconds),
+      sandflare(
+        server,
+        sitesDir,
+        null,
+        () => wrk(`${server.origin}/64k.txt`, options.seconds),
+      ),
       base,
       options,
     );
@@ -644,25 +830,47 @@ function table(rows: string[][]): string {
   ).join("\n");
 }
 
+function cpuTotal(cpu: Record<string, number>): number {
+  return Object.values(cpu).reduce((a, b) => a + b, 0);
+}
+
+/** `gateway 30.1 + sandbox 9.2 = 39.3`; one process alone, its figure. */
+function cpuText(cpu: Record<string, number>): string {
+  const parts = Object.entries(cpu);
+  if (parts.length === 0) return "—";
+  const each = parts.map(([role, us]) => `${role} ${us.toFixed(1)}`);
+  return parts.length === 1
+    ? each[0]!
+    : `${each.join(" + ")} = ${cpuTotal(cpu).toFixed(1)}`;
+}
+
 function render(load: LoadResult[], measures: Measure[]): string {
   const loadRows = [[
     "scenario",
     "req/s",
     "p50",
     "p99",
+    "CPU µs/req",
     "baseline",
     "baseline req/s",
+    "baseline CPU µs/req",
     "ratio",
+    "CPU ×",
   ]];
   for (const r of load) {
+    const ours = cpuTotal(r.cpu);
+    const theirs = r.baselineCpu === null ? 0 : cpuTotal(r.baselineCpu);
     loadRows.push([
       r.scenario,
       r.rps.toFixed(0),
       `${r.p50Ms.toFixed(2)} ms`,
       `${r.p99Ms.toFixed(2)} ms`,
+      cpuText(r.cpu),
       r.baseline,
       r.baselineRps === null ? "—" : r.baselineRps.toFixed(0),
+      r.baselineCpu === null ? "—" : cpuText(r.baselineCpu),
       r.ratio === null ? "—" : r.ratio.toFixed(2),
+      ours > 0 && theirs > 0 ? (ours / theirs).toFixed(2) : "—",
     ]);
   }
   const measureRows = [["measure", "value", "detail"]];
@@ -722,6 +930,6 @@ if (import.meta.main) {
     ? JSON.stringify({ machine, load, measures }, null, 2)
     : `${
       render(load, measures)
-    }\n\nmachine: ${machine}; load: wrk -t1 -c50, ${options.rounds} alternating round(s) of ${options.seconds} s, medians`;
+    }\n\nmachine: ${machine}; load: wrk -t1 -c50, ${options.rounds} alternating round(s) of ${options.seconds} s, medians; CPU: user + system time of each process (from /proc) over the requests served`;
   Deno.stdout.writeSync(new TextEncoder().encode(out + "\n"));
 }

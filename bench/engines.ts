@@ -19,6 +19,7 @@
 
 import { parseArgs } from "node:util";
 import { freePort } from "../tests/helpers/nginx.ts";
+import { serveHttpEach } from "./serve_http.ts";
 import { ensureWrk, wrk } from "./wrk.ts";
 
 type Handler = (request: Request) => Response;
@@ -74,19 +75,9 @@ const ENGINES: Engine[] = [
     name: "Deno.serveHttp per connection",
     ownsConnections: true,
     start(port, handler) {
-      const serveHttp = (Deno as unknown as {
-        serveHttp: (conn: Deno.Conn) => AsyncIterable<{
-          request: Request;
-          respondWith(r: Response): Promise<void>;
-        }>;
-      }).serveHttp;
-      return acceptEach(port, (conn) => {
-        (async () => {
-          for await (const event of serveHttp(conn)) {
-            event.respondWith(handler(event.request)).catch(() => {});
-          }
-        })().catch(() => {});
-      });
+      const listener = Deno.listen({ hostname: "127.0.0.1", port });
+      serveHttpEach(listener, handler);
+      return () => listener.close();
     },
   },
 ];

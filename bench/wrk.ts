@@ -11,6 +11,8 @@ let WRK = "";
 /** What one wrk run measured. */
 export interface WrkResult {
   rps: number;
+  /** Requests completed in the run. */
+  requests: number;
   p50Ms: number;
   p99Ms: number;
   /** Non-2xx/3xx answers. */
@@ -67,16 +69,38 @@ function toMs(value: string, unit: string): number {
 }
 
 /**
+ * What a browser sends with a page request, besides Host: a dozen headers,
+ * compression among them (wrk sends none of them by itself).
+ */
+export const BROWSER_HEADERS: readonly string[] = [
+  "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+  "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+  "Accept-Encoding: gzip, deflate, br, zstd",
+  "Accept-Language: en-US,en;q=0.9",
+  "Cache-Control: max-age=0",
+  'Sec-Ch-Ua: "Chromium";v="131", "Not_A Brand";v="24"',
+  "Sec-Ch-Ua-Mobile: ?0",
+  'Sec-Ch-Ua-Platform: "Linux"',
+  "Sec-Fetch-Dest: document",
+  "Sec-Fetch-Mode: navigate",
+  "Sec-Fetch-Site: none",
+  "Sec-Fetch-User: ?1",
+  "Upgrade-Insecure-Requests: 1",
+  "Cookie: theme=dark; _ga=GA1.1.1234567890.1700000000",
+];
+
+/**
  * Runs wrk once (`-t1 -c50`); loopback only, bounded by `seconds`. Call
  * {@linkcode ensureWrk} first.
  */
 export async function wrk(
   url: string,
   seconds: number,
-  options: { host?: string; script?: string } = {},
+  options: { host?: string; script?: string; headers?: readonly string[] } = {},
 ): Promise<WrkResult> {
   const args = ["-t1", "-c50", `-d${seconds}s`, "--latency", "--timeout", "5s"];
   if (options.host !== undefined) args.push("-H", `Host: ${options.host}`);
+  for (const header of options.headers ?? []) args.push("-H", header);
   if (options.script !== undefined) args.push("-s", options.script);
   args.push(url);
   const out = await new Deno.Command(WRK === "" ? "wrk" : WRK, {
@@ -105,8 +129,10 @@ export async function wrk(
       }`,
     );
   }
+  const requests = Number(/(\d+) requests in/.exec(text)?.[1] ?? NaN);
   return {
     rps,
+    requests: Number.isFinite(requests) ? requests : rps * seconds,
     p50Ms: latency("50"),
     p99Ms: latency("99"),
     non2xx,

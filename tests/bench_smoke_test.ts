@@ -29,11 +29,37 @@ Deno.test("deno task bench --json --quick prints results as JSON", async () => {
     Array.isArray(parsed.load) && parsed.load.length >= 5,
     "every load scenario ran",
   );
+  const ceiling = /^(raw Deno\.serve|bare design)/;
   for (const r of parsed.load) {
     assert.equal(typeof r.scenario, "string");
     assert.ok(r.rps > 0, `${r.scenario}: ${r.rps} req/s`);
-    assert.ok(r.baselineRps > 0 && r.ratio > 0, `${r.scenario} has a baseline`);
+    // The ceiling rows are the baselines themselves.
+    if (!ceiling.test(r.scenario)) {
+      assert.ok(
+        r.baselineRps > 0 && r.ratio > 0,
+        `${r.scenario} has a baseline`,
+      );
+    }
+    // CPU per request, of each process: the gateway's at least.
+    assert.ok(r.cpu.gateway > 0, `${r.scenario}: CPU ${JSON.stringify(r.cpu)}`);
   }
+  const scenarios = parsed.load.map((r: { scenario: string }) => r.scenario);
+  for (
+    const row of [
+      "raw Deno.serve",
+      "raw Deno.serveHttp",
+      "bare design, Deno.serve",
+      "bare design, Deno.serveHttp",
+      "hello (a sandboxed page, 1 worker), browser-like request",
+    ]
+  ) {
+    assert.ok(scenarios.includes(row), `no row "${row}"`);
+  }
+  const hello = parsed.load.find((r: { scenario: string }) =>
+    r.scenario === "hello (a sandboxed page, 1 worker)"
+  );
+  assert.equal(hello.baseline, "bare design, Deno.serveHttp");
+  assert.ok(hello.cpu.sandbox > 0 && hello.baselineCpu.child > 0);
   assert.ok(Array.isArray(parsed.measures) && parsed.measures.length >= 3);
   for (const m of parsed.measures) {
     assert.ok(
