@@ -129,6 +129,33 @@ export function send(
   };
 }
 
+/**
+ * Bodies smaller than this are sent as they are, not compressed: Deno's
+ * HTTP engine compresses every compressible answer to a client that sends
+ * `Accept-Encoding` (every browser), and for a small one that costs more
+ * than it saves. Measured (issue 17): a browser's 404, a 304-byte page,
+ * took 92.7 µs of the gateway's CPU compressed and 56.5 µs not.
+ */
+export const COMPRESS_MIN_BYTES = 1024;
+
+/**
+ * Marks an answer `Cache-Control: no-transform`, which keeps Deno from
+ * compressing it (and tells caches on the way not to either).
+ *
+ * @param headers the answer's headers, changed in place
+ */
+export function notCompressed(headers: HeaderList): void {
+  for (let i = 0; i < headers.length; i++) {
+    const [name, value] = headers[i]!;
+    if (name.toLowerCase() !== "cache-control") continue;
+    if (!/(^|,)\s*no-transform\s*(,|$)/i.test(value)) {
+      headers[i] = [name, `${value}, no-transform`];
+    }
+    return;
+  }
+  headers.push(["cache-control", "no-transform"]);
+}
+
 /** The gateway's own error page, in HTML or JSON as the client accepts. */
 export function defaultError(
   code: number,
@@ -137,9 +164,10 @@ export function defaultError(
   site: string,
 ): Answer {
   const page = errorPage(code, message, request.accept);
+  // Small: not worth compressing (see COMPRESS_MIN_BYTES).
   return send(
     code,
-    [["content-type", page.contentType]],
+    [["content-type", page.contentType], ["cache-control", "no-transform"]],
     page.body,
     request.method,
     site,

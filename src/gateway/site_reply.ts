@@ -11,7 +11,9 @@ import type { SandboxReply } from "../supervisor/sandbox_process.ts";
 import type { ServedSite } from "../supervisor/snapshot.ts";
 import {
   type Answer,
+  COMPRESS_MIN_BYTES,
   defaultError,
+  notCompressed,
   replyHeaders,
   type RequestContext,
   send,
@@ -55,6 +57,7 @@ export function replyAnswer(
       if (!(body instanceof Uint8Array) || body.length > MAX_WHOLE_REPLY) {
         return deps.refused(site.name, "a whole body too large", ctx);
       }
+      if (body.length < COMPRESS_MIN_BYTES) notCompressed(headers);
       return send(reply.status, headers, body, method, site.name);
     }
     case "stream": {
