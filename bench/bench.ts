@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import {
+  childrenOf,
   delay,
   PROJECT_DIR,
   type SiteFiles,
@@ -29,12 +30,7 @@ import {
 } from "../tests/helpers/server.ts";
 import { freePort, nginxPath, startNginx } from "../tests/helpers/nginx.ts";
 import { BROWSER_HEADERS, ensureWrk, wrk, type WrkResult } from "./wrk.ts";
-import {
-  childrenOf,
-  type CpuPerRequest,
-  measureCpu,
-  type Measured,
-} from "./cpu.ts";
+import { type CpuPerRequest, measureCpu, type Measured } from "./cpu.ts";
 
 /** One throughput scenario's figures. */
 interface LoadResult {
@@ -283,10 +279,12 @@ function sandflare(
       const gateway = { role: "gateway", pid: server.child.pid };
       if (site === null) return [gateway];
       const dir = Deno.realPathSync(join(sitesDir, site));
-      const sandboxes = childrenOf(server.child.pid, [
-        "__sandbox",
-        `--allow-read=${dir},`,
-      ]);
+      const sandboxes = childrenOf(
+        server.child.pid,
+        (_pid, command) =>
+          command.includes("__sandbox") &&
+          command.includes(`--allow-read=${dir},`),
+      );
       return [
         gateway,
         ...sandboxes.map((pid) => ({ role: "sandbox", pid })),

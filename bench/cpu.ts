@@ -52,27 +52,6 @@ export function cpuOf(pid: number): CpuSnapshot {
   return { total: total.seconds, threads };
 }
 
-/** The children of `parent` whose command line contains every one of `words`. */
-export function childrenOf(parent: number, words: string[]): number[] {
-  const found: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid !== parent) continue;
-      const command = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`)
-        .replaceAll("\0", " ");
-      if (words.every((w) => command.includes(w))) {
-        found.push(Number(entry.name));
-      }
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return found;
-}
-
 /** CPU µs per request of each process, and of its busiest threads. */
 export interface CpuPerRequest {
   /** role → µs per request. */

@@ -397,3 +397,28 @@ export async function startExamples(
     timeoutMs: 60_000,
   });
 }
+
+/**
+ * The child processes of `parent` (by /proc) that `match` accepts, given
+ * each one's pid and command line (arguments joined by spaces).
+ */
+export function childrenOf(
+  parent: number,
+  match: (pid: number, command: string) => boolean,
+): number[] {
+  const found: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== parent) continue;
+      const command = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`)
+        .replaceAll("\0", " ");
+      if (match(Number(entry.name), command)) found.push(Number(entry.name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}

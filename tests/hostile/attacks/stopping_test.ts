@@ -6,7 +6,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { delay, startServer, writeSites } from "../../helpers/server.ts";
+import {
+  childrenOf,
+  delay,
+  startServer,
+  writeSites,
+} from "../../helpers/server.ts";
 
 const SPIN = {
   // One worker, busy for good once its task starts.
@@ -20,23 +25,12 @@ scheduler.newTask("spin", () => { while (true) {} });
 
 /** The sandboxes of a server whose site folder is `dir` (by their cwd). */
 function sandboxes(serverPid: number, dir: string): number[] {
-  const found: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid !== serverPid) continue;
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (!cmdline.includes("__sandbox")) continue;
-      if (Deno.readLinkSync(`/proc/${entry.name}/cwd`) === dir) {
-        found.push(Number(entry.name));
-      }
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return found;
+  return childrenOf(
+    serverPid,
+    (pid, command) =>
+      command.includes("__sandbox") &&
+      Deno.readLinkSync(`/proc/${pid}/cwd`) === dir,
+  );
 }
 
 async function waitFor(
