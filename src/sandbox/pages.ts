@@ -8,7 +8,7 @@
  */
 
 import { registry } from "./_registry.ts";
-import { hook } from "./api.ts";
+import { hook, mountDefault } from "./api.ts";
 import type { PageRequest } from "./request.ts";
 import { HaltSignal, PageResponse } from "./response.ts";
 import { SafeHtml } from "./html.ts";
@@ -43,6 +43,38 @@ export function stackOf(err: unknown): string {
 const INTERNAL_FRAME_REGEXP = new RegExp(
   `^\\s+at .*(${RegExp.escape(new URL("./", import.meta.url).href)}|ext:)`,
 );
+
+/**
+ * Runs a site's autorun scripts in order, mounts their default fetch
+ * handlers once all have run (the pages they add answer first anyway), then
+ * runs the `Loaded` hook.
+ *
+ * @param scripts file: URLs of the scripts
+ * @param declared the site's host patterns (where default handlers answer)
+ * @param name how messages name a script, from its URL
+ * @throws whatever a script, a mount or the hook throws
+ */
+export async function loadScripts(
+  scripts: string[],
+  declared: string[],
+  name: (url: string) => string,
+): Promise<void> {
+  const handlers: { script: string; handler: unknown }[] = [];
+  for (const url of scripts) {
+    const handler: unknown = (await import(url)).default;
+    if (
+      (typeof handler === "object" || typeof handler === "function") &&
+      handler !== null &&
+      typeof (handler as { fetch?: unknown }).fetch === "function"
+    ) {
+      handlers.push({ script: name(url), handler });
+    }
+  }
+  for (const { script, handler } of handlers) {
+    mountDefault(script, handler, declared);
+  }
+  await hook.call("Loaded");
+}
 
 /** Answers made from a Response: sent as they are, with no default type. */
 const asIs = new WeakSet<PageResponse>();

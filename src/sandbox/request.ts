@@ -108,10 +108,10 @@ export class PageRequest {
 
   /**
    * The request as a standard `Request`: the URL with the request's own
-   * scheme and host (as routed), every header, and the body as a stream. A new one each
-   * call (a body can be read once).
+   * scheme and host (as routed), every header, and the body as a stream.
+   * A new one each call (a body can be read once).
    */
-  toRequest(signal?: AbortSignal): Request {
+  toRequest(): Request {
     const wire = this.#wire;
     // The authority the gateway routed by (an absolute-form target's wins
     // over Host), which it checked.
@@ -130,7 +130,6 @@ export class PageRequest {
       method: wire.method,
       headers: this.headers,
       body: bodyless ? null : this.#body as BodyInit,
-      ...(signal === undefined ? {} : { signal }),
     });
   }
 

@@ -16,12 +16,13 @@ import {
   outputToLog,
 } from "./confine.ts";
 import { registry, routesOf, type SocketEntry } from "./_registry.ts";
-import { hook, mountDefault, startTasks } from "./api.ts";
+import { hook, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
 import type { PageResponse } from "./response.ts";
 import {
   answerError,
   answerPage,
+  loadScripts,
   type PageAnswer,
   stackOf,
   wantsDefaultType,
@@ -54,6 +55,8 @@ self.addEventListener("unhandledrejection", (event) => {
 });
 
 let siteDir = "";
+/** The site folder's file: URL, with a trailing slash. */
+let siteUrl = "";
 
 function socketOf(channel: number): SocketEntry | undefined {
   return registry.sockets[channel];
@@ -302,10 +305,8 @@ async function sendChunk(
  * The promise's outcome if it settles within a few microtask turns, else
  * null: a stream that holds its data answers a read that fast.
  */
-async function settledSoon<T>(
-  promise: Promise<T>,
-): Promise<{ done: boolean; value: unknown } | null> {
-  let result: T | undefined;
+async function settledSoon(promise: Promise<Read>): Promise<Read | null> {
+  let result: Read | null = null;
   let settled = false;
   let error: unknown = null;
   let failedRead = false;
@@ -320,7 +321,7 @@ async function settledSoon<T>(
     await undefined;
   }
   if (failedRead) throw error;
-  return settled ? result as { done: boolean; value: unknown } : null;
+  return settled ? result : null;
 }
 
 /** Microtask turns a read may take and still count as data already there. */
@@ -374,12 +375,10 @@ function locate(err: unknown): string | null {
   const text = err instanceof Error
     ? `${err.message}\n${err.stack ?? ""}`
     : String(err);
-  const prefix =
-    new URL(`file://${siteDir.endsWith("/") ? siteDir : siteDir + "/"}`).href;
   const LOCATION_REGEXP = /file:\/\/[^\s)'"]+?:\d+(?::\d+)?/g;
   for (const match of text.matchAll(LOCATION_REGEXP)) {
-    if (match[0].startsWith(prefix)) {
-      return decodeURI(match[0].slice(prefix.length));
+    if (match[0].startsWith(siteUrl)) {
+      return decodeURI(match[0].slice(siteUrl.length));
     }
   }
   return null;
@@ -387,18 +386,7 @@ function locate(err: unknown): string | null {
 
 async function load(scripts: string[], declared: string[]): Promise<void> {
   try {
-    const handlers: { script: string; handler: unknown }[] = [];
-    for (const url of scripts) {
-      const module = await import(url);
-      if (module.default !== undefined && isFetchExport(module.default)) {
-        handlers.push({ script: scriptName(url), handler: module.default });
-      }
-    }
-    // After every script: the pages they add answer first anyway.
-    for (const { script, handler } of handlers) {
-      mountDefault(script, handler, declared);
-    }
-    await hook.call("Loaded");
+    await loadScripts(scripts, declared, scriptName);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     send({
@@ -412,18 +400,9 @@ async function load(scripts: string[], declared: string[]): Promise<void> {
   send({ t: "loaded", routes: routesOf(registry) });
 }
 
-/** `export default { fetch }` (an object or a function with a fetch method). */
-function isFetchExport(value: unknown): boolean {
-  return (typeof value === "object" || typeof value === "function") &&
-    value !== null &&
-    typeof (value as { fetch?: unknown }).fetch === "function";
-}
-
 /** `autorun/ar_x.ts` for a script's URL. */
 function scriptName(url: string): string {
-  const prefix =
-    new URL(`file://${siteDir.endsWith("/") ? siteDir : siteDir + "/"}`).href;
-  return url.startsWith(prefix) ? decodeURI(url.slice(prefix.length)) : url;
+  return url.startsWith(siteUrl) ? decodeURI(url.slice(siteUrl.length)) : url;
 }
 
 function firstLine(text: string): string {
@@ -487,6 +466,7 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
   if (msg.t === "load") {
     if (out !== null) return; // once
     siteDir = msg.siteDir;
+    siteUrl = new URL(`file://${siteDir.replace(/\/*$/, "/")}`).href;
     out = new SharedOut(msg.out);
     slot = msg.index;
     direct = msg.direct !== null;

@@ -10,11 +10,11 @@
 /// <reference lib="deno.worker" />
 
 import { registry, routesOf } from "../sandbox/_registry.ts";
-import { hook, mountDefault } from "../sandbox/api.ts";
 import { PageRequest } from "../sandbox/request.ts";
 import {
   answerError,
   answerPage,
+  loadScripts,
   type PageAnswer,
   stackOf,
   wantsDefaultType,
@@ -76,18 +76,7 @@ function log(line: string): void {
 async function load(msg: Extract<ToTestWorker, { t: "load" }>): Promise<void> {
   siteDir = msg.siteDir;
   try {
-    for (const url of msg.scripts) {
-      const module = await import(url);
-      const handler: unknown = module.default;
-      if (
-        (typeof handler === "object" || typeof handler === "function") &&
-        handler !== null &&
-        typeof (handler as { fetch?: unknown }).fetch === "function"
-      ) {
-        mountDefault(url, handler, msg.hosts);
-      }
-    }
-    await hook.call("Loaded");
+    await loadScripts(msg.scripts, msg.hosts, (url) => url);
   } catch (err) {
     post({ t: "loadFailed", message: stackOf(err) });
     return;
@@ -96,7 +85,7 @@ async function load(msg: Extract<ToTestWorker, { t: "load" }>): Promise<void> {
   post({ t: "loaded", routes: routesOf(registry) });
 }
 
-async function send(id: number, answer: PageAnswer): Promise<void> {
+function send(id: number, answer: PageAnswer): void {
   if (answer.kind === "error") {
     post({ t: "default", id, code: answer.code, message: answer.message });
     return;
@@ -123,7 +112,6 @@ async function send(id: number, answer: PageAnswer): Promise<void> {
     },
     stream === null ? [] : [stream as unknown as Transferable],
   );
-  await Promise.resolve();
 }
 
 self.addEventListener("message", (event: MessageEvent<ToTestWorker>) => {
