@@ -174,7 +174,8 @@ export const SITE_STREAM_BYTES = 16 * 1024 * 1024;
 /**
  * Bytes every stream may have on its way even when its site's budget is
  * used up (by clients that do not read): no stream of a site starves. Held
- * over the budget: at most MAX_STREAMS of these.
+ * over the budget: one of these per open stream, and a site's open streams
+ * count towards its `--site-queue`.
  */
 export const STREAM_FLOOR = 16 * 1024;
 /**
@@ -350,8 +351,6 @@ export class SandboxProcess {
   #decoder: FrameDecoder | null = null;
   /** Credit outstanding over every stream: the most the gateway holds. */
   #held = 0;
-  /** Streams waiting for room under SITE_STREAM_BYTES. */
-  #starved = new Set<Incoming>();
   #heartbeats = new Map<number, (ok: boolean) => void>();
   #nextId = 1;
   #holds = 0;
@@ -876,14 +875,10 @@ export class SandboxProcess {
     if (allowance < STREAM_FLOOR) {
       grant = Math.max(grant, STREAM_FLOOR - allowance);
     }
-    if (grant <= 0 && allowance <= 0) {
-      this.#starved.add(state);
-      return;
-    }
-    // Credit goes out in pieces of a quarter window at least.
+    // Credit goes out in pieces of a quarter window at least; a stream with
+    // none left always gets its floor, so none waits for others to close.
     if (grant < STREAM_WINDOW / 4 && allowance > 0) return;
     if (grant <= 0) return;
-    this.#starved.delete(state);
     state.granted += grant;
     state.allowance += grant;
     this.#held += grant;
@@ -954,16 +949,8 @@ export class SandboxProcess {
       if (left > 0) this.#streamsByPeer.set(state.peer, left);
       else this.#streamsByPeer.delete(state.peer);
     }
-    this.#starved.delete(state);
     this.#held -= state.allowance;
     state.allowance = 0;
-    // The room freed goes to the streams waiting longest, until it is used
-    // up: each close costs a few grants, not one per waiting stream.
-    for (const waiting of this.#starved) {
-      if (this.#held >= SITE_STREAM_BYTES) break;
-      this.#grant(waiting);
-      if (this.#starved.has(waiting)) break;
-    }
   }
 
   async #readStderr(): Promise<void> {
