@@ -187,11 +187,6 @@ interface PatternEntry extends PageEntry {
   pattern: CompiledPattern;
 }
 
-interface MountEntry extends PageEntry {
-  /** Without a trailing slash, except `/` itself. */
-  prefix: string;
-}
-
 /** The pages of one host from one priority tier. */
 interface Tier {
   /** path → method → pages (more than one only across sites on hosts.any). */
@@ -199,8 +194,8 @@ interface Tier {
   /** method → patterns, in site then registration order. */
   patterns: Map<string, PatternEntry[]>;
   allPatterns: PatternEntry[];
-  /** Mounted handlers by prefix (more than one only across sites on hosts.any). */
-  mounts: Map<string, MountEntry[]>;
+  /** Mounted handlers by prefix, without its trailing slash (more than one only across sites on hosts.any). */
+  mounts: Map<string, PageEntry[]>;
 }
 
 interface Host {
@@ -614,7 +609,6 @@ function addMount(
     pageId: spec.id,
     method: ANY_METHOD,
     label: `handler mounted at "${prefix}" (site ${site})`,
-    prefix,
   });
   tier.mounts.set(prefix, list);
 }
