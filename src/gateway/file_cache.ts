@@ -8,7 +8,7 @@
  * @module
  */
 
-import { isInside } from "../supervisor/sites.ts";
+import { isInside } from "../supervisor/paths.ts";
 import {
   contentRange,
   decideConditional,

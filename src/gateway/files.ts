@@ -7,7 +7,7 @@
  */
 
 import { resolve } from "node:path";
-import { isInside } from "../supervisor/sites.ts";
+import { isInside } from "../supervisor/paths.ts";
 
 /** Where a requested file is, or why it is not served. */
 export type FileLookup =

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { isInside } from "../supervisor/sites.ts";
+import { isInside } from "../supervisor/paths.ts";
 import { accelPath, lookupSiteFile } from "./files.ts";
 
 Deno.test("isInside() decides containment by path segments", async (t) => {

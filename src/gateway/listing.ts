@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import { escapeHtml } from "../shared/escape.ts";
-import { isInside } from "../supervisor/sites.ts";
+import { isInside } from "../supervisor/paths.ts";
 
 /** One entry of a listing. */
 export interface ListingEntry {

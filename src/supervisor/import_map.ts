@@ -26,7 +26,7 @@ import {
   type ParseError,
   printParseErrorCode,
 } from "jsonc-parser";
-import { isAbsolute, relative, sep } from "node:path";
+import { isInside } from "./paths.ts";
 import { fileURLToPath } from "node:url";
 
 /** Specifier → specifier, as in an import map. */
@@ -317,11 +317,6 @@ export function folderUrl(dir: string): string {
   const url = new URL("file:///");
   url.pathname = dir.endsWith("/") ? dir : `${dir}/`;
   return url.href;
-}
-
-function isInside(dir: string, path: string): boolean {
-  const rel = relative(dir, path);
-  return rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
 }
 
 /**

@@ -11,8 +11,9 @@
  * @module
  */
 import { isIP } from "node:net";
-import { isAbsolute, relative, resolve, sep, win32 } from "node:path";
+import { isAbsolute, relative, resolve, win32 } from "node:path";
 import { MAX_WORKERS } from "../protocol/messages.ts";
+import { isInside } from "./paths.ts";
 
 /**
  * The longest `requestTimeout`, in seconds. A page that runs holds a place
@@ -437,11 +438,7 @@ export function loaderPathUnder(root: string, path: string): string | null {
   if (path === root) return "the whole site folder";
   for (const name of LOADER_PATHS) {
     const loaded = resolve(root, name);
-    const inside = relative(loaded, path);
-    const isIn = inside === "" ||
-      !(inside === ".." || inside.startsWith(`..${sep}`) ||
-        isAbsolute(inside));
-    if (isIn || !relative(path, loaded).startsWith("..")) {
+    if (isInside(loaded, path) || !relative(path, loaded).startsWith("..")) {
       return JSON.stringify(name);
     }
   }
@@ -481,8 +478,7 @@ function resolveSitePath(
     );
   }
   const path = resolve(root, entry);
-  const inside = relative(root, path);
-  if (inside === ".." || inside.startsWith(`..${sep}`) || isAbsolute(inside)) {
+  if (!isInside(root, path)) {
     throw fieldError(
       file,
       field,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isAbsolute, join, relative, resolve, sep } from "node:path";
+import { join, relative, resolve, sep } from "node:path";
 import {
   LOADER_PATHS,
   loaderPathUnder,
@@ -14,6 +14,7 @@ import {
   type SiteManifest,
 } from "./manifest.ts";
 import { readSiteDependencies, type SiteDependencies } from "./dependencies.ts";
+import { isInside } from "./paths.ts";
 import { DependencyError } from "./import_map.ts";
 import {
   grantOf,
@@ -66,13 +67,6 @@ const CODE_REGEXP = /\.(ts|tsx|mts|cts|js|jsx|mjs|cjs)$/;
 export const AUTORUN_RULE =
   "only autorun/ar_*.ts files run at load; a module they import belongs outside autorun/";
 const MAX_CHECKED_ENTRIES = 20_000;
-
-/** True when `path` is `dir` or inside it (both absolute, normalized). */
-export function isInside(dir: string, path: string): boolean {
-  const rel = relative(dir, path);
-  // "..hidden" is a name inside; only a ".." segment leads out.
-  return rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
-}
 
 /** The autorun scripts of a folder as file: URLs, in file-name order. */
 export async function listScripts(autorunDir: string): Promise<string[]> {

@@ -20,12 +20,12 @@ import {
   type SiteMessage,
 } from "./sandbox_process.ts";
 import { SiteRunner } from "./site_runner.ts";
+import { isInside } from "./paths.ts";
 import {
   AUTORUN_RULE,
   defineRootSite,
   defineSite,
   discoverSites,
-  isInside,
   ROOT_SITE,
   type SiteDefinition,
   SiteError,
