@@ -12,12 +12,14 @@ import { readSiteDependencies } from "../supervisor/dependencies.ts";
 import { DependencyError, folderUrl } from "../supervisor/import_map.ts";
 import {
   CLI_INSTALL_TIMEOUT_MS,
+  installedText,
   type InstallResult,
   installSite,
 } from "../supervisor/install.ts";
-import { ManifestError, parseManifest } from "../supervisor/manifest.ts";
+import { ManifestError } from "../supervisor/manifest.ts";
 import {
   readAutorun,
+  readManifest,
   ROOT_SITE,
   siteFolderNames,
 } from "../supervisor/sites.ts";
@@ -63,9 +65,9 @@ export async function installSitesCommand(
 function describeResult(result: InstallResult): string {
   switch (result.kind) {
     case "installed":
-      return `installed ${result.packages} package(s)${
-        result.modules > 0 ? ` and ${result.modules} remote module(s)` : ""
-      }; its cache holds ${Math.ceil(result.bytes / MIB)} MiB`;
+      return `installed ${installedText(result)}; its cache holds ${
+        Math.ceil(result.bytes / MIB)
+      } MiB`;
     case "nothing":
       return "nothing to install";
     case "failed":
@@ -94,12 +96,7 @@ async function installOne(
     return { kind: "failed", reason: `there is no site folder ${folder}` };
   }
   try {
-    const manifestFile = join(dir, "site.json");
-    const text = await Deno.readTextFile(manifestFile).catch((err) => {
-      if (err instanceof Deno.errors.NotFound) return null;
-      throw err;
-    });
-    const request = parseManifest(text, { file: manifestFile, siteDir: dir });
+    const request = await readManifest(join(dir, "site.json"), dir);
     const dataDir = resolve(options.dataDir);
     return await installSite({
       site: name,

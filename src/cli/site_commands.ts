@@ -20,8 +20,8 @@ import {
   resolveNetHosts,
   writeGrant,
 } from "../supervisor/grants.ts";
-import { ManifestError, parseManifest } from "../supervisor/manifest.ts";
-import { AUTORUN_RULE } from "../supervisor/sites.ts";
+import { ManifestError } from "../supervisor/manifest.ts";
+import { AUTORUN_RULE, readManifest } from "../supervisor/sites.ts";
 import type { ListenOptions } from "./options.ts";
 import { UsageError } from "./options.ts";
 
@@ -274,11 +274,7 @@ export async function grantCommand(
   let request;
   let grants;
   try {
-    const text = await Deno.readTextFile(manifestFile).catch((err) => {
-      if (err instanceof Deno.errors.NotFound) return null;
-      throw err;
-    });
-    request = parseManifest(text, { file: manifestFile, siteDir: dir });
+    request = await readManifest(manifestFile, dir);
     grants = await readGrants(file);
   } catch (err) {
     if (err instanceof ManifestError || err instanceof GrantsError) {

@@ -15,7 +15,8 @@
  */
 
 import { createHash } from "node:crypto";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { join, resolve } from "node:path";
+import { isInside } from "./paths.ts";
 import {
   absoluteRuntimeMap,
   DependencyError,
@@ -200,7 +201,8 @@ export interface FailureContext {
   command: string;
 }
 
-const LOCK_STALE_REGEXP = /The lockfile is out of date/;
+/** What Deno 2.9.6 says when `--frozen` finds the lockfile out of date. */
+export const LOCKFILE_STALE = "The lockfile is out of date";
 
 /**
  * The message for a load failure that the operator fixes by installing the
@@ -212,7 +214,7 @@ export function explainLoadFailure(
   location: string | null,
   context: FailureContext,
 ): string | null {
-  if (LOCK_STALE_REGEXP.test(message)) {
+  if (message.includes(LOCKFILE_STALE)) {
     return `${
       join(context.siteDir, LOCK_FILE)
     } does not match what the site imports (its imports changed since the last install); run: ${context.command}`;
@@ -243,8 +245,7 @@ function writtenAt(siteDir: string, location: string): string | null {
   const match = /^(.+):(\d+):(\d+)$/.exec(location);
   if (match === null) return null;
   const file = resolve(siteDir, match[1]!);
-  const rel = relative(siteDir, file);
-  if (rel.startsWith("..") || isAbsolute(rel)) return null;
+  if (!isInside(siteDir, file)) return null;
   try {
     const info = Deno.statSync(file);
     if (!info.isFile || info.size > MAX_LOOKUP_BYTES) return null;

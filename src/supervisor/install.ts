@@ -69,6 +69,18 @@ export type InstallResult =
 
 const MIB = 1024 * 1024;
 
+/**
+ * What an install put in a site's cache, as the log and `cli install` say
+ * it: `1 package(s) and 2 remote module(s)`.
+ */
+export function installedText(
+  result: Extract<InstallResult, { kind: "installed" }>,
+): string {
+  return `${result.packages} package(s)${
+    result.modules > 0 ? ` and ${result.modules} remote module(s)` : ""
+  }`;
+}
+
 /** How long `cli install` may take for one site (a large package, a slow link). */
 export const CLI_INSTALL_TIMEOUT_MS = 10 * 60_000;
 

@@ -11,6 +11,7 @@ import { Budget } from "../shared/budget.ts";
 import { RepeatedWarning } from "../log.ts";
 import type { Placement } from "./containment.ts";
 import { bwrapCommand, type Isolation } from "./isolation.ts";
+import { LOCKFILE_STALE } from "./dependencies.ts";
 import {
   type FromSandbox,
   OUT_OF_MEMORY_EXIT,
@@ -164,8 +165,6 @@ const STOPPED = "it was stopped";
 /** How long lines after an out-of-memory report wait for the process to die. */
 const OOM_CONFIRM_MS = 1000;
 const MAX_HELD_LINES = 1000;
-/** Deno 2.9.6's first line when `--frozen` finds the lockfile out of date. */
-const LOCKFILE_STALE_REGEXP = /^error: The lockfile is out of date\b/;
 
 /** Bytes of one streamed reply the gateway lets a sandbox send ahead of its client. */
 export const STREAM_WINDOW = 256 * 1024;
@@ -993,7 +992,7 @@ export class SandboxProcess {
     if (this.#lockfileStale) return;
     if (
       this.routes === null && this.spec.modules?.lockFile != null &&
-      LOCKFILE_STALE_REGEXP.test(line)
+      line.startsWith(`error: ${LOCKFILE_STALE}`)
     ) {
       this.#lockfileStale = true;
       return;
@@ -1073,7 +1072,7 @@ export class SandboxProcess {
     );
     this.#onLoadFailed(
       this.#lockfileStale
-        ? this.#loadError("The lockfile is out of date", null)
+        ? this.#loadError(LOCKFILE_STALE, null)
         : new LoadError(
           `The sandbox stopped before the site loaded: ${reason}`,
           null,

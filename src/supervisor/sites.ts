@@ -152,7 +152,15 @@ async function realTarget(link: string): Promise<string> {
   }
 }
 
-async function readManifest(file: string, dir: string): Promise<SiteManifest> {
+/**
+ * A site's request: its `site.json` (`file`) parsed, or the defaults when
+ * it has none.
+ * @throws {ManifestError} naming the file and the field
+ */
+export async function readManifest(
+  file: string,
+  dir: string,
+): Promise<SiteManifest> {
   let text: string | null;
   try {
     text = await Deno.readTextFile(file);

@@ -57,7 +57,7 @@ import {
   writeImportMap,
 } from "./dependencies.ts";
 import { DependencyError } from "./import_map.ts";
-import { installSite } from "./install.ts";
+import { installedText, installSite } from "./install.ts";
 import type { Isolation } from "./isolation.ts";
 import {
   grantOf,
@@ -276,15 +276,9 @@ export class Supervisor implements Sites {
     return problems;
   }
 
-  async #startSite(def: SiteDefinition): Promise<SiteProblem | null> {
-    this.#warnNotRun(def);
-    if (this.#options.install && !def.root) {
-      const installed = await this.#install(def);
-      if (typeof installed === "string") {
-        return { site: def.name, message: installed };
-      }
-      def = installed;
-    }
+  async #startSite(site: SiteDefinition): Promise<SiteProblem | null> {
+    const def = await this.#prepare(site);
+    if (typeof def === "string") return { site: site.name, message: def };
     const runner: SiteRunner = new SiteRunner(def, {
       check: (d, routes) =>
         checkRoutes(
@@ -444,18 +438,15 @@ export class Supervisor implements Sites {
       }
       return;
     }
-    this.#warnNotRun(def);
-    if (this.#options.install && !def.root) {
-      const installed = await this.#install(def);
-      if (typeof installed === "string") {
-        log.error(
-          name,
-          `Reload failed, the previous version keeps serving: ${installed}`,
-        );
-        return;
-      }
-      def = installed;
+    const prepared = await this.#prepare(def);
+    if (typeof prepared === "string") {
+      log.error(
+        name,
+        `Reload failed, the previous version keeps serving: ${prepared}`,
+      );
+      return;
     }
+    def = prepared;
     let files: StaticIndex;
     try {
       files = await scanSiteStatic(def);
@@ -659,6 +650,17 @@ export class Supervisor implements Sites {
   }
 
   /**
+   * What comes before a site's sandbox starts, on load and on reload: a
+   * warning for the scripts it will not run, and with `--install`, its
+   * dependencies.
+   * @returns the site as it is now, or why it cannot start
+   */
+  async #prepare(def: SiteDefinition): Promise<SiteDefinition | string> {
+    this.#warnNotRun(def);
+    return this.#options.install && !def.root ? await this.#install(def) : def;
+  }
+
+  /**
    * `--install`: installs a site's dependencies before its sandbox starts.
    * @returns the site as it is now (it may have a lockfile it did not have),
    * or why its dependencies could not be installed
@@ -698,9 +700,9 @@ export class Supervisor implements Sites {
     if (result.kind === "nothing") return def;
     log.info(
       def.name,
-      `Installed ${result.packages} package(s)${
-        result.modules > 0 ? ` and ${result.modules} remote module(s)` : ""
-      } (${Math.ceil(result.bytes / MIB)} MiB in its cache)`,
+      `Installed ${installedText(result)} (${
+        Math.ceil(result.bytes / MIB)
+      } MiB in its cache)`,
     );
     try {
       return { ...def, deps: await readSiteDependencies(def.dir) };

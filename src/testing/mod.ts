@@ -31,8 +31,7 @@
  */
 
 import { join, resolve } from "node:path";
-import { parseManifest } from "../supervisor/manifest.ts";
-import { listScripts } from "../supervisor/sites.ts";
+import { listScripts, readManifest } from "../supervisor/sites.ts";
 import { buildRouter, type Router } from "../router/router.ts";
 import { parseTarget } from "../gateway/request_target.ts";
 import { LINEAR_ENGINE } from "../shared/route_limits.ts";
@@ -71,12 +70,7 @@ export async function testSite(
   options: TestSiteOptions = {},
 ): Promise<TestSite> {
   const dir = await Deno.realPath(resolve(folder));
-  const file = join(dir, "site.json");
-  const text = await Deno.readTextFile(file).catch((err) => {
-    if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
-  });
-  const manifest = parseManifest(text, { file, siteDir: dir });
+  const manifest = await readManifest(join(dir, "site.json"), dir);
   const scripts = await listScripts(join(dir, "autorun"));
   const worker = new Worker(new URL("./site_worker.ts", import.meta.url), {
     type: "module",
