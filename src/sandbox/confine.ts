@@ -107,12 +107,8 @@ function serveInSite(): never {
  */
 function blockNodeWorkers(): void {
   if (Object.isExtensible(NodeWorker)) {
-    const refused = function (): never {
-      throw new Error(
-        "node:worker_threads Workers are not available to sites; a site may run up to 4 Workers of its own with new Worker()",
-      );
-    };
-    Object.setPrototypeOf(NodeWorker, refused);
+    // The parent: the refusing Worker sites get for the module itself.
+    Object.setPrototypeOf(NodeWorker, guardedWorkerThreads.Worker);
     Object.preventExtensions(NodeWorker);
   }
   const proc = (globalThis as { process?: unknown }).process;
