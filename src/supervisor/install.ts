@@ -139,7 +139,7 @@ export async function installSite(spec: InstallSpec): Promise<InstallResult> {
     return { kind: "failed", reason: "the install was stopped" };
   }
   if (!output.success) {
-    return { kind: "failed", reason: errorOf(output.stderr) };
+    return { kind: "failed", reason: errorOf(output.stderr, spec.siteDir) };
   }
   const after = await readIfThere(lockFile);
   const counts = after === null ? null : countLocked(after);
@@ -189,15 +189,27 @@ function countLocked(
 }
 
 /** The lines of Deno's error, without its colours, backtrace and blank lines. */
-function errorOf(stderr: Uint8Array): string {
+/**
+ * Deno's error, on one line: its message and, for an error in a file of
+ * the site (a syntax error, say), where, relative to the site folder; not
+ * the source excerpt Deno draws under it, nor its backtrace.
+ */
+function errorOf(stderr: Uint8Array, siteDir: string): string {
   const lines = new TextDecoder().decode(stderr).split("\n")
     .map((line) => line.trimEnd())
     .filter((line) => line !== "");
   const start = lines.findIndex((line) => line.startsWith("error:"));
+  const site = new URL(`file://${siteDir.replace(/\/*$/, "/")}`).href;
   const error = (start < 0 ? lines.slice(-3) : lines.slice(start))
-    .filter((line) => !/^(Stack backtrace:|\s+\d+: )/.test(line))
+    .filter((line) => !/^(Stack backtrace:|\s+\d+: |\s*\d*\s*\|)/.test(line))
     .slice(0, 4)
-    .map((line) => line.replace(/^error: /, "").trim());
+    .map((line) =>
+      line.replace(/^error: /, "").trim()
+        .replace(/^at (file:\S+)$/, (_, url: string) =>
+          `at ${
+            url.startsWith(site) ? decodeURI(url.slice(site.length)) : url
+          }`)
+    );
   return error.join(" ") || "deno install failed without saying why";
 }
 

@@ -103,3 +103,17 @@ Deno.test("a deno.json over 1 MiB is refused before it is read", async () => {
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("an install that fails on the site's own code says where, relative to the site", async () => {
+  const spec = await site(`export const = ;\n`);
+  try {
+    const result = await installSite(spec);
+    assert.equal(result.kind, "failed");
+    assert.equal(
+      result.kind === "failed" ? result.reason : "",
+      "SyntaxError: Unexpected token `=`. Expected yield, an identifier, [ or { at autorun/ar_x.ts:1:14",
+    );
+  } finally {
+    await Deno.remove(spec.root, { recursive: true });
+  }
+});

@@ -695,7 +695,7 @@ export class Supervisor implements Sites {
       this.#installing.delete(def.name);
     }
     if (result.kind === "failed") {
-      return `its dependencies could not be installed: ${result.reason}`;
+      return `installing its dependencies failed: ${result.reason}`;
     }
     if (result.kind === "nothing") return def;
     log.info(
