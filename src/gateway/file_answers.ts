@@ -20,7 +20,8 @@ import {
   send,
   SERVER_HEADER,
 } from "./answer.ts";
-import { fileAnswer, FileCache } from "./file_cache.ts";
+import { fileAnswer, FileCache, wholeFileAnswer } from "./file_cache.ts";
+import { acceptedEncoding } from "./precompressed.ts";
 import { accelPath, lookupSiteFile } from "./files.ts";
 import { readListing, renderListing } from "./listing.ts";
 import { log } from "../log.ts";
@@ -79,18 +80,17 @@ export class FileAnswers {
     // file checked within the last second, a plain GET.
     const file = this.#files.peek(entry.file, dir);
     if (
-      file !== null && file.text !== null && ctx.wire.method === "GET" &&
-      !isConditional(ctx.headers)
+      file !== null && ctx.wire.method === "GET" && !isConditional(ctx.headers)
     ) {
-      const headers: HeaderList = [...file.baseHeaders, [
-        "content-length",
-        String(file.size),
-      ], SERVER_HEADER];
-      return {
-        response: new Response(file.text, { status: 200, headers }),
-        site: site.name,
-        bytes: file.size,
-      };
+      const answer = wholeFileAnswer(
+        file,
+        this.#files.encoded(
+          file,
+          acceptedEncoding(ctx.headers.get("accept-encoding")),
+        ),
+        SERVER_HEADER,
+      );
+      if (answer !== null) return { ...answer, site: site.name };
     }
     // The real path must stay in the site (a link may have changed since the scan).
     return this.#sendFile(site.name, entry.file, dir, ctx);
@@ -174,6 +174,10 @@ export class FileAnswers {
       file,
       headers,
       reply.status,
+      this.#files.encoded(
+        file,
+        acceptedEncoding(ctx.headers.get("accept-encoding")),
+      ),
     );
     return { ...answer, site };
   }

@@ -17,6 +17,13 @@ import {
   unsatisfiedRange,
 } from "./conditional.ts";
 import { contentTypeFor, type MimeTable } from "./mime.ts";
+import { COMPRESS_MIN_BYTES, notCompressed } from "./answer.ts";
+import {
+  type Encoded,
+  type Encoding,
+  Precompressor,
+  type Variants,
+} from "./precompressed.ts";
 
 /** Statuses that cannot carry a body: never open a file for them. */
 const NO_BODY = new Set([204, 205, 304]);
@@ -27,6 +34,8 @@ const ENCODER = new TextEncoder();
 
 /** A static file as cached. */
 export interface CachedFile {
+  /** Where the cache keeps it. */
+  key: string;
   /** Real path (inside the site). */
   real: string;
   size: number;
@@ -44,9 +53,16 @@ export interface CachedFile {
    * 27k req/s), and encoding valid UTF-8 back gives the identical bytes.
    */
   text: string | null;
-  /** Content-Type, Accept-Ranges, Last-Modified and ETag, made once. */
+  /** Content-Type, Accept-Ranges and Last-Modified, made once. */
   baseHeaders: [string, string][];
   checkedAt: number;
+  /**
+   * Held in memory, compressible and not tiny: stored compressed once
+   * (precompressed.ts), and its answers vary by Accept-Encoding.
+   */
+  compressible: boolean;
+  /** Its stored encodings, as far as they are made. */
+  variants: Variants;
 }
 
 /** Options of {@linkcode FileCache}. */
@@ -68,6 +84,7 @@ export class FileCache {
   #ready = new Map<string, CachedFile>();
   #bytes = 0;
   #options: Required<FileCacheOptions>;
+  #compressor: Precompressor;
 
   constructor(options: FileCacheOptions) {
     this.#options = {
@@ -76,6 +93,30 @@ export class FileCache {
       revalidateMs: 1000,
       ...options,
     };
+    this.#compressor = new Precompressor();
+  }
+
+  /**
+   * The file stored in `encoding`, or null: not compressible, not made yet
+   * (it is being made), or not worth it.
+   */
+  encoded(file: CachedFile, encoding: Encoding | null): Encoded | null {
+    if (encoding === null || !file.compressible) return null;
+    return this.#compressor.encoded({
+      bytes: () => file.body ?? ENCODER.encode(file.text ?? ""),
+      etag: file.etag,
+      variants: file.variants,
+      // Stored encodings count towards the bytes kept in memory, while the
+      // file is still the one cached.
+      keep: (bytes) => {
+        if (
+          this.#ready.get(file.key) !== file ||
+          this.#bytes + bytes > this.#options.maxTotalBytes
+        ) return false;
+        this.#bytes += bytes;
+        return true;
+      },
+    }, encoding);
   }
 
   /** Forgets everything (static files were re-indexed). */
@@ -126,6 +167,9 @@ export class FileCache {
     this.#entries.delete(key);
     this.#ready.delete(key);
     if (cached?.body || cached?.text) this.#bytes -= cached.size;
+    for (const variant of Object.values(cached?.variants ?? {})) {
+      if (typeof variant === "object") this.#bytes -= variant.bytes.length;
+    }
   }
 
   async #unchanged(cached: CachedFile): Promise<boolean> {
@@ -209,8 +253,8 @@ export class FileCache {
     if (lastModifiedText !== null) {
       baseHeaders.push(["last-modified", lastModifiedText]);
     }
-    if (etag !== null) baseHeaders.push(["etag", etag]);
     return {
+      key: `${boundary}\0${path}`,
       real,
       size: body?.length ?? info.size,
       mtimeMs: info.mtime?.getTime() ?? 0,
@@ -223,6 +267,9 @@ export class FileCache {
       body,
       text,
       checkedAt: Date.now(),
+      compressible: (body !== null || text !== null) &&
+        Precompressor.worthy(contentType, info.size),
+      variants: {},
     };
   }
 }
@@ -236,7 +283,10 @@ export async function fileAnswer(
   file: CachedFile,
   extra: [string, string][],
   status = 200,
+  stored: Encoded | null = null,
 ): Promise<{ response: Response; bytes: number }> {
+  // A range is of the file's own bytes: it is answered from them.
+  const encoded = req.headers.get("range") === null ? stored : null;
   // A Content-Type the site set wins over the one from the file name.
   const typed = extra.some(([n]) => n.toLowerCase() === "content-type");
   const headers: [string, string][] = typed
@@ -249,7 +299,7 @@ export async function fileAnswer(
   if (file.lastModifiedText !== null) {
     headers.push(["last-modified", file.lastModifiedText]);
   }
-  if (file.etag !== null) headers.push(["etag", file.etag]);
+  const etag = representation(file, encoded, headers);
   const conditional = req.headers.get("if-none-match") !== null ||
     req.headers.get("if-modified-since") !== null ||
     req.headers.get("range") !== null;
@@ -260,7 +310,7 @@ export async function fileAnswer(
       ifModifiedSince: req.headers.get("if-modified-since"),
       ifRange: req.headers.get("if-range"),
       range: req.headers.get("range"),
-      etag: file.etag,
+      etag,
       lastModified: file.lastModified,
       size: file.size,
     })
@@ -313,6 +363,17 @@ export async function fileAnswer(
       };
     }
     case 200: {
+      if (encoded !== null && !NO_BODY.has(status)) {
+        headers.push(["content-encoding", encoded.encoding]);
+        headers.push(["content-length", String(encoded.bytes.length)]);
+        return {
+          response: new Response(head ? null : encoded.bytes, {
+            status,
+            headers,
+          }),
+          bytes: head ? 0 : encoded.bytes.length,
+        };
+      }
       headers.push(["content-length", String(file.size)]);
       if (head) {
         return { response: new Response(null, { status, headers }), bytes: 0 };
@@ -330,6 +391,48 @@ export async function fileAnswer(
     default:
       return decision satisfies never;
   }
+}
+
+/**
+ * Adds the headers that depend on the encoding sent (`encoded`, or the
+ * file's own bytes): ETag, Vary, and `no-transform` on a file too small to
+ * be worth compressing.
+ * @returns the ETag sent
+ */
+function representation(
+  file: CachedFile,
+  encoded: Encoded | null,
+  headers: [string, string][],
+): string | null {
+  const etag = encoded?.etag ?? file.etag;
+  if (etag !== null) headers.push(["etag", etag]);
+  if (file.compressible) headers.push(["vary", "Accept-Encoding"]);
+  else if (file.size < COMPRESS_MIN_BYTES) notCompressed(headers);
+  return etag;
+}
+
+/**
+ * The 200 answer to a plain GET of a file held in memory (null for one
+ * that is not), made without a turn of the event loop.
+ * @param encoded the file's stored encoding to send, if any
+ */
+export function wholeFileAnswer(
+  file: CachedFile,
+  encoded: Encoded | null,
+  server: [string, string],
+): { response: Response; bytes: number } | null {
+  const own = file.text ?? file.body;
+  if (own === null) return null;
+  const headers = [...file.baseHeaders];
+  representation(file, encoded, headers);
+  if (encoded !== null) headers.push(["content-encoding", encoded.encoding]);
+  const body = encoded?.bytes ?? own;
+  const bytes = encoded?.bytes.length ?? file.size;
+  headers.push(["content-length", String(bytes)], server);
+  return {
+    response: new Response(body as BodyInit, { status: 200, headers }),
+    bytes,
+  };
 }
 
 async function slice(
