@@ -42,15 +42,19 @@ export function compileArgs(extra: readonly string[] = []): string[] {
     "--allow-env",
     // Only the npm packages main.ts reaches (mime-db), not the test tools.
     "--exclude-unused-npm",
-    // Loaded at run time, not by a static import: the sandbox entry and the
-    // worker module (new Worker(new URL("./worker.ts", …))), the wire
-    // protocol, the escaping both layers share, the config with the "sandflare" import map, the root site.
+    // Loaded at run time, not by a static import: the sandbox entry and
+    // the worker modules (new Worker(new URL("./worker.ts", …)), and the
+    // gateway's compression thread), the wire protocol, the escaping both
+    // layers share, the config with the "sandflare" import map, the root
+    // site.
     "--include",
     "src/sandbox",
     "--include",
     "src/protocol",
     "--include",
     "src/shared",
+    "--include",
+    "src/gateway/compress_worker.ts",
     "--include",
     "deno.json",
     "--include",

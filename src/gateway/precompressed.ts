@@ -13,8 +13,6 @@
 
 import negotiator from "negotiator";
 import db from "mime-db";
-import { promisify } from "node:util";
-import zlib from "node:zlib";
 import { COMPRESS_MIN_BYTES } from "./answer.ts";
 
 /** The encodings stored, best first. */
@@ -35,25 +33,65 @@ export type Variants = Partial<Record<Encoding, Encoded | "pending" | "none">>;
 /** Results this much smaller than the file, or more, are kept. */
 const WORTH_KEEPING = 0.9;
 
-const brotli = promisify(zlib.brotliCompress);
-const gzip = promisify(zlib.gzip);
+/** The compression thread, started on first use. */
+let thread: Worker | null = null;
+const waiting = new Map<
+  number,
+  { resolve: (bytes: Uint8Array<ArrayBuffer>) => void; reject: () => void }
+>();
+let nextId = 0;
 
-/** The stored bytes of `input` in `encoding`: best compression, made once. */
-async function compress(
+/**
+ * `input` in `encoding`, at the best compression, made on the compression
+ * thread (compress_worker.ts).
+ */
+function compress(
   encoding: Encoding,
   input: Uint8Array,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const out = encoding === "br"
-    ? await brotli(input, {
-      params: {
-        [zlib.constants.BROTLI_PARAM_QUALITY]: zlib.constants
-          .BROTLI_MAX_QUALITY,
-        [zlib.constants.BROTLI_PARAM_SIZE_HINT]: input.length,
-      },
-    })
-    : await gzip(input, { level: zlib.constants.Z_BEST_COMPRESSION });
-  return new Uint8Array(out); // a copy that owns its ArrayBuffer
+  if (thread === null) {
+    thread = new Worker(new URL("./compress_worker.ts", import.meta.url), {
+      type: "module",
+      name: "compression",
+      deno: { permissions: "none" },
+    });
+    thread.onmessage = (event: MessageEvent<unknown>) => {
+      const data = event.data as { id?: unknown; bytes?: unknown };
+      const job = waiting.get(Number(data.id));
+      waiting.delete(Number(data.id));
+      if (data.bytes instanceof Uint8Array) {
+        job?.resolve(data.bytes as Uint8Array<ArrayBuffer>);
+      } else job?.reject();
+    };
+    thread.onerror = (event) => {
+      // Not expected; the files go out as they are from now on.
+      event.preventDefault();
+      for (const job of waiting.values()) job.reject();
+      waiting.clear();
+    };
+  }
+  clearTimeout(idleTimer);
+  const id = nextId++;
+  const worker = thread;
+  return new Promise<Uint8Array<ArrayBuffer>>((resolve, reject) => {
+    waiting.set(id, { resolve, reject });
+    worker.postMessage({ id, encoding, bytes: input });
+  }).finally(() => {
+    if (waiting.size > 0) return;
+    // Files change seldom: the thread goes once idle, and a live thread
+    // would keep a process that is otherwise done from ending.
+    const timer = setTimeout(() => {
+      thread?.terminate();
+      thread = null;
+    }, THREAD_IDLE_MS);
+    Deno.unrefTimer(timer);
+    idleTimer = timer;
+  });
 }
+
+/** How long the compression thread stays without work. */
+const THREAD_IDLE_MS = 5000;
+let idleTimer: ReturnType<typeof setTimeout> | undefined;
 
 /** Whether mime-db calls `contentType` compressible (parameters ignored). */
 export function isCompressible(contentType: string): boolean {
