@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { setImmediate } from "node:timers";
 import {
   concat,
   encodeFrame,
@@ -349,7 +350,7 @@ Deno.test("FrameWriter coalesces and orders writes", async (t) => {
   });
 
   await t.step(
-    "later ticks get later writes, one at a time, in order",
+    "later ticks get later writes, one at a time, in order; frames a few microtasks apart share one",
     async () => {
       // Earlier writes are slower: a writer that did not wait would reorder.
       const out = recorder({ delayMs: (call) => [30, 10, 0, 0][call] ?? 0 });
@@ -364,12 +365,41 @@ Deno.test("FrameWriter coalesces and orders writes", async (t) => {
       await new Promise((resolve) => setTimeout(resolve, 5));
       writer.send({ n: 5 });
       await writer.drained();
-      assert.equal(out.writes.length, 4);
+      // 1 to 3 were sent within a few microtasks: one write.
+      assert.equal(out.writes.length, 3);
       assert.equal(out.maxInFlight(), 1);
       assert.deepEqual(
         decodeAll(out.writes),
         [1, 2, 3, 4, 5].map((n) => ({ n })),
       );
+    },
+  );
+
+  await t.step(
+    "frames queued one a turn of the event loop share a write (Deno.serve hands over one request a turn)",
+    async () => {
+      const out = recorder();
+      const writer = new FrameWriter(out.write);
+      // As on a busy server: each turn, the next request is handed over
+      // (it was due before the writer looked), and a frame is queued.
+      await new Promise<void>((done) => {
+        const request = (n: number) => {
+          if (n > 5) return done();
+          setImmediate(() => request(n + 1));
+          writer.send({ n });
+        };
+        request(1);
+      });
+      await writer.drained();
+      assert.equal(out.writes.length, 1);
+      assert.deepEqual(
+        decodeAll(out.writes),
+        [1, 2, 3, 4, 5].map((n) => ({ n })),
+      );
+      // Alone, a frame goes at the end of its turn.
+      writer.send({ n: 6 });
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      assert.equal(out.writes.length, 2);
     },
   );
 
@@ -426,7 +456,7 @@ Deno.test("FrameWriter: a backlog over its limit is reported once, nothing dropp
   );
   for (let i = 0; i < 5; i++) {
     writer.send({ i }, new Uint8Array(300));
-    await Promise.resolve(); // one write a tick
+    await new Promise((r) => setTimeout(r, 0)); // one write a tick
   }
   assert.equal(over, 1, "reported once");
   assert.ok(writer.backlog > 1000);

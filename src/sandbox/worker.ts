@@ -28,7 +28,13 @@ import {
   wantsDefaultType,
 } from "./pages.ts";
 import { SharedOut } from "./out.ts";
-import { encodeFrame, FrameDecoder } from "../protocol/frames.ts";
+import {
+  afterMicrotasks,
+  concat,
+  encodeFrame,
+  FLUSH_HOPS,
+  FrameDecoder,
+} from "../protocol/frames.ts";
 import { parseToSandbox } from "../protocol/messages.ts";
 import type {
   FromSandbox,
@@ -116,10 +122,41 @@ const answering = new Set<number>();
 /** This worker reads the gateway's frames from stdin itself (one worker). */
 let direct = false;
 
-/** Writes a frame straight to the gateway (see ./out.ts). */
+/**
+ * Writes a frame straight to the gateway (see ./out.ts): frames written
+ * close together go in one write, a few microtasks later (measured, issue
+ * 17: a write per reply was most of the sandbox's system time).
+ */
 function writeFrame(header: FromSandbox, body?: Uint8Array): void {
   if (out === null) throw new Error("The sandbox is not connected");
-  out.write(encodeFrame(header, body));
+  const frame = encodeFrame(header, body);
+  queued.push(frame);
+  queuedBytes += frame.length;
+  if (queuedBytes >= WRITE_BATCH_BYTES) writeQueued();
+  else if (!writeScheduled) {
+    writeScheduled = true;
+    afterMicrotasks(FLUSH_HOPS, writeQueued);
+  }
+}
+
+/** Frames made and not yet written. */
+let queued: Uint8Array[] = [];
+let queuedBytes = 0;
+let writeScheduled = false;
+/** Frames this large together are written at once. */
+const WRITE_BATCH_BYTES = 256 * 1024;
+
+function writeQueued(): void {
+  writeScheduled = false;
+  if (queued.length === 0) return;
+  const frames = queued;
+  queued = [];
+  queuedBytes = 0;
+  try {
+    out!.write(frames.length === 1 ? frames[0]! : concat(frames));
+  } catch (err) {
+    logError(`A reply could not be written: ${(err as Error).message}`);
+  }
 }
 
 /** Bodies larger than this are streamed, within the gateway's credit. */
@@ -491,7 +528,7 @@ async function readFrames(first: Uint8Array): Promise<void> {
       for (const frame of decoder.push(chunk)) {
         const msg = parseToSandbox(frame.header);
         if (msg.t === "shutdown") {
-          send({ t: "ended", shutdown: true, failed: false });
+          ended({ shutdown: true, failed: false });
           return;
         }
         fromGateway(msg, frame.body);
@@ -502,11 +539,17 @@ async function readFrames(first: Uint8Array): Promise<void> {
     }
   } catch (err) {
     logError(`Sandbox protocol failure: ${(err as Error).message}`);
-    send({ t: "ended", shutdown: false, failed: true });
+    ended({ shutdown: false, failed: true });
     return;
   }
   // The gateway went away: nobody is left to answer.
-  send({ t: "ended", shutdown: false, failed: false });
+  ended({ shutdown: false, failed: false });
+}
+
+/** Tells the host that stdin ended, once what is queued is written. */
+function ended(how: { shutdown: boolean; failed: boolean }): void {
+  writeQueued();
+  send({ t: "ended", ...how });
 }
 
 /** A frame from the gateway, in direct mode. */
