@@ -20,8 +20,12 @@ import {
   send,
   SERVER_HEADER,
 } from "./answer.ts";
-import { fileAnswer, FileCache, wholeFileAnswer } from "./file_cache.ts";
-import { acceptedEncoding } from "./precompressed.ts";
+import {
+  fileAnswer,
+  FileCache,
+  siteChoseEncoding,
+  wholeFileAnswer,
+} from "./file_cache.ts";
 import { accelPath, lookupSiteFile } from "./files.ts";
 import { readListing, renderListing } from "./listing.ts";
 import { log } from "../log.ts";
@@ -84,10 +88,7 @@ export class FileAnswers {
     ) {
       const answer = wholeFileAnswer(
         file,
-        this.#files.encoded(
-          file,
-          acceptedEncoding(ctx.headers.get("accept-encoding")),
-        ),
+        this.#files.encoded(file, ctx.headers.get("accept-encoding"), "GET"),
         SERVER_HEADER,
       );
       if (answer !== null) return { ...answer, site: site.name };
@@ -174,9 +175,10 @@ export class FileAnswers {
       file,
       headers,
       reply.status,
-      this.#files.encoded(
+      siteChoseEncoding(headers) ? null : this.#files.encoded(
         file,
-        acceptedEncoding(ctx.headers.get("accept-encoding")),
+        ctx.headers.get("accept-encoding"),
+        ctx.wire.method,
       ),
     );
     return { ...answer, site };

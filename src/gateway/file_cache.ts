@@ -19,8 +19,8 @@ import {
 import { contentTypeFor, type MimeTable } from "./mime.ts";
 import { COMPRESS_MIN_BYTES, notCompressed } from "./answer.ts";
 import {
+  acceptedEncoding,
   type Encoded,
-  type Encoding,
   Precompressor,
   type Variants,
 } from "./precompressed.ts";
@@ -34,8 +34,8 @@ const ENCODER = new TextEncoder();
 
 /** A static file as cached. */
 export interface CachedFile {
-  /** Where the cache keeps it. */
-  key: string;
+  /** The folder it must stay in: its site's. */
+  boundary: string;
   /** Real path (inside the site). */
   real: string;
   size: number;
@@ -63,6 +63,10 @@ export interface CachedFile {
   compressible: boolean;
   /** Its stored encodings, as far as they are made. */
   variants: Variants;
+  /** Requests that could have used a stored encoding. */
+  asked: number;
+  /** No longer the cached version of its path. */
+  forgotten: boolean;
 }
 
 /** Options of {@linkcode FileCache}. */
@@ -97,30 +101,49 @@ export class FileCache {
   }
 
   /**
-   * The file stored in `encoding`, or null: not compressible, not made yet
-   * (it is being made), or not worth it.
+   * The file stored in the encoding `acceptEncoding` allows, or null: not
+   * compressible, not accepted, not made yet, or not worth it. A GET (not
+   * a HEAD, which gets no body) of a file asked for before starts making
+   * it.
    */
-  encoded(file: CachedFile, encoding: Encoding | null): Encoded | null {
-    if (encoding === null || !file.compressible) return null;
-    return this.#compressor.encoded({
-      bytes: () => file.body ?? ENCODER.encode(file.text ?? ""),
-      etag: file.etag,
-      variants: file.variants,
-      // Stored encodings count towards the bytes kept in memory, while the
-      // file is still the one cached.
-      keep: (bytes) => {
-        if (
-          this.#ready.get(file.key) !== file ||
-          this.#bytes + bytes > this.#options.maxTotalBytes
-        ) return false;
-        this.#bytes += bytes;
-        return true;
+  encoded(
+    file: CachedFile,
+    acceptEncoding: string | null,
+    method: string,
+  ): Encoded | null {
+    if (!file.compressible) return null;
+    const encoding = acceptedEncoding(acceptEncoding);
+    if (encoding === null) return null;
+    const start = method === "GET" && ++file.asked >= 2;
+    return this.#compressor.encoded(
+      {
+        owner: file.boundary,
+        bytes: () => file.body ?? ENCODER.encode(file.text ?? ""),
+        etag: file.etag,
+        variants: file.variants,
+        // Stored encodings count towards the bytes kept in memory, while the
+        // file is still the one cached.
+        keep: (bytes) => {
+          if (
+            file.forgotten || this.#bytes + bytes > this.#options.maxTotalBytes
+          ) return false;
+          this.#bytes += bytes;
+          return true;
+        },
       },
-    }, encoding);
+      encoding,
+      start,
+    );
+  }
+
+  /** Bytes of files and their stored encodings held in memory. */
+  get bytesHeld(): number {
+    return this.#bytes;
   }
 
   /** Forgets everything (static files were re-indexed). */
   clear(): void {
+    for (const file of this.#ready.values()) file.forgotten = true;
     this.#entries.clear();
     this.#ready.clear();
     this.#bytes = 0;
@@ -152,7 +175,12 @@ export class FileCache {
         cached !== null &&
         Date.now() - cached.checkedAt < this.#options.revalidateMs
       ) return cached;
-      if (cached !== null && await this.#unchanged(cached)) return cached;
+      if (cached !== null && await this.#unchanged(cached, path)) {
+        return cached;
+      }
+      // Another request found it changed meanwhile and is loading it anew.
+      const now = this.#entries.get(key);
+      if (now !== pending) return now === undefined ? null : await now;
       this.#forget(key, cached);
     }
     const loading = this.#load(path, boundary);
@@ -163,17 +191,23 @@ export class FileCache {
     return loaded;
   }
 
+  /** Forgets an entry, and the bytes it held, once. */
   #forget(key: string, cached: CachedFile | null): void {
     this.#entries.delete(key);
-    this.#ready.delete(key);
-    if (cached?.body || cached?.text) this.#bytes -= cached.size;
-    for (const variant of Object.values(cached?.variants ?? {})) {
+    if (cached === null || cached.forgotten) return;
+    cached.forgotten = true;
+    if (this.#ready.get(key) === cached) this.#ready.delete(key);
+    if (cached.body || cached.text) this.#bytes -= cached.size;
+    for (const variant of Object.values(cached.variants)) {
       if (typeof variant === "object") this.#bytes -= variant.bytes.length;
     }
   }
 
-  async #unchanged(cached: CachedFile): Promise<boolean> {
+  /** Whether `path` still leads to the same, unchanged file. */
+  async #unchanged(cached: CachedFile, path: string): Promise<boolean> {
     try {
+      // A link may now lead elsewhere.
+      if (await Deno.realPath(path) !== cached.real) return false;
       const info = await Deno.stat(cached.real);
       if (
         info.size !== cached.size ||
@@ -254,7 +288,7 @@ export class FileCache {
       baseHeaders.push(["last-modified", lastModifiedText]);
     }
     return {
-      key: `${boundary}\0${path}`,
+      boundary,
       real,
       size: body?.length ?? info.size,
       mtimeMs: info.mtime?.getTime() ?? 0,
@@ -270,6 +304,8 @@ export class FileCache {
       compressible: (body !== null || text !== null) &&
         Precompressor.worthy(contentType, info.size),
       variants: {},
+      asked: 0,
+      forgotten: false,
     };
   }
 }
@@ -286,7 +322,8 @@ export async function fileAnswer(
   stored: Encoded | null = null,
 ): Promise<{ response: Response; bytes: number }> {
   // A range is of the file's own bytes: it is answered from them.
-  const encoded = req.headers.get("range") === null ? stored : null;
+  const chose = siteChoseEncoding(extra);
+  const encoded = req.headers.get("range") === null && !chose ? stored : null;
   // A Content-Type the site set wins over the one from the file name.
   const typed = extra.some(([n]) => n.toLowerCase() === "content-type");
   const headers: [string, string][] = typed
@@ -299,7 +336,9 @@ export async function fileAnswer(
   if (file.lastModifiedText !== null) {
     headers.push(["last-modified", file.lastModifiedText]);
   }
-  const etag = representation(file, encoded, headers);
+  let etag = file.etag;
+  if (!chose) etag = representation(file, encoded, headers);
+  else if (etag !== null) headers.push(["etag", etag]);
   const conditional = req.headers.get("if-none-match") !== null ||
     req.headers.get("if-modified-since") !== null ||
     req.headers.get("range") !== null;
@@ -394,6 +433,19 @@ export async function fileAnswer(
 }
 
 /**
+ * Whether a page's `setFile` answer says how it is encoded: its own
+ * `Content-Encoding`, or `Cache-Control: no-transform`. It is then sent as
+ * the site said, never with a stored encoding.
+ */
+export function siteChoseEncoding(headers: [string, string][]): boolean {
+  return headers.some(([name, value]) => {
+    const lower = name.toLowerCase();
+    return lower === "content-encoding" ||
+      (lower === "cache-control" && /no-transform/i.test(value));
+  });
+}
+
+/**
  * Adds the headers that depend on the encoding sent (`encoded`, or the
  * file's own bytes): ETag, Vary, and `no-transform` on a file too small to
  * be worth compressing.
@@ -407,7 +459,13 @@ function representation(
   const etag = encoded?.etag ?? file.etag;
   if (etag !== null) headers.push(["etag", etag]);
   if (file.compressible) headers.push(["vary", "Accept-Encoding"]);
-  else if (file.size < COMPRESS_MIN_BYTES) notCompressed(headers);
+  // Held in memory, a file goes stored or as it is, never compressed again
+  // on every request (that cost 1.6 ms of the gateway's CPU per 64 KiB
+  // request); a tiny one is not worth it.
+  if (
+    encoded === null &&
+    (file.compressible || file.size < COMPRESS_MIN_BYTES)
+  ) notCompressed(headers);
   return etag;
 }
 
