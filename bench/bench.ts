@@ -140,6 +140,18 @@ async function compare(
 
 const STATIC_64K = "x".repeat(64 * 1024);
 
+/** 64 KiB of HTML made of words, the same every run. */
+const PAGE_64K = (() => {
+  const words = ["site", "page", "hello", "world", "sandbox", "gateway", "of"];
+  let seed = 1;
+  let text = "<!DOCTYPE html><title>page</title><p>";
+  while (text.length < 64 * 1024) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    text += words[seed % words.length] + (seed % 11 === 0 ? "</p>\n<p>" : " ");
+  }
+  return text.slice(0, 64 * 1024);
+})();
+
 function benchSites(): SiteFiles {
   const pages = Array.from(
     { length: 199 },
@@ -151,6 +163,7 @@ function benchSites(): SiteFiles {
       // One worker, the default (--threads=1).
       "site.json": JSON.stringify({ hosts: ["*"] }),
       "static/*/64k.txt": STATIC_64K,
+      "static/*/page.html": PAGE_64K,
       "autorun/ar_bench.ts": `
 import { hosts, websocket } from "sandflare";
 hosts.any.add("/hello", () => "hello world");
@@ -465,6 +478,20 @@ async function throughput(
         await compare(
           "static 64 KiB, against the same string from Deno.serveHttp",
           ours(null, "/64k.txt"),
+          targetOf("Deno.serveHttp 64 KiB", baseHttp, s, "/64k"),
+          options,
+        ),
+        // A page of words: a browser gets it stored as Brotli (a quarter
+        // of its size), wrk as it is.
+        await compare(
+          "static 64 KiB HTML page",
+          ours(null, "/page.html"),
+          targetOf("Deno.serveHttp 64 KiB", baseHttp, s, "/64k"),
+          options,
+        ),
+        await compare(
+          "static 64 KiB HTML page, browser-like request (stored Brotli)",
+          ours(null, "/page.html", browser),
           targetOf("Deno.serveHttp 64 KiB", baseHttp, s, "/64k"),
           options,
         ),
