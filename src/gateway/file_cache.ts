@@ -38,6 +38,8 @@ export interface CachedFile {
   boundary: string;
   /** Real path (inside the site). */
   real: string;
+  /** Bytes of it counted as held in memory (0 when streamed). */
+  held: number;
   size: number;
   mtimeMs: number;
   ino: number;
@@ -197,7 +199,7 @@ export class FileCache {
     if (cached === null || cached.forgotten) return;
     cached.forgotten = true;
     if (this.#ready.get(key) === cached) this.#ready.delete(key);
-    if (cached.body || cached.text) this.#bytes -= cached.size;
+    this.#bytes -= cached.held;
     for (const variant of Object.values(cached.variants)) {
       if (typeof variant === "object") this.#bytes -= variant.bytes.length;
     }
@@ -225,29 +227,49 @@ export class FileCache {
 
   async #load(path: string, boundary: string): Promise<CachedFile | null> {
     let real: string;
+    let file: Deno.FsFile;
     let info: Deno.FileInfo;
     try {
       real = await Deno.realPath(path);
-      info = await Deno.stat(real);
+      // One open file for its facts and its bytes: a site that rewrites
+      // the file meanwhile cannot make them disagree (a Content-Length
+      // that is not the body's length would let it answer the next
+      // request on the connection, another site's).
+      file = await Deno.open(real, { read: true });
     } catch {
       return null;
     }
-    if (!info.isFile || !isInside(boundary, real)) return null;
     const { maxFileBytes, maxTotalBytes, maxEtagSize, mime } = this.#options;
     let body: Uint8Array | null = null;
-    if (info.size <= maxFileBytes && this.#bytes + info.size <= maxTotalBytes) {
-      // Reserved before reading, so loads running at once stay in bounds.
-      this.#bytes += info.size;
-      try {
-        body = await Deno.readFile(real);
-      } catch {
+    let held = 0;
+    try {
+      info = await file.stat();
+      if (!info.isFile || !isInside(boundary, real)) return null;
+      if (
+        info.size <= maxFileBytes && this.#bytes + info.size <= maxTotalBytes
+      ) {
+        // Reserved before reading, so loads running at once stay in bounds.
+        this.#bytes += info.size;
+        const read = await readUpTo(file, maxFileBytes + 1).catch(() => null);
         this.#bytes -= info.size;
-        return null;
+        if (read === null) return null;
+        // Grown past the limit meanwhile: streamed, as a large file is.
+        if (read.length <= maxFileBytes) {
+          body = read;
+          held = read.length;
+          this.#bytes += held;
+        }
       }
-      this.#bytes += body.length - info.size;
+    } catch {
+      return null;
+    } finally {
+      file.close();
     }
+    // The size is the bytes held, or (streamed) what the file had when
+    // looked at; a stream sends exactly that many (see exactly()).
+    const size = body?.length ?? info.size;
     let etag: string | null = null;
-    if (info.size <= maxEtagSize) {
+    if (size <= maxEtagSize) {
       // A file held in memory is hashed; a larger one is never read whole
       // for its ETag (a site could make the gateway read gigabytes): it
       // gets one from its identity, size and time, as nginx does.
@@ -260,7 +282,7 @@ export class FileCache {
             ),
           ),
         )
-        : `"${(info.ino ?? 0).toString(16)}-${info.size.toString(16)}-${
+        : `"${(info.ino ?? 0).toString(16)}-${size.toString(16)}-${
           (info.mtime?.getTime() ?? 0).toString(16)
         }"`;
     }
@@ -290,7 +312,8 @@ export class FileCache {
     return {
       boundary,
       real,
-      size: body?.length ?? info.size,
+      size,
+      held,
       mtimeMs: info.mtime?.getTime() ?? 0,
       ino: info.ino ?? 0,
       lastModified,
@@ -302,7 +325,7 @@ export class FileCache {
       text,
       checkedAt: Date.now(),
       compressible: (body !== null || text !== null) &&
-        Precompressor.worthy(contentType, info.size),
+        Precompressor.worthy(contentType, size),
       variants: {},
       asked: 0,
       forgotten: false,
@@ -421,7 +444,10 @@ export async function fileAnswer(
         return { response: new Response(null, { status, headers }), bytes: 0 };
       }
       const body = file.text ?? file.body ??
-        (await Deno.open(file.real, { read: true })).readable;
+        exactly(
+          (await Deno.open(file.real, { read: true })).readable,
+          file.size,
+        );
       return {
         response: new Response(body as BodyInit, { status, headers }),
         bytes: file.size,
@@ -493,6 +519,55 @@ export function wholeFileAnswer(
   };
 }
 
+/**
+ * At most `limit` bytes of an open file, from where it is.
+ * @returns the bytes read (fewer at its end)
+ */
+async function readUpTo(file: Deno.FsFile, limit: number): Promise<Uint8Array> {
+  const out = new Uint8Array(limit);
+  let filled = 0;
+  while (filled < limit) {
+    const n = await file.read(out.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return out.slice(0, filled);
+}
+
+/**
+ * `stream` as exactly `length` bytes, the Content-Length already sent:
+ * bytes past it are dropped, and a stream that ends before it fails, so
+ * the engine closes the connection. A file changed while it is sent can
+ * cut its own answer short, never spill into the next one.
+ */
+function exactly(
+  stream: ReadableStream<Uint8Array>,
+  length: number,
+): ReadableStream<Uint8Array> {
+  const reader = stream.getReader();
+  let left = length;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (left === 0) {
+        await reader.cancel().catch(() => {});
+        controller.close();
+        return;
+      }
+      const { value, done } = await reader.read();
+      if (done) {
+        controller.error(new Error("The file shrank while it was sent"));
+        return;
+      }
+      const piece = value.length > left ? value.subarray(0, left) : value;
+      left -= piece.length;
+      controller.enqueue(piece);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
 async function slice(
   path: string,
   start: number,
@@ -503,11 +578,18 @@ async function slice(
   let left = length;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const chunk = new Uint8Array(Math.min(64 * 1024, left));
-      const n = left > 0 ? await file.read(chunk) : null;
-      if (n === null || n === 0) {
+      if (left === 0) {
         file.close();
         controller.close();
+        return;
+      }
+      const chunk = new Uint8Array(Math.min(64 * 1024, left));
+      const n = await file.read(chunk);
+      if (n === null || n === 0) {
+        // Shorter than the Content-Range said: fail, so the connection
+        // closes instead of waiting for bytes that will not come.
+        file.close();
+        controller.error(new Error("The file shrank while it was sent"));
         return;
       }
       left -= n;

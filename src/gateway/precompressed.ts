@@ -93,9 +93,14 @@ function compress(
 const THREAD_IDLE_MS = 5000;
 let idleTimer: ReturnType<typeof setTimeout> | undefined;
 
-/** Whether mime-db calls `contentType` compressible (parameters ignored). */
+/**
+ * Whether mime-db calls `contentType` compressible (parameters ignored),
+ * except `application/octet-stream`: mime-db says yes, but it is what any
+ * file of unknown type gets (an .exe, a .zip, random bytes).
+ */
 export function isCompressible(contentType: string): boolean {
   const type = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  if (type === "application/octet-stream") return false;
   const entry = (db as Record<string, { compressible?: boolean } | undefined>)[
     type
   ];

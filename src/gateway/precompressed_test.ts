@@ -47,6 +47,7 @@ Deno.test("isCompressible: by mime-db, parameters ignored", () => {
   assert.ok(isCompressible("image/svg+xml"));
   assert.ok(!isCompressible("image/png"));
   assert.ok(!isCompressible("application/zip"));
+  assert.ok(!isCompressible("application/octet-stream"));
   assert.ok(Precompressor.worthy("text/css", 1024));
   assert.ok(!Precompressor.worthy("text/css", 1023));
 });

@@ -147,8 +147,10 @@ hosts.any.add("/post", () => "read", "POST");
     );
     const statuses = await Promise.all(posts);
     // Those sent to the stuck sandbox fail; those after its restart succeed.
+    // On a busy machine a refusal can come before the client has sent its
+    // whole body, and the connection is reset under it (0).
     assert.ok(
-      statuses.every((s) => [200, 502, 503].includes(s)),
+      statuses.every((s) => [0, 200, 502, 503].includes(s)),
       `${statuses}`,
     );
     assert.ok(statuses.some((s) => s === 502 || s === 503), `${statuses}`);
