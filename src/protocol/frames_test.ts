@@ -379,7 +379,7 @@ Deno.test("FrameWriter coalesces and orders writes", async (t) => {
     "frames queued one a turn of the event loop share a write (Deno.serve hands over one request a turn)",
     async () => {
       const out = recorder();
-      const writer = new FrameWriter(out.write);
+      const writer = new FrameWriter(out.write, () => {}, null, setImmediate);
       // As on a busy server: each turn, the next request is handed over
       // (it was due before the writer looked), and a frame is queued.
       await new Promise<void>((done) => {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { FrameDecoder, FrameWriter } from "../protocol/frames.ts";
 import { Budget } from "../shared/budget.ts";
 import { RepeatedWarning } from "../log.ts";
@@ -427,6 +428,8 @@ export class SandboxProcess {
             } MiB waiting)`,
           ),
       },
+      // Frames for the sandbox wait for the end of a turn that queues none.
+      setImmediate,
     );
     const watch = this.#placement === null || this.#placement.watchMemory;
     this.#send({
