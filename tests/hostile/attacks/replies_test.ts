@@ -155,7 +155,16 @@ Deno.test("a thousand stalled streams closed at once stall no one", async () => 
       await new Promise((r) => setTimeout(r, 1000));
     });
     // Before: quadratic regrants when they closed (a 1 s freeze at 8,000).
-    assertUnharmed("1,200 stalled streams closed at once", report, 200);
+    // On this machine on 2026-12-01 the neighbour's p99 rose by 44-46 ms
+    // alone (290ffd6 and after alike) and by 73 ms within the whole suite:
+    // 150 ms still tells that freeze from a machine's load.
+    assertUnharmed(
+      "1,200 stalled streams closed at once",
+      report,
+      200,
+      1,
+      150,
+    );
   } finally {
     for (const c of conns) c.close();
     await server.stop();
