@@ -568,35 +568,18 @@ function exactly(
   });
 }
 
+/** `length` bytes of the file at `path` from `start`, exactly (see exactly()). */
 async function slice(
   path: string,
   start: number,
   length: number,
 ): Promise<ReadableStream<Uint8Array>> {
   const file = await Deno.open(path, { read: true });
-  await file.seek(start, Deno.SeekMode.Start);
-  let left = length;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      if (left === 0) {
-        file.close();
-        controller.close();
-        return;
-      }
-      const chunk = new Uint8Array(Math.min(64 * 1024, left));
-      const n = await file.read(chunk);
-      if (n === null || n === 0) {
-        // Shorter than the Content-Range said: fail, so the connection
-        // closes instead of waiting for bytes that will not come.
-        file.close();
-        controller.error(new Error("The file shrank while it was sent"));
-        return;
-      }
-      left -= n;
-      controller.enqueue(chunk.subarray(0, n));
-    },
-    cancel() {
-      file.close();
-    },
-  });
+  try {
+    await file.seek(start, Deno.SeekMode.Start);
+  } catch (err) {
+    file.close();
+    throw err;
+  }
+  return exactly(file.readable, length);
 }

@@ -1,9 +1,10 @@
 /**
- * Static files compressed once (issue 17): the first request that accepts
- * an encoding starts compressing the file's bytes off the gateway's thread;
- * later requests get the stored result, with its own ETag, until the file
- * changes. Until it is ready the file goes out as it is, and Deno's engine
- * compresses it on the fly as before.
+ * Static files compressed once (issue 17): a file's second GET by a client
+ * that accepts an encoding starts compressing its bytes on a thread of the
+ * gateway's own (compress_worker.ts), within a share of that thread per
+ * site; later requests get the stored result, with its own ETag, until the
+ * file changes. Until it is ready the file goes as it is, marked
+ * `no-transform`, so Deno's engine does not compress it on every request.
  *
  * Only files the gateway holds in memory (see file_cache.ts), of a type
  * mime-db marks compressible, of at least {@linkcode COMPRESS_MIN_BYTES}.

@@ -207,7 +207,8 @@ function parseHeader(bytes: Uint8Array): unknown {
 }
 
 /**
- * Microtasks a worker waits before it writes its replies. Requests that
+ * Microtasks a writer of frames waits before it writes, where it has no
+ * end-of-turn scheduler (a sandbox's host and workers). Requests that
  * arrive together are answered at different microtask depths (each is a
  * few awaits further along): writing at the first would write once per
  * reply.
