@@ -18,6 +18,7 @@ import {
 } from "../gateway/trust.ts";
 import { defaultListenOptions, type ListenOptions } from "./options.ts";
 import { Containment } from "../supervisor/containment.ts";
+import { Cluster } from "../cluster/cluster.ts";
 import {
   GRANTS_FILE_NAME,
   GrantsError,
@@ -53,6 +54,7 @@ export function gatewayOptions(
     containment: Containment;
   },
   listening: Listening,
+  cluster: Cluster | null = null,
 ): GatewayOptions {
   const { trustedProxies, operators, containment } = resolved;
   return {
@@ -89,7 +91,16 @@ export function gatewayOptions(
     websocketMaxMessage: options.websocketMaxMessage,
     websocketMaxBuffer: options.websocketMaxBuffer,
     websocketMaxRate: options.websocketMaxRate,
+    cluster,
   };
+}
+
+/** This node's id: `--node-id`, or host name and port (and pid with --reuse-port). */
+export function nodeIdOf(options: ListenOptions): string {
+  if (options.nodeId !== null) return options.nodeId;
+  const host = Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 60);
+  const id = `${host}:${options.port}`;
+  return options.reusePort ? `${id}:${Deno.pid}` : id;
 }
 
 /**
@@ -175,6 +186,7 @@ function serve(
       keepaliveMs: options.keepaliveTime * 1000,
       maxConnections: options.maxConnections,
       ...(tls !== undefined ? { tls } : {}),
+      reusePort: options.reusePort,
       onListen,
       onRefused: refused,
       openWebsockets,
@@ -185,6 +197,7 @@ function serve(
     hostname: bindAddress(options.host),
     port: options.port,
     ...(tls ?? {}),
+    reusePort: options.reusePort,
     onListen,
   }, async (request, info) => (await handle(request, info)).response);
   return {
@@ -300,16 +313,6 @@ export async function listen(options: ListenOptions): Promise<number> {
     log.error(null, err.message);
     return 2;
   }
-  const listening: Listening = { address: null };
-  const containment = new Containment({ cgroups: options.cgroups });
-  log.info(null, containment.describe());
-  const gateway = new Gateway(
-    gatewayOptions(options, {
-      trustedProxies: trusted?.matches ?? null,
-      operators: operators.matches,
-      containment,
-    }, listening),
-  );
   let tls: { cert: string; key: string } | undefined;
   if (options.tlsCert !== null && options.tlsKey !== null) {
     const loadedTls = await readTls(options.tlsCert, options.tlsKey);
@@ -319,6 +322,34 @@ export async function listen(options: ListenOptions): Promise<number> {
     }
     tls = loadedTls;
   }
+  const listening: Listening = { address: null };
+  let cluster: Cluster | null = null;
+  if (options.cluster !== null) {
+    try {
+      cluster = await Cluster.join({
+        url: options.cluster,
+        prefix: options.clusterPrefix,
+        nodeId: nodeIdOf(options),
+      });
+    } catch (err) {
+      log.error(null, (err as Error).message);
+      return 2;
+    }
+  }
+  const containment = new Containment({ cgroups: options.cgroups });
+  log.info(null, containment.describe());
+  const gateway = new Gateway(
+    gatewayOptions(
+      options,
+      {
+        trustedProxies: trusted?.matches ?? null,
+        operators: operators.matches,
+        containment,
+      },
+      listening,
+      cluster,
+    ),
+  );
   // Bind first: a port in use fails at once, before any site is started.
   // Requests that arrive while the sites load wait for them.
   const loaded = Promise.withResolvers<void>();
@@ -341,6 +372,7 @@ export async function listen(options: ListenOptions): Promise<number> {
         tls ? ", --tls-cert, --tls-key" : ""
       }): ${(err as Error).message}`,
     );
+    await cluster?.leave();
     return 1;
   }
   const grantsFile = grantsFileOf(options);
@@ -357,6 +389,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     if (!(err instanceof GrantsError)) throw err;
     log.error(null, err.message);
     await server.shutdown(1000);
+    await cluster?.leave();
     return 2;
   }
   loaded.resolve();
@@ -424,6 +457,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     Deno.addSignalListener(sig, force);
   }
   await notifier?.send("STOPPING=1");
+  gateway.drain();
   gateway.closeSockets();
   const drained = await server.shutdown(DRAIN_MS);
   if (!drained) {

@@ -13,6 +13,15 @@ import { formatSize, parseSize, SIZE_SYNTAX } from "./sizes.ts";
 import { MAX_WORKERS } from "../protocol/messages.ts";
 import { MAX_REQUEST_TIMEOUT } from "../supervisor/manifest.ts";
 import type { Isolation } from "../supervisor/isolation.ts";
+import {
+  checkClusterPrefix,
+  checkClusterUrl,
+  checkNodeId,
+  CLUSTER_PREFIX_SYNTAX,
+  CLUSTER_URL_SYNTAX,
+  NODE_ID_SYNTAX,
+  redactClusterUrl,
+} from "../cluster/cluster_url.ts";
 
 /**
  * A bad command line. The message is one line that names the option and
@@ -102,6 +111,14 @@ export interface ListenOptions {
    * no cap is enforced): for a server behind nginx or haproxy.
    */
   fastConnections: boolean;
+  /** The Redis a cluster of nodes shares (`redis://…`), or `null` alone. */
+  cluster: string | null;
+  /** This node's name in the cluster, or `null` for host name and port. */
+  nodeId: string | null;
+  /** What every key of the cluster in Redis starts with. */
+  clusterPrefix: string;
+  /** Whether the port is bound with SO_REUSEPORT (several nodes on one port). */
+  reusePort: boolean;
   /** Whether `-h`/`--help` was given. */
   help: boolean;
   /** Whether `-v`/`--version` was given. */
@@ -154,6 +171,11 @@ export interface OptionDescriptor {
    * Throws a `RangeError` whose message says what is wrong.
    */
   readonly check?: (text: string) => string;
+  /**
+   * How a value may be shown in an error, for values that hold a secret.
+   * @default {the value as given}
+   */
+  readonly shown?: (text: string) => string;
   /** What the option does, for the help. */
   readonly help: string;
 }
@@ -530,6 +552,50 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     help: "a site with N requests in flight answers new ones 503",
   },
   {
+    name: "cluster",
+    key: "cluster",
+    kind: "string",
+    default: null,
+    placeholder: "URL",
+    expected: CLUSTER_URL_SYNTAX,
+    check: checkClusterUrl,
+    shown: redactClusterUrl,
+    help: "run as a node of the cluster that shares this Redis: sessions, " +
+      "websocket sends and scheduler tasks are shared; redis://HOST:PORT[/DB] " +
+      "or rediss:// (the password in the URL is never logged)",
+  },
+  {
+    name: "node-id",
+    key: "nodeId",
+    kind: "string",
+    default: null,
+    placeholder: "ID",
+    expected: NODE_ID_SYNTAX,
+    check: checkNodeId,
+    help: "this node's name in the cluster (default: host name and port, " +
+      "and the process id with --reuse-port)",
+  },
+  {
+    name: "cluster-prefix",
+    key: "clusterPrefix",
+    kind: "string",
+    default: "sandflare:",
+    placeholder: "TEXT",
+    expected: CLUSTER_PREFIX_SYNTAX,
+    check: checkClusterPrefix,
+    help: "what the cluster's Redis keys start with, so two clusters can " +
+      "share one Redis",
+  },
+  {
+    name: "reuse-port",
+    key: "reusePort",
+    kind: "flag",
+    default: false,
+    help: "bind the port with SO_REUSEPORT so several nodes of one cluster " +
+      "on this machine share it (needs --cluster; each node runs its own " +
+      "sandbox per site)",
+  },
+  {
     name: "help",
     short: "h",
     key: "help",
@@ -776,8 +842,9 @@ function invalid(
   text: string,
   detail = expected(option),
 ): UsageError {
+  const shown = option.shown?.(text) ?? text;
   return new UsageError(
-    `Invalid value ${JSON.stringify(text)} for --${option.name}: ${detail}`,
+    `Invalid value ${JSON.stringify(shown)} for --${option.name}: ${detail}`,
   );
 }
 
@@ -871,6 +938,20 @@ function checkCombinations(options: ListenOptions): void {
     throw new UsageError(
       `Option ${given} needs ${missing} as well: HTTPS takes a certificate and its key`,
     );
+  }
+  if (options.cluster === null) {
+    const alone = [
+      options.nodeId !== null ? "--node-id" : null,
+      options.clusterPrefix !== "sandflare:" ? "--cluster-prefix" : null,
+      options.reusePort ? "--reuse-port" : null,
+    ].filter((name) => name !== null);
+    if (alone.length > 0) {
+      throw new UsageError(
+        `Option ${alone[0]} needs --cluster=redis://HOST:PORT: nodes ` +
+          "sharing a port or a name share sessions, websockets and tasks " +
+          "through it",
+      );
+    }
   }
   if (options.xAccelRedirect !== null && options.xSendfile) {
     throw new UsageError(

@@ -43,6 +43,10 @@ const DEFAULTS: ListenOptions = {
   websocketMaxRate: 1000,
   siteQueue: 1000,
   fastConnections: false,
+  cluster: null,
+  nodeId: null,
+  clusterPrefix: "sandflare:",
+  reusePort: false,
   help: false,
   version: false,
 };

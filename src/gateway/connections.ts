@@ -45,6 +45,8 @@ export interface ConnectionServerOptions {
   maxConnections: number;
   /** PEM certificate and key: serve HTTPS (HTTP/2 by ALPN). */
   tls?: { cert: string; key: string };
+  /** Bind with SO_REUSEPORT: other processes may listen on the port too. */
+  reusePort?: boolean;
   /** Called once the socket is bound. */
   onListen?: (addr: Deno.NetAddr) => void;
   /** Called for each connection refused for being over the cap. */
@@ -135,11 +137,13 @@ export class ConnectionServer {
     this.#options = options;
     this.#handler = handler;
     const { hostname, port, tls } = options;
+    const reusePort = options.reusePort ?? false;
     this.#listener = tls === undefined
-      ? Deno.listen({ hostname, port })
+      ? Deno.listen({ hostname, port, reusePort })
       : Deno.listenTls({
         hostname,
         port,
+        reusePort,
         cert: tls.cert,
         key: tls.key,
         alpnProtocols: ["h2", "http/1.1"],

@@ -36,8 +36,11 @@ import { type BodyBytes, bodyBytesMax, pageBody } from "./request_body.ts";
 import { readTarget, requestHost, requestTarget } from "./request_target.ts";
 import { SessionBridge } from "./session_bridge.ts";
 import { replyAnswer } from "./site_reply.ts";
-import { LatencyTracker, statsAnswer } from "./stats.ts";
-import { STATS_PATH } from "../shared/operator_paths.ts";
+import { type ClusterStats, LatencyTracker, statsAnswer } from "./stats.ts";
+import { HEALTH_PATH, STATS_PATH } from "../shared/operator_paths.ts";
+import type { Cluster } from "../cluster/cluster.ts";
+import type { TaskLeases } from "../cluster/task_leases.ts";
+import { send } from "./answer.ts";
 import { upgradeToken, upgradeWebSocket } from "./websocket_upgrade.ts";
 import { WebSocketHub } from "./websockets.ts";
 
@@ -64,20 +67,36 @@ export class Gateway {
   readonly #costlyRoutes = new RepeatedWarning(
     "Route patterns skipped, over the work allowed per request",
   );
+  readonly #cluster: Cluster | null;
+  readonly #leases: TaskLeases | null = null;
+  /** Stopping: the health check says so, so balancers send no more. */
+  #draining = false;
 
   constructor(options: GatewayOptions) {
     this.#options = options;
+    const cluster = this.#cluster = options.cluster;
     this.#bodies = { held: 0, max: bodyBytesMax(options.maxPostLength) };
     this.#hub = new WebSocketHub({
       maxMessage: options.websocketMaxMessage,
       maxBuffer: options.websocketMaxBuffer,
       maxRate: options.websocketMaxRate,
+      ...(cluster === null ? {} : {
+        relay: (msg, body) => cluster.relay(msg, body),
+      }),
     });
+    cluster?.onRelayed((msg, body) => this.#hub.fromCluster(msg, body));
     this.#sessions = new SessionBridge({
       dataDir: options.dataDir,
       maxAge: options.sessionMaxAge,
       secure: options.secureCookies,
+      ...(cluster === null ? {} : { store: cluster.sessionStore() }),
     });
+    if (cluster !== null) {
+      this.#leases = cluster.leases((site, run) =>
+        this.sites.runTasks(site, run)
+      );
+    }
+    const leases = this.#leases;
     this.sites = new Supervisor({
       ...options.sites,
       // Room for two of the largest request bodies on top of the default.
@@ -90,11 +109,16 @@ export class Gateway {
           const reached = this.#hub.fromSite(site, from, msg, body);
           return reached / 5 + (reached * body.length) / 8192;
         }
-        from.post(this.#sessions.answer(site, msg, headerBytes));
+        void this.#sessions.answer(site, msg, headerBytes).then((result) =>
+          from.post(result)
+        );
         return 5;
       },
       onSandboxExit: (sandbox) => this.#hub.sandboxExited(sandbox),
       onReload: () => this.#files?.clear(),
+      ...(leases === null ? {} : {
+        tasks: { want: (site, wanted) => leases.want(site, wanted) },
+      }),
     });
   }
 
@@ -196,6 +220,7 @@ export class Gateway {
     // The operator's paths are the gateway's on every host: no site can
     // shadow them.
     if (target.path === STATS_PATH) return this.#stats(ctx, target.query);
+    if (target.path === HEALTH_PATH) return this.#health(ctx);
     const route = snapshot.router.route(host, target.path, request.method);
     for (const site of route.overBudget ?? []) {
       this.#costlyRoutes.note(
@@ -347,8 +372,68 @@ export class Gateway {
     );
   };
 
+  /**
+   * The health check: 200 while this node serves and its cluster store
+   * answers, else 503. The operator's addresses get the details as JSON;
+   * others only the verdict.
+   */
+  #health(ctx: RequestContext): Answer {
+    const store = this.#cluster === null
+      ? null
+      : this.#cluster.healthy
+      ? "up"
+      : "down";
+    const ok = !this.#draining && store !== "down";
+    const body = this.#options.operators(ctx.wire.peer)
+      ? JSON.stringify({
+        status: ok ? "ok" : "unavailable",
+        node: this.#cluster?.nodeId ?? null,
+        draining: this.#draining,
+        clusterStore: store,
+        sites: this.sites.siteNames.length,
+        notLoaded: this.sites.notLoaded.size,
+      })
+      : ok
+      ? "ok"
+      : "unavailable";
+    return send(
+      ok ? 200 : 503,
+      [
+        [
+          "content-type",
+          body.startsWith("{")
+            ? "application/json; charset=utf-8"
+            : "text/plain; charset=utf-8",
+        ],
+        ["cache-control", "no-store"],
+      ],
+      body + "\n",
+      ctx.wire.method,
+      ROOT_SITE,
+    );
+  }
+
+  /** What /stats shows of the cluster. */
+  async #clusterStats(): Promise<ClusterStats | null> {
+    const cluster = this.#cluster;
+    if (cluster === null) return null;
+    let nodes: ClusterStats["nodes"] = null;
+    try {
+      nodes = await cluster.nodes();
+    } catch {
+      // Shown as unknown.
+    }
+    return {
+      node: cluster.nodeId,
+      store: cluster.link.shown,
+      storeUp: cluster.healthy,
+      nodes,
+      tasksHere: this.#leases?.held ?? [],
+    };
+  }
+
   /** /stats, built in, for the operator's addresses only. */
-  #stats(ctx: RequestContext, query: string): Promise<Answer> | Answer {
+  async #stats(ctx: RequestContext, query: string): Promise<Answer> {
     if (!this.#options.operators(ctx.wire.peer)) {
       return this.#error(
         403,
@@ -365,7 +450,16 @@ export class Gateway {
       version: VERSION,
       startedAt: this.#startedAt,
       limits: this.#options.sites.containment.describe(),
+      cluster: await this.#clusterStats(),
     });
+  }
+
+  /**
+   * The server is stopping: the health check answers 503 from now on, so
+   * load balancers send the next requests to another node.
+   */
+  drain(): void {
+    this.#draining = true;
   }
 
   /** Closes every websocket (the server is stopping). */
@@ -382,7 +476,9 @@ export class Gateway {
   async stop(graceMs: number): Promise<void> {
     this.closeSockets();
     await this.sites.stop(graceMs);
-    this.#sessions.close();
+    await this.#sessions.close();
+    // Last: leases handed back once the tasks stopped here.
+    await this.#cluster?.leave();
   }
 }
 

@@ -7,6 +7,7 @@
 
 import type { SupervisorOptions } from "../supervisor/supervisor.ts";
 import type { IpMatcher } from "./proxy.ts";
+import type { Cluster } from "../cluster/cluster.ts";
 
 /** What the gateway needs to run; the CLI maps its flags onto it. */
 export interface GatewayOptions {
@@ -57,4 +58,9 @@ export interface GatewayOptions {
   websocketMaxBuffer: number;
   /** Messages a second one websocket client may send (bursts of twice that). */
   websocketMaxRate: number;
+  /**
+   * The cluster this node is part of: sessions, websocket sends and
+   * scheduler tasks are shared through it. Null for a node on its own.
+   */
+  cluster: Cluster | null;
 }

@@ -9,6 +9,7 @@
 
 import { join } from "node:path";
 import { log } from "../log.ts";
+import { ClusterUnavailable } from "../cluster/redis_link.ts";
 import { Budget } from "../shared/budget.ts";
 import type { ToSandbox } from "../protocol/messages.ts";
 import type { SiteMessage } from "../supervisor/sandbox_process.ts";
@@ -24,6 +25,11 @@ import {
 export interface SessionBridgeOptions {
   /** The folder of `sessions.sqlite`. */
   dataDir: string;
+  /**
+   * The store to use instead of `sessions.sqlite` in `dataDir` (such as one
+   * shared by several servers). The bridge closes it in `close()`.
+   */
+  store?: SessionStore;
   /** Seconds a session lives after it was last saved. */
   maxAge: number;
   /** Whether session cookies are `Secure` (the server speaks HTTPS). */
@@ -47,10 +53,19 @@ export const SESSION_BYTES_PER_SECOND = 2 * 1024 * 1024;
 export const SESSION_BYTES_BURST = 512 * 1024;
 const TOO_MANY =
   "Too many session operations for this site; try again in a moment";
+/** Questions of one site that may wait for their turn (see `answer`). */
+const MAX_WAITING = 1000;
+/** Bytes of a site's questions that may wait for their turn. */
+const MAX_WAITING_BYTES = 2 * SESSION_BYTES_BURST;
 
 interface SiteBudgets {
   operations: Budget;
   bytes: Budget;
+  /** Settles once every question of the site asked so far is answered. */
+  turn: Promise<void>;
+  /** Questions asked and not yet answered, and what reading them cost. */
+  waiting: number;
+  waitingBytes: number;
 }
 
 /** Sessions of every site, in one store. */
@@ -65,19 +80,26 @@ export class SessionBridge {
     this.#options = options;
   }
 
-  /** Opens the store and purges expired sessions now and every minute. */
+  /**
+   * Opens the store (or takes the one given in the options) and purges
+   * expired sessions now and every minute.
+   */
   open(): void {
-    const file = join(this.#options.dataDir, "sessions.sqlite");
-    try {
-      this.#store = openSqliteSessionStore(file);
-    } catch (err) {
-      log.error(
-        null,
-        `Sessions are off: cannot open ${file} (--data-dir): ${
-          (err as Error).message
-        }`,
-      );
-      return;
+    if (this.#options.store !== undefined) {
+      this.#store = this.#options.store;
+    } else {
+      const file = join(this.#options.dataDir, "sessions.sqlite");
+      try {
+        this.#store = openSqliteSessionStore(file);
+      } catch (err) {
+        log.error(
+          null,
+          `Sessions are off: cannot open ${file} (--data-dir): ${
+            (err as Error).message
+          }`,
+        );
+        return;
+      }
     }
     this.#purgeExpired();
     this.#purge = setInterval(() => this.#purgeExpired(), PURGE_MS);
@@ -91,17 +113,22 @@ export class SessionBridge {
     if (this.#purging) return;
     this.#purging = true;
     let total = 0;
+    const store = this.#store;
     try {
       const now = Date.now();
-      while (this.#store !== null) {
-        const n = this.#store.purge(now, PURGE_BATCH);
+      // Stops once the bridge is closed (a batch may be under way then).
+      while (store !== null && this.#store === store) {
+        const n = await store.purge(now, PURGE_BATCH);
         total += n;
         if (n < PURGE_BATCH) break;
         await new Promise((r) => setTimeout(r, 0));
       }
       if (total > 0) log.info(null, `Purged ${total} expired session(s)`);
     } catch (err) {
-      log.error(null, `Session purge failed: ${(err as Error).message}`);
+      // A store closed during a batch is no failure.
+      if (this.#store === store && !(err instanceof ClusterUnavailable)) {
+        log.error(null, `Session purge failed: ${(err as Error).message}`);
+      }
     } finally {
       this.#purging = false;
     }
@@ -118,6 +145,9 @@ export class SessionBridge {
           perSecond: SESSION_BYTES_PER_SECOND,
           burst: SESSION_BYTES_BURST,
         }),
+        turn: Promise.resolve(),
+        waiting: 0,
+        waitingBytes: 0,
       };
       this.#budgets.set(site, budgets);
     }
@@ -126,24 +156,56 @@ export class SessionBridge {
 
   /**
    * Answers one session question of `site`; `questionBytes` is what reading
-   * it cost (a save's data is charged before it is checked).
+   * it cost (a save's data is charged before it is checked). Never rejects.
+   *
+   * A site's questions are answered one at a time, in order: each is
+   * checked against the budgets once the one before has been charged for
+   * what it read, however late the store answers. Those waiting their turn
+   * are bounded; over the bound, a question is refused at once.
    */
-  answer(site: string, msg: SessionQuestion, questionBytes = 0): SessionResult {
+  async answer(
+    site: string,
+    msg: SessionQuestion,
+    questionBytes = 0,
+  ): Promise<SessionResult> {
+    const budgets = this.#budgetsOf(site);
+    if (
+      budgets.waiting >= MAX_WAITING ||
+      budgets.waitingBytes + questionBytes > MAX_WAITING_BYTES
+    ) {
+      return sessionResult(msg, null, TOO_MANY);
+    }
+    budgets.waiting++;
+    budgets.waitingBytes += questionBytes;
+    const before = budgets.turn;
+    const { promise: turn, resolve: done } = Promise.withResolvers<void>();
+    budgets.turn = turn;
+    try {
+      await before;
+      return await this.#answerNow(site, budgets, msg, questionBytes);
+    } finally {
+      budgets.waiting--;
+      budgets.waitingBytes -= questionBytes;
+      done();
+    }
+  }
+
+  /** Answers a question of `site` whose turn it is. Never rejects. */
+  async #answerNow(
+    site: string,
+    budgets: SiteBudgets,
+    msg: SessionQuestion,
+    questionBytes: number,
+  ): Promise<SessionResult> {
     const { maxAge, secure } = this.#options;
     const cookie = { secure, maxAge };
     const result = (
       session: SessionResult["session"],
       error: string | null = null,
-    ): SessionResult => ({
-      t: "sessionResult",
-      call: msg.call,
-      session,
-      error,
-    });
+    ): SessionResult => sessionResult(msg, session, error);
     const store = this.#store;
     // Refused before the store is touched: the cost of saying no is tiny.
     // Bytes read and written are charged: a site in debt waits.
-    const budgets = this.#budgetsOf(site);
     if (!budgets.bytes.take(0) || !budgets.operations.take()) {
       return result(null, TOO_MANY);
     }
@@ -155,7 +217,7 @@ export class SessionBridge {
           // Passed on, not handled: a plain parse (its "__proto__" keys are
           // own, ordinary keys) costs a tenth of the store's null-prototype
           // copy, and what it reads is charged.
-          const found = store.getJson(site, msg.name, msg.id);
+          const found = await store.getJson(site, msg.name, msg.id);
           if (found !== null) {
             budgets.bytes.spend(found.json.length);
             return result({
@@ -169,7 +231,7 @@ export class SessionBridge {
         return result({ id: newSessionId(), data: {}, fresh: true, ...cookie });
       }
       if (!isSessionId(msg.id)) throw new TypeError("Not a session id");
-      store.set(site, msg.name, msg.id, {
+      await store.set(site, msg.name, msg.id, {
         data: msg.data,
         expires: Date.now() + maxAge * 1000,
       });
@@ -177,21 +239,47 @@ export class SessionBridge {
     } catch (err) {
       const expected = err instanceof SessionLimitError ||
         err instanceof TypeError;
-      if (!expected) {
+      // The cluster's store away is logged once by its link, not per call.
+      const away = err instanceof ClusterUnavailable;
+      // A store closed while it answered (the server is stopping) is no
+      // failure to log.
+      if (!expected && !away && this.#store === store) {
         log.error(site, `Session store: ${(err as Error).message}`);
       }
       return result(
         null,
-        expected ? err.message : "The session store failed",
+        expected
+          ? err.message
+          : away
+          ? "The session store is unavailable; try again later"
+          : "The session store failed",
       );
     }
   }
 
-  /** Stops purging and closes the store. */
-  close(): void {
+  /**
+   * Stops purging and closes the store; questions asked from now on are
+   * answered with an error. Resolves once the store is closed; a store that
+   * fails to close is logged, not rejected.
+   */
+  async close(): Promise<void> {
     if (this.#purge !== null) clearInterval(this.#purge);
     this.#purge = null;
-    this.#store?.close();
+    const store = this.#store;
     this.#store = null;
+    try {
+      await store?.close();
+    } catch (err) {
+      log.error(null, `Session store did not close: ${(err as Error).message}`);
+    }
   }
+}
+
+/** The answer to `msg`: a session, or why there is none. */
+function sessionResult(
+  msg: SessionQuestion,
+  session: SessionResult["session"],
+  error: string | null = null,
+): SessionResult {
+  return { t: "sessionResult", call: msg.call, session, error };
 }

@@ -83,13 +83,47 @@ export interface SiteStats {
   recentMs: number[];
 }
 
+/** This node's cluster, as /stats shows it. */
+export interface ClusterStats {
+  /** This node's id. */
+  node: string;
+  /** The cluster's Redis (without its password). */
+  store: string;
+  /** Whether the store answers. */
+  storeUp: boolean;
+  /** Nodes seen in the last minute, and how long ago (null: store away). */
+  nodes: { id: string; lastSeenMs: number }[] | null;
+  /** Sites whose scheduler tasks run on this node. */
+  tasksHere: string[];
+}
+
 /** Everything /stats shows. */
 export interface Stats {
   version: string;
   uptimeSeconds: number;
   /** What holds each sandbox to its memory and CPU (cgroups or not). */
   limits: string;
+  /** The cluster, or null for a node on its own. */
+  cluster: ClusterStats | null;
   sites: SiteStats[];
+}
+
+function clusterSection(cluster: ClusterStats | null): string {
+  if (cluster === null) return "";
+  const nodes = cluster.nodes === null
+    ? "unknown while the store is away"
+    : cluster.nodes.map((n) =>
+      `${escapeHtml(n.id)} (${(n.lastSeenMs / 1000).toFixed(1)} s ago)`
+    ).join(", ");
+  return `<p class="${cluster.storeUp ? "" : "bad"}">Node ${
+    escapeHtml(cluster.node)
+  } of the cluster on ${escapeHtml(cluster.store)}: the store ${
+    cluster.storeUp ? "answers" : "<b>does not answer</b>"
+  }. Nodes seen: ${nodes}. Scheduler tasks here: ${
+    cluster.tasksHere.length === 0
+      ? "none"
+      : escapeHtml(cluster.tasksHere.join(", "))
+  }.</p>`;
 }
 
 function sparkline(values: number[]): string {
@@ -135,11 +169,12 @@ export function renderStatsPage(stats: Stats): string {
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Sandflare stats</title>
-<style>body{font:14px/1.5 system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}td,th{padding:.3rem .6rem;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}tr.bad td{background:#fff3f3}</style>
+<style>body{font:14px/1.5 system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}td,th{padding:.3rem .6rem;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}tr.bad td,p.bad{background:#fff3f3}</style>
 </head><body>
 <h1>Sandflare ${escapeHtml(stats.version)}</h1>
 <p>Up ${Math.floor(stats.uptimeSeconds)} s · <a href="?format=json">JSON</a></p>
 <p>${escapeHtml(stats.limits)}</p>
+${clusterSection(stats.cluster)}
 <table>
 <tr><th>site</th><th>state</th><th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>disk</th><th>websockets</th><th>last problem</th></tr>
 ${rows.join("\n")}
@@ -161,6 +196,8 @@ export interface StatsSources {
   startedAt: number;
   /** What holds each sandbox to its memory and CPU. */
   limits: string;
+  /** The cluster, or null for a node on its own. */
+  cluster: ClusterStats | null;
 }
 
 /** Everything /stats shows, as it is now. */
@@ -213,6 +250,7 @@ export function collectStats(from: StatsSources): Stats {
     version: from.version,
     uptimeSeconds: (Date.now() - from.startedAt) / 1000,
     limits: from.limits,
+    cluster: from.cluster,
     sites,
   };
 }

@@ -3,6 +3,12 @@
  * the site that accepted it (its events go there), while any generation of
  * that site can send to it or to every client of the same channel.
  *
+ * In a cluster, a site's send also goes to the other nodes (a channel's
+ * clients on every node, a client held by another node), and theirs come
+ * here through {@linkcode WebSocketHub.fromCluster}. A channel is named
+ * across nodes by its key (host, path and protocol), which every generation
+ * and node agree on.
+ *
  * @module
  */
 
@@ -10,6 +16,7 @@ import { RepeatedWarning } from "../log.ts";
 import { Budget } from "../shared/budget.ts";
 import type { SiteMessage } from "../supervisor/sandbox_process.ts";
 import type { SandboxProcess } from "../supervisor/sandbox_process.ts";
+import type { RelayedMessage } from "../cluster/cluster.ts";
 import { socketKey } from "../supervisor/snapshot.ts";
 
 /** Options of {@linkcode WebSocketHub}. */
@@ -24,6 +31,8 @@ export interface HubOptions {
   maxBuffer: number;
   /** Messages a second one client may send (bursts of twice that). */
   maxRate: number;
+  /** Passes sends and closes on to the other nodes of the cluster. */
+  relay?: (msg: RelayedMessage, body: Uint8Array) => void;
 }
 
 /** The channel key of a generation's channel number, or null. */
@@ -78,6 +87,7 @@ export interface AcceptInfo {
 
 const ENCODER = new TextEncoder();
 const DECODER = new TextDecoder();
+const EMPTY = new Uint8Array(0);
 
 function randomId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
@@ -223,21 +233,75 @@ export class WebSocketHub {
   ): number {
     const key = keyOf(generation, msg.channel);
     if (key === null) return 0;
+    const relay = this.#options.relay;
     if (msg.t === "wsClose") {
       const client = this.#clients.get(msg.client);
-      if (client?.site === site && client.key === key) {
-        client.socket.close(msg.code, msg.reason);
+      if (client !== undefined) {
+        if (client.site === site && client.key === key) {
+          client.socket.close(msg.code, msg.reason);
+        }
+      } else {
+        relay?.({
+          op: "close",
+          site,
+          key,
+          client: msg.client,
+          binary: false,
+          code: msg.code,
+          reason: msg.reason,
+        }, EMPTY);
       }
       return 1;
     }
+    const out = {
+      op: "send" as const,
+      site,
+      key,
+      client: msg.client,
+      binary: msg.binary,
+      code: 0,
+      reason: "",
+    };
+    // A client held here is sent to here; any other may be another node's.
+    if (msg.client !== null && !this.#clients.has(msg.client)) {
+      relay?.(out, body);
+      return 1;
+    }
+    if (msg.client === null) relay?.(out, body);
+    return this.#deliver(out, body) + (relay === undefined ? 0 : 1);
+  }
+
+  /**
+   * A send or close from a site on another node: to the clients of that
+   * site's channel held here.
+   */
+  fromCluster(msg: RelayedMessage, body: Uint8Array): void {
+    if (msg.op === "send") {
+      this.#deliver(msg, body);
+      return;
+    }
+    const client = msg.client === null
+      ? undefined
+      : this.#clients.get(msg.client);
+    if (client?.site === msg.site && client.key === msg.key) {
+      try {
+        client.socket.close(msg.code, msg.reason);
+      } catch {
+        // Already closing.
+      }
+    }
+  }
+
+  /** Sends to one client or a whole channel held here; how many it reached. */
+  #deliver(msg: RelayedMessage, body: Uint8Array): number {
     // Found first, decoded only when someone is there to receive it.
     if (msg.client !== null) {
       const client = this.#clients.get(msg.client);
-      if (client?.site !== site || client.key !== key) return 0;
+      if (client?.site !== msg.site || client.key !== msg.key) return 0;
       this.#send(client, msg.binary ? body : DECODER.decode(body), body.length);
       return 1;
     }
-    const clients = this.#byChannel.get(`${site}\0${key}`);
+    const clients = this.#byChannel.get(`${msg.site}\0${msg.key}`);
     if (clients === undefined || clients.size === 0) return 0;
     const data: string | Uint8Array = msg.binary ? body : DECODER.decode(body);
     for (const client of clients) this.#send(client, data, body.length);

@@ -36,6 +36,8 @@ export interface WireRoutes {
   hooks: string[];
   /** Websocket registrations; `id` is the channel number. */
   websockets: WireSocket[];
+  /** How many scheduler tasks the site registered. */
+  tasks: number;
 }
 
 /** A websocket registration: `websocket.register(path, protocol, host)`. */
@@ -129,8 +131,16 @@ export type ToSandbox =
   | { t: "heartbeat"; id: number }
   /** A new generation is about to load: run the `ReloadScripts` hook. */
   | { t: "reloading" }
-  /** This generation now serves the site: start its scheduler tasks. */
+  /**
+   * This generation now serves the site: start its scheduler tasks (or
+   * resume them after `pauseTasks`).
+   */
   | { t: "activate" }
+  /**
+   * Another node of the cluster runs the site's tasks now: each stops at
+   * its next `scheduler.sleep()` until `activate`.
+   */
+  | { t: "pauseTasks" }
   /** A websocket client connected to channel `channel`. */
   | { t: "wsOpen"; channel: number; client: string; peer: string }
   /** A message from a client; the frame body holds it. */
@@ -270,7 +280,8 @@ function isWireRoutes(value: unknown): value is WireRoutes {
   return isRecord(value) && Array.isArray(value.hosts) &&
     value.hosts.every(isWireHost) && Array.isArray(value.pages) &&
     value.pages.every(isWirePage) && isStringArray(value.hooks) &&
-    Array.isArray(value.websockets) && value.websockets.every(isWireSocket);
+    Array.isArray(value.websockets) && value.websockets.every(isWireSocket) &&
+    isId(value.tasks);
 }
 
 function isCloseCode(value: unknown): value is number {
@@ -508,6 +519,8 @@ export function parseToSandbox(value: unknown): ToSandbox {
         return { t: "reloading" };
       case "activate":
         return { t: "activate" };
+      case "pauseTasks":
+        return { t: "pauseTasks" };
       case "wsOpen":
         if (
           isId(value.channel) && typeof value.client === "string" &&
@@ -627,8 +640,10 @@ export type ToWorker =
   | { t: "ping"; id: number }
   /** Run a hook in this worker (e.g. `ReloadScripts`). */
   | { t: "hook"; name: string }
-  /** This worker runs the site's scheduler tasks. */
+  /** This worker runs the site's scheduler tasks (or resumes them). */
   | { t: "startTasks" }
+  /** This worker's tasks stop at their next sleep until `startTasks`. */
+  | { t: "pauseTasks" }
   | { t: "wsOpen"; channel: number; client: string; peer: string }
   | {
     t: "wsMessage";

@@ -59,11 +59,12 @@ const FROM_SANDBOX: Record<string, Json> = {
       ],
       hooks: ["Error", "Request"],
       websockets: [{ id: 0, host: "*", path: "/ws", protocol: null }],
+      tasks: 2,
     },
   },
   "loaded, nothing registered": {
     t: "loaded",
-    routes: { hosts: [], pages: [], hooks: [], websockets: [] },
+    routes: { hosts: [], pages: [], hooks: [], websockets: [], tasks: 0 },
   },
   "loadFailed with a location": {
     t: "loadFailed",
@@ -154,6 +155,7 @@ const TO_SANDBOX: Record<string, Json> = {
   "heartbeat": { t: "heartbeat", id: 0 },
   "reloading": { t: "reloading" },
   "activate": { t: "activate" },
+  "pauseTasks": { t: "pauseTasks" },
   "shutdown": { t: "shutdown" },
 };
 

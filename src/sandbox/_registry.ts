@@ -115,5 +115,6 @@ export function routesOf(reg: Registry): WireRoutes {
     pages: reg.pages.map((p) => p.spec),
     hooks: hooks.sort(),
     websockets: reg.sockets.map((s) => s.spec),
+    tasks: reg.tasks.length,
   };
 }

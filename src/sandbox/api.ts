@@ -497,7 +497,9 @@ export const scheduler: {
     // start or its last resume, which is how tasks are written.
     const owner = currentTask;
     return new Promise((resolve) =>
-      setTimeout(() => {
+      setTimeout(function wake() {
+        // Paused (another node runs the tasks): wakes when resumed.
+        if (tasksPaused) return parked.push(wake);
         if (owner === null) return resolve();
         currentTask = owner;
         const started = performance.now();
@@ -512,11 +514,33 @@ export const scheduler: {
   },
 };
 
+/** Whether the tasks were started in this worker. */
+let tasksStarted = false;
+/** Whether they wait at their sleeps (another node of the cluster runs them). */
+let tasksPaused = false;
+/** Sleeps that ended while paused. */
+const parked: (() => void)[] = [];
+
 /**
- * Starts every registered task in this worker (called once, in the one
- * worker the sandbox picked). A throwing task is logged with its name.
+ * Stops the tasks at their next `scheduler.sleep()`: a sleep that ends
+ * while paused ends only once the tasks are resumed.
+ */
+export function pauseTasks(): void {
+  tasksPaused = true;
+}
+
+/**
+ * Starts every registered task in this worker (called in the one worker
+ * the sandbox picked), or resumes them after {@linkcode pauseTasks}. A
+ * throwing task is logged with its name.
  */
 export function startTasks(): void {
+  tasksPaused = false;
+  if (tasksStarted) {
+    for (const wake of parked.splice(0)) wake();
+    return;
+  }
+  tasksStarted = true;
   for (const task of registry.tasks) {
     currentTask = task.name;
     const started = performance.now();

@@ -385,9 +385,12 @@ class Pool {
         void this.#heartbeat(msg.id);
         break;
       case "activate":
+      case "pauseTasks":
         // A site's tasks run once per site: in the first worker only.
         this.#workers[0]?.worker.postMessage(
-          { t: "startTasks" } satisfies ToWorker,
+          {
+            t: msg.t === "activate" ? "startTasks" : "pauseTasks",
+          } satisfies ToWorker,
         );
         break;
       case "reloading":

@@ -16,7 +16,7 @@ import {
   outputToLog,
 } from "./confine.ts";
 import { registry, routesOf, type SocketEntry } from "./_registry.ts";
-import { hook, startTasks } from "./api.ts";
+import { hook, pauseTasks, startTasks } from "./api.ts";
 import { PageRequest } from "./request.ts";
 import type { PageResponse } from "./response.ts";
 import {
@@ -567,6 +567,9 @@ function fromGateway(
     case "activate":
       dispatch({ t: "startTasks" });
       break;
+    case "pauseTasks":
+      dispatch({ t: "pauseTasks" });
+      break;
     case "reloading":
       dispatch({ t: "hook", name: "ReloadScripts" });
       break;
@@ -612,6 +615,9 @@ function dispatch(msg: Exclude<ToWorker, { t: "load" }>): void {
       break;
     case "startTasks":
       startTasks();
+      break;
+    case "pauseTasks":
+      pauseTasks();
       break;
     case "wsOpen":
       void socketOf(msg.channel)?.events.open(msg.client, msg.peer);

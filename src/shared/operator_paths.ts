@@ -8,5 +8,11 @@
 /** The operator's statistics page. */
 export const STATS_PATH = "/stats";
 
+/**
+ * The health check for load balancers: answered on every host, to every
+ * peer (with details only for the operator's addresses).
+ */
+export const HEALTH_PATH = "/.well-known/sandflare/health";
+
 /** Every operator path. */
 export const OPERATOR_PATHS: readonly string[] = [STATS_PATH];

@@ -10,6 +10,7 @@ function routes(...patterns: string[]): WireRoutes {
     pages: [],
     hooks: [],
     websockets: [],
+    tasks: 0,
   };
 }
 

@@ -486,6 +486,11 @@ export class SandboxProcess {
     this.#send({ t: "activate" });
   }
 
+  /** Another node runs the site's tasks now: they stop at their next sleep. */
+  pauseTasks(): void {
+    if (this.alive) this.#send({ t: "pauseTasks" });
+  }
+
   /** Runs the site's `ReloadScripts` hook (a new generation is loading). */
   notifyReloading(): void {
     if (this.alive) this.#send({ t: "reloading" });

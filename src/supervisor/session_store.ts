@@ -3,12 +3,19 @@
  * by (site, cookie name, id), so one site never sees another's sessions, even
  * with the same name and id.
  *
- * Every store sits behind the small {@linkcode SessionStore} interface, so a
- * deployment can swap in an external store. Two come with Sandflare: a SQLite
- * file ({@linkcode openSqliteSessionStore}), which survives a restart, and a
- * map in memory ({@linkcode createMemorySessionStore}), which does not. Both
- * store the data as JSON text and hand back a fresh copy whose objects have
- * no prototype, so a `"__proto__"` key is an ordinary key.
+ * Every store sits behind the small, asynchronous {@linkcode SessionStore}
+ * interface, so a deployment can swap in an external store (one over the
+ * network answers later). Two come with Sandflare: a SQLite file
+ * ({@linkcode openSqliteSessionStore}), which survives a restart, and a map in
+ * memory ({@linkcode createMemorySessionStore}), which does not. Both store
+ * the data as JSON text and hand back a fresh copy whose objects have no
+ * prototype, so a `"__proto__"` key is an ordinary key.
+ *
+ * Another implementation reuses the checks and encoding of these two, so all
+ * behave alike: {@linkcode resolveSessionStoreOptions},
+ * {@linkcode checkSessionId}, {@linkcode checkSessionStoreOpen},
+ * {@linkcode encodeSessionRecord}, {@linkcode decodeSessionRecord} and
+ * {@linkcode sessionLimitMessage}.
  *
  * @module
  */
@@ -39,60 +46,80 @@ export interface SessionRecord {
 /**
  * Where sessions live. A session is live while `expires` is later than now.
  *
+ * Every method answers with a promise, and reports every failure by
+ * rejecting it, never by throwing: a store may be across the network. After
+ * `close()`, every other method rejects with an `Error` whose message says
+ * the store is closed.
+ *
  * @example
  * ```ts
  * import {
  *   createMemorySessionStore,
+ *   newSessionId,
  *   type SessionStore,
  * } from "./session_store.ts";
+ * import assert from "node:assert/strict";
  *
  * const store: SessionStore = createMemorySessionStore();
- * store.close();
+ * const id = newSessionId();
+ * await store.set("blog", "sid", id, { data: { n: 1 }, expires: Date.now() + 60_000 });
+ * assert.equal((await store.get("blog", "sid", id))?.data.n, 1);
+ * await store.close();
  * ```
  */
 export interface SessionStore {
   /**
    * The live (not expired) session, or null.
    *
-   * @throws {TypeError} when `id` is not a session id
+   * Rejects with a `TypeError` when `id` is not a session id.
    */
-  get(site: string, name: string, id: string): SessionRecord | null;
+  get(site: string, name: string, id: string): Promise<SessionRecord | null>;
   /**
    * The live session's data as the JSON text it is stored as, or null: for
    * a caller that only passes it on (the gateway to a site), unparsed.
    *
-   * @throws {TypeError} when `id` is not a session id
+   * Rejects with a `TypeError` when `id` is not a session id.
    */
   getJson(
     site: string,
     name: string,
     id: string,
-  ): { json: string; expires: number } | null;
+  ): Promise<EncodedSessionRecord | null>;
   /**
    * Creates or replaces a session. A record that has already expired
    * removes the session instead.
    *
-   * @throws {TypeError} when `id` is not a session id, `data` is not a plain
-   * JSON object or `expires` is not a finite number
-   * @throws {SessionLimitError} when a limit is hit
+   * Rejects with a `TypeError` when `id` is not a session id, `data` is not
+   * a plain JSON object or `expires` is not a finite number, and with a
+   * {@linkcode SessionLimitError} when a limit is hit; the session is then
+   * left as it was.
+   *
    * @returns the bytes stored (the data's JSON), 0 when it removed the session
    */
-  set(site: string, name: string, id: string, record: SessionRecord): number;
+  set(
+    site: string,
+    name: string,
+    id: string,
+    record: SessionRecord,
+  ): Promise<number>;
   /**
    * Removes a session, if there is one.
    *
-   * @throws {TypeError} when `id` is not a session id
+   * Rejects with a `TypeError` when `id` is not a session id.
    */
-  delete(site: string, name: string, id: string): void;
+  delete(site: string, name: string, id: string): Promise<void>;
   /**
    * Removes expired sessions, at most `limit` of them (a caller that must
-   * not stall calls it again until it removes fewer); returns how many.
+   * not stall calls it again until it removes fewer); resolves to how many.
    */
-  purge(now?: number, limit?: number): number;
+  purge(now?: number, limit?: number): Promise<number>;
   /** Live sessions of a site (for /stats). */
-  count(site: string): number;
-  /** Releases the store; it cannot be used afterwards. */
-  close(): void;
+  count(site: string): Promise<number>;
+  /**
+   * Releases the store; it cannot be used afterwards. Closing a closed
+   * store does nothing.
+   */
+  close(): Promise<void>;
 }
 
 /**
@@ -109,8 +136,8 @@ export interface SessionStore {
  *
  * const store = createMemorySessionStore({ maxDataBytes: 16 });
  * const record = { data: { text: "too long for the limit" }, expires: Date.now() + 1000 };
- * assert.throws(() => store.set("blog", "sid", newSessionId(), record), SessionLimitError);
- * store.close();
+ * await assert.rejects(store.set("blog", "sid", newSessionId(), record), SessionLimitError);
+ * await store.close();
  * ```
  */
 export class SessionLimitError extends Error {
@@ -134,15 +161,38 @@ export interface SessionStoreOptions {
   maxSessionsPerSite?: number;
 }
 
-/** {@linkcode SessionStoreOptions} with every default applied. */
-interface Limits {
+/**
+ * {@linkcode SessionStoreOptions} with every default applied, as
+ * {@linkcode resolveSessionStoreOptions} returns them.
+ *
+ * @example
+ * ```ts
+ * import type { SessionStoreLimits } from "./session_store.ts";
+ *
+ * const limits: SessionStoreLimits = { maxDataBytes: 65536, maxSessionsPerSite: 100_000 };
+ * ```
+ */
+export interface SessionStoreLimits {
+  /** Largest session data, as UTF-8 bytes of its JSON. */
   maxDataBytes: number;
+  /** Most live sessions one site may have. */
   maxSessionsPerSite: number;
 }
 
-/** A validated record, ready to store. */
-interface EncodedRecord {
+/**
+ * A session as a store keeps it: its data as JSON text, and its expiry.
+ *
+ * @example
+ * ```ts
+ * import type { EncodedSessionRecord } from "./session_store.ts";
+ *
+ * const stored: EncodedSessionRecord = { json: '{"user":"ada"}', expires: Date.now() + 60_000 };
+ * ```
+ */
+export interface EncodedSessionRecord {
+  /** The data, as `JSON.stringify` wrote it. */
   json: string;
+  /** When the session expires, in milliseconds since the epoch. */
   expires: number;
 }
 
@@ -194,7 +244,8 @@ export function isSessionId(text: string): boolean {
  * @param file path of the database file
  * @param options limits
  * @returns the store; call `close()` when done
- * @throws {RangeError} when an option is not a positive integer
+ * @throws {RangeError} when an option is not a positive integer (opening is
+ * synchronous: it throws, it does not reject)
  * @example
  * ```ts
  * import { newSessionId, openSqliteSessionStore } from "./session_store.ts";
@@ -203,9 +254,9 @@ export function isSessionId(text: string): boolean {
  * const dir = Deno.makeTempDirSync();
  * const store = openSqliteSessionStore(`${dir}/data/sessions.db`);
  * const id = newSessionId();
- * store.set("blog", "sid", id, { data: { user: "ada" }, expires: Date.now() + 60_000 });
- * assert.equal(store.get("blog", "sid", id)?.data.user, "ada");
- * store.close();
+ * await store.set("blog", "sid", id, { data: { user: "ada" }, expires: Date.now() + 60_000 });
+ * assert.equal((await store.get("blog", "sid", id))?.data.user, "ada");
+ * await store.close();
  * Deno.removeSync(dir, { recursive: true });
  * ```
  */
@@ -213,12 +264,12 @@ export function openSqliteSessionStore(
   file: string,
   options: SessionStoreOptions = {},
 ): SessionStore {
-  const limits = resolveOptions(options);
+  const limits = resolveSessionStoreOptions(options);
   mkdirSync(dirname(file), { recursive: true });
   const db = new DatabaseSync(file);
   try {
     createSchema(db, file);
-    return new SqliteSessionStore(db, limits);
+    return new PromisedSessionStore(new SqliteSessionStore(db, limits));
   } catch (err) {
     db.close();
     throw err;
@@ -239,19 +290,41 @@ export function openSqliteSessionStore(
  *
  * const store = createMemorySessionStore({ maxSessionsPerSite: 10 });
  * const id = newSessionId();
- * store.set("blog", "sid", id, { data: { n: 1 }, expires: Date.now() + 60_000 });
- * assert.equal(store.count("blog"), 1);
- * assert.equal(store.get("shop", "sid", id), null);
- * store.close();
+ * await store.set("blog", "sid", id, { data: { n: 1 }, expires: Date.now() + 60_000 });
+ * assert.equal(await store.count("blog"), 1);
+ * assert.equal(await store.get("shop", "sid", id), null);
+ * await store.close();
  * ```
  */
 export function createMemorySessionStore(
   options: SessionStoreOptions = {},
 ): SessionStore {
-  return new MemorySessionStore(resolveOptions(options));
+  return new PromisedSessionStore(
+    new MemorySessionStore(resolveSessionStoreOptions(options)),
+  );
 }
 
-function resolveOptions(options: SessionStoreOptions): Limits {
+/**
+ * Applies the defaults to a store's options and checks them.
+ *
+ * @param options limits, as a caller gave them
+ * @returns every limit
+ * @throws {RangeError} when an option is not a positive integer
+ * @example
+ * ```ts
+ * import { resolveSessionStoreOptions } from "./session_store.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(resolveSessionStoreOptions({ maxDataBytes: 1024 }), {
+ *   maxDataBytes: 1024,
+ *   maxSessionsPerSite: 100_000,
+ * });
+ * assert.throws(() => resolveSessionStoreOptions({ maxDataBytes: 0 }), RangeError);
+ * ```
+ */
+export function resolveSessionStoreOptions(
+  options: SessionStoreOptions = {},
+): SessionStoreLimits {
   const { maxDataBytes = 64 * 1024, maxSessionsPerSite = 100_000 } = options;
   checkPositiveInteger("maxDataBytes", maxDataBytes);
   checkPositiveInteger("maxSessionsPerSite", maxSessionsPerSite);
@@ -266,7 +339,21 @@ function checkPositiveInteger(option: string, value: number): void {
   }
 }
 
-function checkId(id: string): void {
+/**
+ * Checks that `id` is a session id (see {@linkcode isSessionId}).
+ *
+ * @param id the id a caller gave
+ * @throws {TypeError} when it is not, naming (the start of) what it is
+ * @example
+ * ```ts
+ * import { checkSessionId, newSessionId } from "./session_store.ts";
+ * import assert from "node:assert/strict";
+ *
+ * checkSessionId(newSessionId());
+ * assert.throws(() => checkSessionId("not an id"), TypeError);
+ * ```
+ */
+export function checkSessionId(id: string): void {
   if (isSessionId(id)) return;
   const shown = typeof id === "string"
     ? JSON.stringify(id.slice(0, 40))
@@ -276,12 +363,55 @@ function checkId(id: string): void {
   );
 }
 
-function checkOpen(closed: boolean): void {
+/**
+ * Checks that a store is still open: every method but `close()` calls it
+ * first.
+ *
+ * @param closed whether the store's `close()` was called
+ * @throws {Error} "Session store is closed" when `closed` is true
+ * @example
+ * ```ts
+ * import { checkSessionStoreOpen } from "./session_store.ts";
+ * import assert from "node:assert/strict";
+ *
+ * checkSessionStoreOpen(false);
+ * assert.throws(() => checkSessionStoreOpen(true), /closed/);
+ * ```
+ */
+export function checkSessionStoreOpen(closed: boolean): void {
   if (closed) throw new Error("Session store is closed");
 }
 
-/** Validates a record for `set` and turns its data into JSON. */
-function encodeRecord(record: SessionRecord, limits: Limits): EncodedRecord {
+/**
+ * Validates a record for `set` and turns its data into JSON.
+ *
+ * @param record the record a caller gave
+ * @param limits the store's limits (only `maxDataBytes` is checked here)
+ * @returns the data's JSON and the expiry
+ * @throws {TypeError} when `data` is not a plain JSON object or `expires` is
+ * not a finite number
+ * @throws {SessionLimitError} when the JSON is over `maxDataBytes`
+ * @example
+ * ```ts
+ * import {
+ *   encodeSessionRecord,
+ *   resolveSessionStoreOptions,
+ * } from "./session_store.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const limits = resolveSessionStoreOptions();
+ * const encoded = encodeSessionRecord({ data: { n: 1 }, expires: 5 }, limits);
+ * assert.deepEqual(encoded, { json: '{"n":1}', expires: 5 });
+ * assert.throws(
+ *   () => encodeSessionRecord({ data: { when: new Date() }, expires: 5 }, limits),
+ *   TypeError,
+ * );
+ * ```
+ */
+export function encodeSessionRecord(
+  record: SessionRecord,
+  limits: SessionStoreLimits,
+): EncodedSessionRecord {
   const { data, expires } = record;
   if (typeof expires !== "number" || !Number.isFinite(expires)) {
     throw new TypeError(
@@ -361,9 +491,24 @@ function describe(value: unknown): string {
 /**
  * Parses stored JSON into objects without a prototype, so a `"__proto__"`
  * key stays an ordinary key whatever the caller later does with the data.
+ *
+ * @param found a stored session, or null
+ * @returns the session, or null when `found` is null
+ * @throws {SyntaxError} when the JSON is not valid
+ * @throws {TypeError} when the JSON is not an object
+ * @example
+ * ```ts
+ * import { decodeSessionRecord } from "./session_store.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const record = decodeSessionRecord({ json: '{"__proto__":{"x":1}}', expires: 5 });
+ * assert.equal(Object.getPrototypeOf(record?.data), null);
+ * assert.ok(Object.hasOwn(record?.data ?? {}, "__proto__"));
+ * assert.equal(decodeSessionRecord(null), null);
+ * ```
  */
-function decodeRecord(
-  found: { json: string; expires: number } | null,
+export function decodeSessionRecord(
+  found: EncodedSessionRecord | null,
 ): SessionRecord | null {
   return found === null
     ? null
@@ -387,27 +532,96 @@ function toNullPrototype(_key: string, value: unknown): unknown {
   return copy;
 }
 
-class MemorySessionStore implements SessionStore {
-  readonly #limits: Limits;
-  /** site → (id + name) → record; the id has a fixed length. */
-  readonly #sites = new Map<string, Map<string, EncodedRecord>>();
-  #closed = false;
+/**
+ * A {@linkcode SessionStore} whose methods answer at once: the two built-in
+ * stores, written synchronously and handed out wrapped in a
+ * {@linkcode PromisedSessionStore}.
+ */
+type SyncSessionStore = {
+  [K in keyof SessionStore]: (
+    ...args: Parameters<SessionStore[K]>
+  ) => Awaited<ReturnType<SessionStore[K]>>;
+};
 
-  constructor(limits: Limits) {
-    this.#limits = limits;
+/**
+ * A synchronous store behind the asynchronous interface: each call runs at
+ * once, as it did, and what it throws becomes the promise's rejection.
+ */
+class PromisedSessionStore implements SessionStore {
+  readonly #store: SyncSessionStore;
+
+  constructor(store: SyncSessionStore) {
+    this.#store = store;
   }
 
-  get(site: string, name: string, id: string): SessionRecord | null {
-    return decodeRecord(this.getJson(site, name, id));
+  get(site: string, name: string, id: string): Promise<SessionRecord | null> {
+    return settle(() => this.#store.get(site, name, id));
   }
 
   getJson(
     site: string,
     name: string,
     id: string,
-  ): { json: string; expires: number } | null {
-    checkOpen(this.#closed);
-    checkId(id);
+  ): Promise<EncodedSessionRecord | null> {
+    return settle(() => this.#store.getJson(site, name, id));
+  }
+
+  set(
+    site: string,
+    name: string,
+    id: string,
+    record: SessionRecord,
+  ): Promise<number> {
+    return settle(() => this.#store.set(site, name, id, record));
+  }
+
+  delete(site: string, name: string, id: string): Promise<void> {
+    return settle(() => this.#store.delete(site, name, id));
+  }
+
+  purge(now?: number, limit?: number): Promise<number> {
+    return settle(() => this.#store.purge(now, limit));
+  }
+
+  count(site: string): Promise<number> {
+    return settle(() => this.#store.count(site));
+  }
+
+  close(): Promise<void> {
+    return settle(() => this.#store.close());
+  }
+}
+
+/** Runs `fn` now: its result, or what it throws as a rejection. */
+function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+class MemorySessionStore implements SyncSessionStore {
+  readonly #limits: SessionStoreLimits;
+  /** site → (id + name) → record; the id has a fixed length. */
+  readonly #sites = new Map<string, Map<string, EncodedSessionRecord>>();
+  #closed = false;
+
+  constructor(limits: SessionStoreLimits) {
+    this.#limits = limits;
+  }
+
+  get(site: string, name: string, id: string): SessionRecord | null {
+    return decodeSessionRecord(this.getJson(site, name, id));
+  }
+
+  getJson(
+    site: string,
+    name: string,
+    id: string,
+  ): EncodedSessionRecord | null {
+    checkSessionStoreOpen(this.#closed);
+    checkSessionId(id);
     const stored = this.#sites.get(site)?.get(id + name);
     if (stored === undefined) return null;
     if (stored.expires <= Date.now()) {
@@ -418,15 +632,16 @@ class MemorySessionStore implements SessionStore {
   }
 
   set(site: string, name: string, id: string, record: SessionRecord): number {
-    checkOpen(this.#closed);
-    checkId(id);
-    const encoded = encodeRecord(record, this.#limits);
+    checkSessionStoreOpen(this.#closed);
+    checkSessionId(id);
+    const encoded = encodeSessionRecord(record, this.#limits);
     const now = Date.now();
     if (encoded.expires <= now) {
       this.#remove(site, id + name);
       return 0;
     }
-    const sessions = this.#sites.get(site) ?? new Map<string, EncodedRecord>();
+    const sessions = this.#sites.get(site) ??
+      new Map<string, EncodedSessionRecord>();
     const existing = sessions.get(id + name);
     if (existing === undefined || existing.expires <= now) {
       this.#checkRoom(site, sessions, now);
@@ -437,13 +652,13 @@ class MemorySessionStore implements SessionStore {
   }
 
   delete(site: string, name: string, id: string): void {
-    checkOpen(this.#closed);
-    checkId(id);
+    checkSessionStoreOpen(this.#closed);
+    checkSessionId(id);
     this.#remove(site, id + name);
   }
 
   purge(now: number = Date.now(), limit = Infinity): number {
-    checkOpen(this.#closed);
+    checkSessionStoreOpen(this.#closed);
     let removed = 0;
     for (const [site, sessions] of this.#sites) {
       for (const [key, stored] of sessions) {
@@ -458,7 +673,7 @@ class MemorySessionStore implements SessionStore {
   }
 
   count(site: string): number {
-    checkOpen(this.#closed);
+    checkSessionStoreOpen(this.#closed);
     return countLive(this.#sites.get(site), Date.now());
   }
 
@@ -469,7 +684,7 @@ class MemorySessionStore implements SessionStore {
 
   #checkRoom(
     site: string,
-    sessions: Map<string, EncodedRecord>,
+    sessions: Map<string, EncodedSessionRecord>,
     now: number,
   ): void {
     const max = this.#limits.maxSessionsPerSite;
@@ -486,7 +701,7 @@ class MemorySessionStore implements SessionStore {
 }
 
 function countLive(
-  sessions: Map<string, EncodedRecord> | undefined,
+  sessions: Map<string, EncodedSessionRecord> | undefined,
   now: number,
 ): number {
   let live = 0;
@@ -496,7 +711,25 @@ function countLive(
   return live;
 }
 
-function sessionLimitMessage(site: string, max: number): string {
+/**
+ * The message of the {@linkcode SessionLimitError} of a site that has
+ * `maxSessionsPerSite` live sessions and wants one more.
+ *
+ * @param site the site
+ * @param max its `maxSessionsPerSite` limit
+ * @returns the message
+ * @example
+ * ```ts
+ * import { sessionLimitMessage } from "./session_store.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   sessionLimitMessage("blog", 2),
+ *   'Site "blog" already has 2 live sessions, the maxSessionsPerSite limit',
+ * );
+ * ```
+ */
+export function sessionLimitMessage(site: string, max: number): string {
   return `Site ${
     JSON.stringify(site)
   } already has ${max} live sessions, the maxSessionsPerSite limit`;
@@ -571,15 +804,15 @@ const SQL = {
 
 type Statements = Record<keyof typeof SQL, StatementSync>;
 
-class SqliteSessionStore implements SessionStore {
+class SqliteSessionStore implements SyncSessionStore {
   readonly #db: DatabaseSync;
-  readonly #limits: Limits;
+  readonly #limits: SessionStoreLimits;
   readonly #sql: Statements;
   /** Rows (live or not yet purged) per site, counted once at open. */
   readonly #rows = new Map<string, number>();
   #closed = false;
 
-  constructor(db: DatabaseSync, limits: Limits) {
+  constructor(db: DatabaseSync, limits: SessionStoreLimits) {
     this.#db = db;
     this.#limits = limits;
     const entries = Object.entries(SQL).map(([k, sql]) => [k, db.prepare(sql)]);
@@ -590,16 +823,16 @@ class SqliteSessionStore implements SessionStore {
   }
 
   get(site: string, name: string, id: string): SessionRecord | null {
-    return decodeRecord(this.getJson(site, name, id));
+    return decodeSessionRecord(this.getJson(site, name, id));
   }
 
   getJson(
     site: string,
     name: string,
     id: string,
-  ): { json: string; expires: number } | null {
-    checkOpen(this.#closed);
-    checkId(id);
+  ): EncodedSessionRecord | null {
+    checkSessionStoreOpen(this.#closed);
+    checkSessionId(id);
     const row = this.#sql.select.get(site, name, id);
     if (row === undefined) return null;
     const expires = numberColumn(row, "expires");
@@ -618,9 +851,9 @@ class SqliteSessionStore implements SessionStore {
   }
 
   set(site: string, name: string, id: string, record: SessionRecord): number {
-    checkOpen(this.#closed);
-    checkId(id);
-    const { json, expires } = encodeRecord(record, this.#limits);
+    checkSessionStoreOpen(this.#closed);
+    checkSessionId(id);
+    const { json, expires } = encodeSessionRecord(record, this.#limits);
     const now = Date.now();
     if (expires <= now) {
       this.delete(site, name, id);
@@ -637,13 +870,13 @@ class SqliteSessionStore implements SessionStore {
   }
 
   delete(site: string, name: string, id: string): void {
-    checkOpen(this.#closed);
-    checkId(id);
+    checkSessionStoreOpen(this.#closed);
+    checkSessionId(id);
     this.#forget(site, Number(this.#sql.delete.run(site, name, id).changes));
   }
 
   purge(now: number = Date.now(), limit = -1): number {
-    checkOpen(this.#closed);
+    checkSessionStoreOpen(this.#closed);
     const removed = this.#sql.purge.all(
       now,
       Number.isFinite(limit) ? limit : -1,
@@ -661,7 +894,7 @@ class SqliteSessionStore implements SessionStore {
   }
 
   count(site: string): number {
-    checkOpen(this.#closed);
+    checkSessionStoreOpen(this.#closed);
     return numberColumn(this.#sql.count.get(site, Date.now()), "n");
   }
 

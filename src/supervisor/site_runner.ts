@@ -52,6 +52,18 @@ export interface SiteRunnerOptions {
   spawn: (def: SiteDefinition) => SandboxProcess;
   /** How long a stuck-check waits for the sandbox to answer. @default {6000} */
   heartbeatMs?: number;
+  /**
+   * Whether this node runs the site's scheduler tasks (in a cluster, one
+   * node does). Told whether the site has any.
+   * @default {always}
+   */
+  tasks?: TaskGate;
+}
+
+/** Decides where a site's scheduler tasks run (see `task_leases.ts`). */
+export interface TaskGate {
+  /** Declares whether `site` has tasks here; whether they may run now. */
+  want(site: string, wanted: boolean): boolean;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -164,7 +176,10 @@ export class SiteRunner {
     void sandbox.exited.then((reason) =>
       this.#onExit(sandbox, reason, startedAt)
     );
-    sandbox.activate();
+    const gate = this.#options.tasks;
+    if (gate === undefined || gate.want(this.def.name, routes.tasks > 0)) {
+      sandbox.activate();
+    }
     for (const w of this.#waiters.splice(0)) w.resolve(sandbox);
     if (previous !== null) {
       // Old generations stay while their websocket clients are connected;
@@ -503,8 +518,15 @@ export class SiteRunner {
   }
 
   /** Stops the site: in-flight requests get up to `graceMs`. */
+  /** Starts (or resumes) or pauses the site's tasks: their node changed. */
+  runTasks(run: boolean): void {
+    if (run) this.#sandbox?.activate();
+    else this.#sandbox?.pauseTasks();
+  }
+
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
+    this.#options.tasks?.want(this.name, false);
     if (this.#restartTimer !== null) clearTimeout(this.#restartTimer);
     for (const w of this.#waiters.splice(0)) w.resolve(null);
     const sandbox = this.#sandbox;

@@ -19,7 +19,7 @@ import {
   type SandboxSpec,
   type SiteMessage,
 } from "./sandbox_process.ts";
-import { SiteRunner } from "./site_runner.ts";
+import { SiteRunner, type TaskGate } from "./site_runner.ts";
 import { isInside } from "./paths.ts";
 import {
   AUTORUN_RULE,
@@ -122,6 +122,8 @@ export interface SupervisorOptions {
   onSandboxExit: (sandbox: SandboxProcess) => void;
   /** A site's new generation took over: files cached for it are stale. */
   onReload?: (site: string) => void;
+  /** Where scheduler tasks run, in a cluster. @default {here, always} */
+  tasks?: TaskGate;
 }
 
 /** A site that could not be loaded. */
@@ -291,6 +293,9 @@ export class Supervisor implements Sites {
       requestTimeout: this.#options.requestTimeout,
       queue: this.#options.siteQueue,
       spawn: (d): SandboxProcess => this.#spawn(d, runner),
+      ...(this.#options.tasks === undefined
+        ? {}
+        : { tasks: this.#options.tasks }),
     });
     try {
       const files = await scanSiteStatic(def);
@@ -937,6 +942,11 @@ export class Supervisor implements Sites {
   }
 
   /** Stops watching and stops every site; in-flight requests get up to `graceMs`. */
+  /** Starts or pauses a site's tasks: the cluster moved them. */
+  runTasks(site: string, run: boolean): void {
+    this.#runners.get(site)?.runTasks(run);
+  }
+
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     this.#installsStop.abort();

@@ -24,7 +24,7 @@ const SITES = {
     "autorun/ar_forger.ts": `
 import { hosts } from "sandflare";
 // Claim victim.test by posting a forged table before the real one.
-self.postMessage({ t: "loaded", routes: { hosts: [], hooks: [], websockets: [],
+self.postMessage({ t: "loaded", routes: { hosts: [], hooks: [], websockets: [], tasks: 0,
   pages: [{ id: 0, host: "victim.test", method: "GET", path: "/pwn" }] } });
 hosts.get("forger.test").add("/", () => "forger");
 `,
