@@ -29,7 +29,14 @@ import {
   writeSites,
 } from "../tests/helpers/server.ts";
 import { freePort, nginxPath, startNginx } from "../tests/helpers/nginx.ts";
-import { BROWSER_HEADERS, ensureWrk, wrk, type WrkResult } from "./wrk.ts";
+import { TestRedis } from "../tests/helpers/redis.ts";
+import {
+  BROWSER_HEADERS,
+  ensureWrk,
+  pacedLoad,
+  wrk,
+  type WrkResult,
+} from "./wrk.ts";
 import { type CpuPerRequest, measureCpu, type Measured } from "./cpu.ts";
 
 /** One throughput scenario's figures. */
@@ -713,6 +720,167 @@ async function wsFanout(
   };
 }
 
+// ---------------------------------------------------------------- cluster
+
+/** Session pages a second: two operations each, under a site's budget. */
+const SESSION_RATE = 400;
+
+const CLUSTER_SITE = `
+import { hosts, session, websocket } from "sandflare";
+hosts.any.add("/session", async (req, res) => {
+  const s = await session.get(req, res);
+  s.data.n = (typeof s.data.n === "number" ? s.data.n : 0) + 1;
+  await s.save();
+  return String(s.data.n);
+});
+const fanout = websocket.register("/fanout");
+fanout.onMessage = (_client, message) => fanout.send(message);
+`;
+
+/**
+ * A cluster on Redis: a session page with SQLite (a node on its own) and
+ * with Redis (a node of a cluster) in the same run, and a broadcast to
+ * clients split over two nodes against the same clients on one node.
+ */
+async function clusterScenario(
+  options: Options,
+  results: LoadResult[],
+  measures: Measure[],
+): Promise<void> {
+  const sitesDir = await writeSites({
+    sess: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_sess.ts": CLUSTER_SITE,
+    },
+  });
+  const redis = await TestRedis.start();
+  const servers: TestServer[] = [];
+  const start = async (args: string[], data: string) => {
+    const server = await startServer({
+      sitesDir,
+      args: ["--no-reload", `--data-dir=${sitesDir}.${data}`, ...args],
+      discardStdout: true,
+      timeoutMs: 60_000,
+    });
+    servers.push(server);
+    return server;
+  };
+  try {
+    const alone = await start([], "alone");
+    const cluster = [`--cluster=${redis.url}`];
+    const nodeA = await start([...cluster, "--node-id=a"], "a");
+    const nodeB = await start([...cluster, "--node-id=b"], "b");
+    // One session per server, read and written by every request.
+    const cookieOf = async (server: TestServer) => {
+      const res = await fetch(`${server.origin}/session`);
+      await res.body?.cancel();
+      return res.headers.get("set-cookie")!.split(";")[0]!;
+    };
+    const sessionTarget = (server: TestServer, cookie: string) =>
+      sandflare(
+        server,
+        sitesDir,
+        "sess",
+        // Under the site's session budget (1,000 operations a second).
+        () =>
+          pacedLoad(`${server.origin}/session`, options.seconds, SESSION_RATE, {
+            cookie,
+          }),
+      );
+    const sqlite = sessionTarget(alone, await cookieOf(alone));
+    const viaRedis = sessionTarget(nodeA, await cookieOf(nodeA));
+    const withRedis = {
+      run: viaRedis.run,
+      processes: () => [
+        ...viaRedis.processes(),
+        { role: "redis", pid: redis.pid },
+      ],
+    };
+    results.push(
+      await compare(
+        `session page (get + save) at ${SESSION_RATE}/s, SQLite, one node`,
+        sqlite,
+        null,
+        options,
+      ),
+      await compare(
+        `session page (get + save) at ${SESSION_RATE}/s, Redis, a node of a cluster`,
+        withRedis,
+        { name: "the same page with SQLite", ...sqlite },
+        options,
+      ),
+    );
+    const ws = (server: TestServer) =>
+      `${server.origin.replace("http", "ws")}/fanout`;
+    const split = await broadcastTime(
+      options.fanout,
+      (i) => ws(i % 2 === 0 ? nodeA : nodeB),
+    );
+    const one = await broadcastTime(options.fanout, () => ws(nodeA));
+    measures.push({
+      scenario:
+        `websocket broadcast to ${options.fanout} clients split over two nodes`,
+      value: split,
+      unit: "ms",
+      detail:
+        `median of 5 (all clients received); all on one node of the cluster: ${
+          one.toFixed(1)
+        } ms`,
+    });
+  } finally {
+    await Promise.all(servers.map((server) => server.stop()));
+    await redis.stop();
+    for (
+      const dir of [
+        sitesDir,
+        ...["alone", "a", "b"].map((d) => `${sitesDir}.${d}`),
+      ]
+    ) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Opens `count` clients (the i-th to `urlOf(i)`); the median of 5 times
+ * from the first client's message until every client has it.
+ */
+async function broadcastTime(
+  count: number,
+  urlOf: (i: number) => string,
+): Promise<number> {
+  const sockets: WebSocket[] = [];
+  for (let i = 0; i < count; i += 50) {
+    sockets.push(
+      ...await Promise.all(
+        Array.from(
+          { length: Math.min(50, count - i) },
+          (_, j) => openSocket(urlOf(i + j)),
+        ),
+      ),
+    );
+  }
+  await delay(200);
+  const times: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    let left = sockets.length;
+    const all = new Promise<void>((resolve) => {
+      for (const s of sockets) {
+        s.onmessage = () => {
+          if (--left === 0) resolve();
+        };
+      }
+    });
+    const t0 = performance.now();
+    sockets[0]!.send(`round ${round}`);
+    await all;
+    times.push(performance.now() - t0);
+  }
+  for (const s of sockets) s.close();
+  await delay(200);
+  return median(times);
+}
+
 const reloadPage = (version: number) => `
 import { hosts } from "sandflare";
 hosts.any.add("/bench-reload", () => "version ${version}");
@@ -941,6 +1109,9 @@ if (import.meta.main) {
   await ensureWrk();
   const measures: Measure[] = [];
   const load = await throughput(options, only, measures);
+  if (only === null || "cluster".includes(only)) {
+    await clusterScenario(options, load, measures);
+  }
   if (only === null || "reload".includes(only)) {
     measures.push(await reloadLatency(options.reloads));
   }

@@ -139,3 +139,54 @@ export async function wrk(
     socketErrors: socket,
   };
 }
+
+/**
+ * A load at a fixed rate, for pages whose site has a budget (session pages:
+ * 1,000 session operations a second per site) that wrk's closed loop would
+ * overrun. `rate` requests a second for `seconds`, from up to 32 requests
+ * at once; latency counts from when each request was due, so a stall
+ * shows.
+ */
+export async function pacedLoad(
+  url: string,
+  seconds: number,
+  rate: number,
+  headers: Record<string, string> = {},
+): Promise<WrkResult> {
+  const total = Math.round(seconds * rate);
+  const latencies: number[] = [];
+  let non2xx = 0;
+  let socketErrors = 0;
+  let next = 0;
+  const started = performance.now();
+  const worker = async () => {
+    while (next < total) {
+      const due = started + (next++ * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      try {
+        const res = await fetch(url, { headers });
+        await res.arrayBuffer();
+        if (res.status >= 400) non2xx++;
+      } catch {
+        socketErrors++;
+      }
+      latencies.push(performance.now() - due);
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  const elapsed = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) =>
+    latencies[
+      Math.min(latencies.length - 1, Math.floor(q * latencies.length))
+    ] ?? 0;
+  return {
+    rps: latencies.length / elapsed,
+    requests: latencies.length,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    non2xx,
+    socketErrors,
+  };
+}

@@ -55,6 +55,14 @@ const TOO_MANY =
   "Too many session operations for this site; try again in a moment";
 /** Questions of one site that may wait for their turn (see `answer`). */
 const MAX_WAITING = 1000;
+/**
+ * Questions of one site the store answers at once. What a read costs is
+ * known only once it is answered: at most this many reads can be under way
+ * before the first is charged (a large session's bytes overshoot the budget
+ * by at most this many). More than one lets a store across the network
+ * (Redis) answer a busy site without a round trip per question in turn.
+ */
+const MAX_IN_FLIGHT = 4;
 /** Bytes of a site's questions that may wait for their turn. */
 const MAX_WAITING_BYTES = 2 * SESSION_BYTES_BURST;
 
@@ -62,7 +70,10 @@ interface SiteBudgets {
   operations: Budget;
   bytes: Budget;
   /** Settles once every question of the site asked so far is answered. */
-  turn: Promise<void>;
+  /** Questions being answered now. */
+  inFlight: number;
+  /** Questions waiting for one of those to end, in order. */
+  queue: (() => void)[];
   /** Questions asked and not yet answered, and what reading them cost. */
   waiting: number;
   waitingBytes: number;
@@ -145,7 +156,8 @@ export class SessionBridge {
           perSecond: SESSION_BYTES_PER_SECOND,
           burst: SESSION_BYTES_BURST,
         }),
-        turn: Promise.resolve(),
+        inFlight: 0,
+        queue: [],
         waiting: 0,
         waitingBytes: 0,
       };
@@ -158,9 +170,10 @@ export class SessionBridge {
    * Answers one session question of `site`; `questionBytes` is what reading
    * it cost (a save's data is charged before it is checked). Never rejects.
    *
-   * A site's questions are answered one at a time, in order: each is
-   * checked against the budgets once the one before has been charged for
-   * what it read, however late the store answers. Those waiting their turn
+   * A site's questions are answered at most {@linkcode MAX_IN_FLIGHT} at a
+   * time, in order: each is checked against the budgets once all but a few
+   * before it have been charged for what they read, however late the store
+   * answers. Those waiting their turn
    * are bounded; over the bound, a question is refused at once.
    */
   async answer(
@@ -177,16 +190,18 @@ export class SessionBridge {
     }
     budgets.waiting++;
     budgets.waitingBytes += questionBytes;
-    const before = budgets.turn;
-    const { promise: turn, resolve: done } = Promise.withResolvers<void>();
-    budgets.turn = turn;
+    // A place among those answered at once: free, or handed over by one
+    // that ends.
+    if (budgets.inFlight < MAX_IN_FLIGHT) budgets.inFlight++;
+    else await new Promise<void>((resolve) => budgets.queue.push(resolve));
     try {
-      await before;
       return await this.#answerNow(site, budgets, msg, questionBytes);
     } finally {
       budgets.waiting--;
       budgets.waitingBytes -= questionBytes;
-      done();
+      const next = budgets.queue.shift();
+      if (next !== undefined) next();
+      else budgets.inFlight--;
     }
   }
 

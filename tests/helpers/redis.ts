@@ -42,6 +42,11 @@ export class TestRedis {
     return redis;
   }
 
+  /** The process id of the running server. */
+  get pid(): number {
+    return this.#pid;
+  }
+
   /** `redis://127.0.0.1:PORT` */
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
