@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { TestRedis } from "./helpers/redis.ts";
 import { freePort } from "./helpers/nginx.ts";
 import {
+  cliCommand,
   delay,
   PROJECT_DIR,
   startServer,
@@ -498,6 +499,37 @@ Deno.test("two nodes with --reuse-port share one port and both serve", async () 
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await redis.stop();
+    await removeAll(sitesDir);
+  }
+});
+
+Deno.test("Redis unreachable at start: one line naming it (no password) and exit 2", async () => {
+  const sitesDir = await writeSites({
+    app: { "site.json": '{"hosts":["*"]}', "autorun/ar_app.ts": APP },
+  });
+  const port = freePort();
+  try {
+    const child = cliCommand([
+      "listen",
+      "--port=0",
+      "--host=127.0.0.1",
+      `--sites-dir=${sitesDir}`,
+      "--grant-requests",
+      `--cluster=redis://:hunter2@127.0.0.1:${port}`,
+    ]).spawn();
+    const { code, stderr } = await child.output();
+    const text = new TextDecoder().decode(stderr);
+    assert.equal(code, 2);
+    const lines = text.trim().split("\n");
+    assert.equal(lines.length, 1, text);
+    assert.match(
+      lines[0]!,
+      new RegExp(
+        `error Cannot reach the cluster store redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port} \\(--cluster\\): .*ECONNREFUSED`,
+      ),
+    );
+    assert.doesNotMatch(text, /hunter2/);
+  } finally {
     await removeAll(sitesDir);
   }
 });

@@ -78,6 +78,21 @@ Deno.test("parseListenOptions() reads every option", async (t) => {
     [["-l"], { host: "localhost" }],
     [["--local"], { host: "localhost" }],
     [["--sites-dir=/srv/sites"], { sitesDir: "/srv/sites" }],
+    [["--cluster=redis://10.0.0.5:6380/2"], {
+      cluster: "redis://10.0.0.5:6380/2",
+    }],
+    [["--cluster=rediss://:pw@redis.example.test"], {
+      cluster: "rediss://:pw@redis.example.test:6379",
+    }],
+    [["--cluster=redis://[::1]:7000", "--node-id=web1:8080"], {
+      cluster: "redis://[::1]:7000",
+      nodeId: "web1:8080",
+    }],
+    [["--cluster=redis://r", "--cluster-prefix=blue:", "--reuse-port"], {
+      cluster: "redis://r:6379",
+      clusterPrefix: "blue:",
+      reusePort: true,
+    }],
     [["--sites-dir", "my sites"], { sitesDir: "my sites" }],
     [["--threads=4"], { threads: 4 }],
     [["--threads=64"], { threads: 64 }],
@@ -193,6 +208,35 @@ Deno.test("parseListenOptions() rejects bad values, naming the option", async (t
     [
       ["--threads=0"],
       'Invalid value "0" for --threads: expected an integer from 1 to 64',
+    ],
+    [
+      ["--cluster=http://10.0.0.5"],
+      'Invalid value "http://10.0.0.5" for --cluster: the scheme must be redis: or rediss:, not http:; expected redis://HOST:PORT[/DB] or rediss://… (TLS), with an optional password as redis://:PASSWORD@HOST:PORT',
+    ],
+    [
+      // The password is never shown, not even in an error.
+      ["--cluster=redis://:s3cret@10.0.0.5/x"],
+      'Invalid value "redis://:***@10.0.0.5/x" for --cluster: the path must be a database number such as /0, not "/x"',
+    ],
+    [
+      ["--cluster=redis://h?db=1"],
+      'Invalid value "redis://h?db=1" for --cluster: the URL may not have a query or fragment; expected redis://HOST:PORT[/DB] or rediss://… (TLS), with an optional password as redis://:PASSWORD@HOST:PORT',
+    ],
+    [
+      ["--cluster=redis://h", "--node-id=a b"],
+      'Invalid value "a b" for --node-id: expected 1 to 100 letters, digits and . _ : - (such as web1:8080)',
+    ],
+    [
+      ["--cluster=redis://h", "--cluster-prefix=a b"],
+      'Invalid value "a b" for --cluster-prefix: expected 1 to 64 printable ASCII characters without spaces, such as sandflare:',
+    ],
+    [
+      ["--reuse-port"],
+      "Option --reuse-port needs --cluster=redis://HOST:PORT: nodes sharing a port or a name share sessions, websockets and tasks through it",
+    ],
+    [
+      ["--node-id=a"],
+      "Option --node-id needs --cluster=redis://HOST:PORT: nodes sharing a port or a name share sessions, websockets and tasks through it",
     ],
     [
       ["--threads=65"],

@@ -215,7 +215,15 @@ export class RedisLink {
   ): Promise<void> {
     await this.#subscriber.subscribe(
       channel,
-      (message: Uint8Array) => listener(message),
+      // A Buffer: passed on as a plain Uint8Array over the same bytes.
+      (message: Uint8Array) =>
+        listener(
+          new Uint8Array(
+            message.buffer,
+            message.byteOffset,
+            message.byteLength,
+          ),
+        ),
       true,
     );
   }
