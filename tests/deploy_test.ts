@@ -2,9 +2,11 @@
  * deploy/: the systemd unit passes `systemd-analyze verify` and its
  * ExecStart, run as systemd would run it (with a notify socket), serves with
  * exactly its permissions; nginx.conf passes `nginx -t` and haproxy.cfg
- * `haproxy -c`, and both carry real traffic to that server; the
- * Containerfile runs the same flags; nothing uses -A. And `deno task
- * compile` either builds dist/sandflare or says in one line why it cannot.
+ * `haproxy -c`, and both carry real traffic to that server; the cluster
+ * configs pass the same checks and spread traffic over two stand-in nodes,
+ * leaving out one that fails; the Containerfile runs the same flags; nothing
+ * uses -A. And `deno task compile` either builds dist/sandflare or says in
+ * one line why it cannot.
  *
  * Needs systemd-analyze (package systemd), nginx and haproxy; `.ci/run`
  * installs them. A missing tool fails the test, naming the package.
@@ -19,6 +21,7 @@ import {
   nginxPath,
 } from "./helpers/nginx.ts";
 import { delay, PROJECT_DIR, writeSites } from "./helpers/server.ts";
+import { localHaproxyConfig, replaceOnce } from "./helpers/haproxy.ts";
 
 const DEPLOY = join(PROJECT_DIR, "deploy");
 const UNIT = join(DEPLOY, "sandflare.service");
@@ -161,6 +164,8 @@ Deno.test("deploy/: no -A or --allow-all anywhere, and never SIGUSR1", async () 
       "sandflare.service",
       "nginx.conf",
       "haproxy.cfg",
+      "nginx-cluster.conf",
+      "haproxy-cluster.cfg",
       "Containerfile",
       "README.md",
     ]
@@ -445,16 +450,17 @@ function collect(
   return state;
 }
 
-/** The config nginx gets: deploy/nginx.conf in a minimal http {} block. */
+/** What nginx gets: deploy/nginx.conf (or `file`) in a minimal http {} block. */
 async function nginxConfig(
   dir: string,
   rewrite: (conf: string) => string,
+  file = "nginx.conf",
 ): Promise<string> {
   const site = join(dir, "sandflare.conf");
   await Deno.writeTextFile(
     site,
     rewrite(
-      (await Deno.readTextFile(join(DEPLOY, "nginx.conf")))
+      (await Deno.readTextFile(join(DEPLOY, file)))
         .replaceAll("/var/log/nginx/", `${dir}/`),
     ),
   );
@@ -463,31 +469,30 @@ async function nginxConfig(
   return main;
 }
 
-function replaceOnce(text: string, from: string, to: string): string {
-  assert.ok(text.includes(from), `expected ${JSON.stringify(from)}`);
-  return text.replace(from, to);
-}
-
-/** Sends a text over a websocket and returns what comes back. */
+/** Sends a text over a websocket and returns what comes back (within 5 s). */
 async function echoOver(url: string, message: string): Promise<string> {
   const ws = new WebSocket(url);
+  // Listened for from the start: a socket that fails closes at once.
+  const closed = new Promise((r) => ws.onclose = r);
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await new Promise((resolve, reject) => {
+    // Bounded: a proxy that drops the Upgrade header may leave it hanging.
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no echo from ${url}`)), 5000);
+    });
+    const opened = new Promise((resolve, reject) => {
       ws.onopen = resolve;
       ws.onerror = () => reject(new Error(`websocket ${url} failed`));
     });
+    opened.catch(() => {}); // once the timeout has won
+    await Promise.race([opened, timeout]);
     const reply = new Promise<string>((resolve) => {
       ws.onmessage = (e) => resolve(String(e.data));
     });
     ws.send(message);
-    return await Promise.race([
-      reply,
-      delay(5000).then(() => {
-        throw new Error(`no echo from ${url}`);
-      }),
-    ]);
+    return await Promise.race([reply, timeout]);
   } finally {
-    const closed = new Promise((r) => ws.onclose = r);
+    clearTimeout(timer);
     ws.close();
     await closed;
   }
@@ -646,25 +651,10 @@ Deno.test("the unit's ExecStart serves behind deploy/nginx.conf and deploy/hapro
 
     await t.step("through haproxy: client address, websockets", async () => {
       const hpPort = freePort();
-      let cfg = await Deno.readTextFile(join(DEPLOY, "haproxy.cfg"));
-      // Run unprivileged in the foreground, on test ports.
-      cfg = replaceOnce(
-        cfg,
-        "    log /dev/log local0\n",
-        "    log stderr format raw local0\n",
+      let cfg = localHaproxyConfig(
+        await Deno.readTextFile(join(DEPLOY, "haproxy.cfg")),
+        hpPort,
       );
-      // This machine's hard FD limit may be below what maxconn needs.
-      cfg = replaceOnce(cfg, "maxconn 10000", "maxconn 1000");
-      for (
-        const line of [
-          "    chroot /var/lib/haproxy\n",
-          "    user haproxy\n",
-          "    group haproxy\n",
-          "    daemon\n",
-          "    bind :::80 v6only\n",
-        ]
-      ) cfg = replaceOnce(cfg, line, "");
-      cfg = replaceOnce(cfg, "bind :80", `bind 127.0.0.1:${hpPort}`);
       cfg = replaceOnce(
         cfg,
         "server sandflare1 127.0.0.1:8080 ",
@@ -746,6 +736,356 @@ Deno.test("the unit's ExecStart serves behind deploy/nginx.conf and deploy/hapro
     await notify.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.remove(sites, { recursive: true }).catch(() => {});
+  }
+});
+
+// ---------------------------------------------------------------------------
+// The cluster configs, in front of two stand-ins for Sandflare nodes.
+
+/** A stand-in for one Sandflare node, on 127.0.0.1 (port 0). */
+interface StandIn {
+  name: string;
+  port: number;
+  /** What /.well-known/sandflare/health answers. */
+  health: number;
+  /** What every other path answers when not 200 (a failing node). */
+  status: number;
+  /** Requests other than health checks. */
+  hits: number;
+  /** The Host headers of the health checks. */
+  checkHosts: Set<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Answers the health endpoint with `health`, `/peer` with the X-Real-IP it
+ * got, a websocket with each message prefixed by its name, anything else with
+ * its name.
+ */
+function startStandIn(name: string): StandIn {
+  const node: StandIn = {
+    name,
+    port: 0,
+    health: 200,
+    status: 200,
+    hits: 0,
+    checkHosts: new Set(),
+    stop: () => Promise.resolve(),
+  };
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => {
+      const url = new URL(req.url);
+      if (url.pathname === "/.well-known/sandflare/health") {
+        node.checkHosts.add(req.headers.get("host") ?? "");
+        return new Response(null, { status: node.health });
+      }
+      node.hits++;
+      if (node.status !== 200) {
+        return new Response("failing", { status: node.status });
+      }
+      if (req.headers.get("upgrade") === "websocket") {
+        const { socket, response } = Deno.upgradeWebSocket(req);
+        socket.onmessage = (e) => socket.send(`${name}: ${e.data}`);
+        return response;
+      }
+      if (url.pathname === "/peer") {
+        return new Response(req.headers.get("x-real-ip") ?? "none");
+      }
+      return new Response(name);
+    },
+  );
+  node.port = server.addr.port;
+  let stopped: Promise<void> | undefined;
+  node.stop = () => stopped ??= server.shutdown();
+  return node;
+}
+
+/** GET through a proxy with curl: the status and the body. */
+async function get(url: string): Promise<{ status: number; body: string }> {
+  const out = await curl(["-w", "\n%{http_code}", url]);
+  const cut = out.stdout.lastIndexOf("\n");
+  return {
+    status: Number(out.stdout.slice(cut + 1)),
+    body: out.stdout.slice(0, cut),
+  };
+}
+
+/** Which stand-in answered each of `n` requests to `/` (its name). */
+async function answers(origin: string, n: number): Promise<string[]> {
+  const names: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = await get(`${origin}/`);
+    names.push(res.status === 200 ? res.body : `${res.status}`);
+  }
+  return names;
+}
+
+/** Polls `check` every 100 ms until it holds, for at most `ms`. */
+async function until(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  ms = 10_000,
+): Promise<number> {
+  const started = Date.now();
+  while (!(await check())) {
+    if (Date.now() - started > ms) {
+      throw new Error(`not within ${ms} ms: ${what}`);
+    }
+    await delay(100);
+  }
+  return Date.now() - started;
+}
+
+/** Starts nginx or haproxy and waits until it accepts on `port`. */
+async function startProxy(
+  cmd: string,
+  args: string[],
+  port: number,
+  signal: Deno.Signal,
+  children: { child: Deno.ChildProcess; signal: Deno.Signal }[],
+): Promise<{ text: string }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  children.push({ child, signal });
+  const log = collect(child);
+  await waitForPort(port, cmd, () => log.text);
+  return log;
+}
+
+/** The client address and websockets, through a proxy on `port`. */
+async function checkClientAndWebsocket(port: number): Promise<void> {
+  const via = `http://127.0.0.1:${port}`;
+  const peer = await curl(["--interface", "127.0.0.2", `${via}/peer`]);
+  assert.equal(peer.stdout, "127.0.0.2", peer.stderr);
+  const spoofed = await curl([
+    "--interface",
+    "127.0.0.2",
+    "-H",
+    "X-Real-IP: 203.0.113.9",
+    "-H",
+    "X-Forwarded-For: 203.0.113.9",
+    `${via}/peer`,
+  ]);
+  assert.equal(spoofed.stdout, "127.0.0.2");
+  assert.match(
+    await echoOver(`ws://127.0.0.1:${port}/echo`, "hello"),
+    /^(a|b): hello$/,
+  );
+}
+
+Deno.test("deploy/haproxy-cluster.cfg and nginx-cluster.conf: two nodes, one failing", async (t) => {
+  const nginx = nginxPath();
+  const haproxy = tool("haproxy", "haproxy");
+  const dir = await Deno.makeTempDir({ prefix: "sandflare-cluster-" });
+  const children: { child: Deno.ChildProcess; signal: Deno.Signal }[] = [];
+  const nodes: StandIn[] = [];
+  // Bounded: nginx's SIGQUIT waits for requests in flight (a test that
+  // fails may leave one hanging), so after 5 s it gets SIGTERM (nginx stops
+  // its workers at once), after 10 s SIGKILL.
+  const stopChildren = async () => {
+    for (const { child, signal } of children.splice(0)) {
+      const kill = (sig: Deno.Signal) => {
+        try {
+          child.kill(sig);
+        } catch {
+          // Gone.
+        }
+      };
+      kill(signal);
+      const timers = [
+        setTimeout(() => kill("SIGTERM"), 5000),
+        setTimeout(() => kill("SIGKILL"), 10_000),
+      ];
+      await child.status;
+      timers.forEach(clearTimeout);
+    }
+  };
+  const stopNodes = async () => {
+    for (const node of nodes.splice(0)) await node.stop();
+  };
+  try {
+    await t.step("haproxy -c accepts deploy/haproxy-cluster.cfg", async () => {
+      const cfg = await Deno.readTextFile(join(DEPLOY, "haproxy-cluster.cfg"));
+      for (
+        const line of [
+          "balance roundrobin",
+          "option httpchk GET /.well-known/sandflare/health",
+          "http-check expect status 200",
+          "option redispatch",
+          "timeout tunnel",
+          "http-request set-header X-Real-IP %[src]",
+        ]
+      ) assert.ok(cfg.includes(line), `haproxy-cluster.cfg lacks ${line}`);
+      const out = await run(haproxy, [
+        "-c",
+        "-f",
+        join(DEPLOY, "haproxy-cluster.cfg"),
+      ]);
+      assert.equal(out.code, 0, out.stdout + out.stderr);
+      assert.match(out.stdout, /Configuration file is valid/);
+      assert.doesNotMatch(out.stdout + out.stderr, /WARNING|ALERT|Warnings/);
+    });
+
+    await t.step("nginx -t accepts deploy/nginx-cluster.conf", async () => {
+      const test = join(dir, "nginx-t");
+      await Deno.mkdir(test);
+      const conf = await nginxConfig(test, (c) => c, "nginx-cluster.conf");
+      const out = await run(nginx, [
+        "-t",
+        "-p",
+        test,
+        "-e",
+        join(test, "error.log"),
+        "-c",
+        conf,
+      ]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stderr, /test is successful/);
+      assert.doesNotMatch(out.stderr, /\[(warn|emerg|alert|crit)\]/);
+    });
+
+    await t.step(
+      "through haproxy: round robin, health checks, a dead node",
+      async () => {
+        const a = startStandIn("a");
+        const b = startStandIn("b");
+        nodes.push(a, b);
+        const hpPort = freePort();
+        const cfg = localHaproxyConfig(
+          await Deno.readTextFile(join(DEPLOY, "haproxy-cluster.cfg")),
+          hpPort,
+          [`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`],
+        );
+        const file = join(dir, "haproxy.cfg");
+        await Deno.writeTextFile(file, cfg);
+        const log = await startProxy(
+          haproxy,
+          ["-db", "-f", file],
+          hpPort,
+          "SIGTERM",
+          children,
+        );
+        const via = `http://127.0.0.1:${hpPort}`;
+        const context = () => `\nhaproxy log:\n${log.text}`;
+
+        // Both nodes take requests, in turn.
+        const both = await answers(via, 6);
+        assert.deepEqual(
+          both.toSorted(),
+          ["a", "a", "a", "b", "b", "b"],
+          `${both}${context()}`,
+        );
+        for (let i = 1; i < both.length; i++) {
+          assert.notEqual(both[i], both[i - 1], `not in turn: ${both}`);
+        }
+        await checkClientAndWebsocket(hpPort);
+        await until("a health check", () => a.checkHosts.size > 0);
+        assert.deepEqual([...a.checkHosts], ["localhost"]);
+
+        // A node whose health says 503 (its Redis is gone, or it drains)
+        // gets no more requests, though it would still answer them.
+        b.health = 503;
+        await until(
+          `haproxy leaves b out${context()}`,
+          async () => (await answers(via, 4)).every((n) => n === "a"),
+        );
+        const hits = b.hits;
+        assert.deepEqual(await answers(via, 6), Array(6).fill("a"));
+        assert.equal(b.hits, hits);
+
+        // Healthy again: back in turn.
+        b.health = 200;
+        await until(
+          `haproxy takes b back${context()}`,
+          async () => (await answers(via, 2)).includes("b"),
+        );
+
+        // A node that stops dead: its requests go to the other at once
+        // (retries, redispatch), before any health check notices.
+        await b.stop();
+        assert.deepEqual(
+          await answers(via, 6),
+          Array(6).fill("a"),
+          context(),
+        );
+      },
+    );
+
+    await stopChildren();
+    await stopNodes();
+
+    // nginx remembers a failed node (max_fails) for fail_timeout: each case
+    // gets fresh nodes and a fresh nginx.
+    const nginxInFront = async (name: string) => {
+      const a = startStandIn("a");
+      const b = startStandIn("b");
+      nodes.push(a, b);
+      const ngDir = join(dir, name);
+      await Deno.mkdir(ngDir);
+      const ngPort = freePort();
+      const conf = await nginxConfig(ngDir, (c) => {
+        c = replaceOnce(c, "listen 80;", `listen 127.0.0.1:${ngPort};`);
+        c = replaceOnce(c, "listen [::]:80;", "");
+        c = replaceOnce(
+          c,
+          "server 127.0.0.1:8081 ",
+          `server 127.0.0.1:${a.port} `,
+        );
+        return replaceOnce(
+          c,
+          "server 127.0.0.1:8082 ",
+          `server 127.0.0.1:${b.port} `,
+        );
+      }, "nginx-cluster.conf");
+      const log = await startProxy(
+        nginx,
+        ["-p", ngDir, "-e", join(ngDir, "error.log"), "-c", conf],
+        ngPort,
+        "SIGQUIT",
+        children,
+      );
+      const via = `http://127.0.0.1:${ngPort}`;
+      const both = await answers(via, 6);
+      assert.deepEqual(
+        both.toSorted(),
+        ["a", "a", "a", "b", "b", "b"],
+        `${both}\n${log.text}`,
+      );
+      return { a, b, via, port: ngPort };
+    };
+
+    await t.step(
+      "through nginx: round robin; a node answering 503 is passed over",
+      async () => {
+        const { b, via, port } = await nginxInFront("nginx-503");
+        await checkClientAndWebsocket(port);
+        // 503 from b: nginx asks a instead (proxy_next_upstream), and after
+        // max_fails leaves b out for fail_timeout.
+        b.status = 503;
+        assert.deepEqual(await answers(via, 6), Array(6).fill("a"));
+        const hits = b.hits;
+        assert.deepEqual(await answers(via, 6), Array(6).fill("a"));
+        assert.equal(b.hits, hits, "b was left out for fail_timeout");
+      },
+    );
+
+    await t.step(
+      "through nginx: a dead node's requests go to the other",
+      async () => {
+        const { b, via } = await nginxInFront("nginx-dead");
+        await b.stop();
+        assert.deepEqual(await answers(via, 6), Array(6).fill("a"));
+      },
+    );
+  } finally {
+    await stopChildren();
+    await stopNodes();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
 

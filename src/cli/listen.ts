@@ -20,6 +20,10 @@ import { defaultListenOptions, type ListenOptions } from "./options.ts";
 import { Containment } from "../supervisor/containment.ts";
 import { Cluster } from "../cluster/cluster.ts";
 import {
+  CLUSTER_PASSWORD_ENV,
+  withClusterPassword,
+} from "../cluster/cluster_url.ts";
+import {
   GRANTS_FILE_NAME,
   GrantsError,
   type ServerAddress,
@@ -327,7 +331,10 @@ export async function listen(options: ListenOptions): Promise<number> {
   if (options.cluster !== null) {
     try {
       cluster = await Cluster.join({
-        url: options.cluster,
+        url: withClusterPassword(
+          options.cluster,
+          Deno.env.get(CLUSTER_PASSWORD_ENV),
+        ),
         prefix: options.clusterPrefix,
         nodeId: nodeIdOf(options),
       });

@@ -562,7 +562,8 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     shown: redactClusterUrl,
     help: "run as a node of the cluster that shares this Redis: sessions, " +
       "websocket sends and scheduler tasks are shared; redis://HOST:PORT[/DB] " +
-      "or rediss:// (the password in the URL is never logged)",
+      "or rediss://; a password in the URL or in SANDFLARE_CLUSTER_PASSWORD " +
+      "is never logged",
   },
   {
     name: "node-id",

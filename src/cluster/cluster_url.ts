@@ -87,6 +87,40 @@ export function redactClusterUrl(text: string): string {
   return url.href.replace(/\/$/, "");
 }
 
+/** The environment variable that may hold the cluster's Redis password. */
+export const CLUSTER_PASSWORD_ENV = "SANDFLARE_CLUSTER_PASSWORD";
+
+/**
+ * The URL with the password from {@linkcode CLUSTER_PASSWORD_ENV} when it
+ * has none of its own: a password in the environment is not on the
+ * process's command line for every local user to read.
+ *
+ * @param url a checked `--cluster` URL
+ * @param password the variable's value, if set
+ * @returns the URL to connect to
+ * @example
+ * ```ts
+ * import { withClusterPassword } from "./cluster_url.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   withClusterPassword("redis://10.0.0.5:6379", "p@ss"),
+ *   "redis://:p%40ss@10.0.0.5:6379",
+ * );
+ * ```
+ */
+export function withClusterPassword(
+  url: string,
+  password: string | undefined,
+): string {
+  const parsed = new URL(url);
+  if (password === undefined || password === "" || parsed.password !== "") {
+    return url;
+  }
+  parsed.password = encodeURIComponent(password);
+  return parsed.href.replace(/\/$/, "");
+}
+
 /** What a valid `--node-id` or `--cluster-prefix` is, for error messages. */
 export const NODE_ID_SYNTAX =
   "expected 1 to 100 letters, digits and . _ : - (such as web1:8080)";

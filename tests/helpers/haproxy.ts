@@ -15,8 +15,8 @@ export function replaceOnce(text: string, from: string, to: string): string {
 
 /**
  * A haproxy config from deploy/ made to run unprivileged in the foreground,
- * on 127.0.0.1:`port`. With `servers` (HOST:PORT each), the backend's
- * `server` lines are replaced by one line per address.
+ * on 127.0.0.1:`port`. With `servers` (HOST:PORT each, as many as the
+ * shipped config has nodes), the nodes' addresses are replaced by these.
  */
 export function localHaproxyConfig(
   cfg: string,
@@ -43,14 +43,16 @@ export function localHaproxyConfig(
     ]
   ) cfg = replaceOnce(cfg, line, "");
   if (servers !== undefined) {
-    const lines = /^ {4}server \S+ \S+.*\n/gm;
-    assert.match(cfg, lines, "expected server lines");
-    let first = true;
-    cfg = cfg.replace(lines, () => {
-      if (!first) return "";
-      first = false;
-      return servers.map((address, i) => `    server node${i + 1} ${address}\n`)
-        .join("");
+    // Each address of the shipped server lines, in order of first use, is
+    // replaced by the next of `servers` (a node's backup line goes along).
+    const shipped = [
+      ...new Set(
+        [...cfg.matchAll(/^ {4}server \S+ (\S+)/gm)].map((m) => m[1]!),
+      ),
+    ];
+    assert.equal(shipped.length, servers.length, "one address per node");
+    shipped.forEach((address, i) => {
+      cfg = cfg.replaceAll(` ${address}`, ` ${servers[i]}`);
     });
   }
   return replaceOnce(cfg, "bind :80", `bind 127.0.0.1:${port}`);
