@@ -240,6 +240,7 @@ Deno.test("deploy/sandflare.service", async (t) => {
           "--allow-write=/var/lib/sandflare,/run/sandflare,/run/systemd/notify",
           "--allow-run=/usr/local/bin/deno",
           "--allow-env",
+          "--allow-sys=hostname",
         ]
       ) {
         assert.ok(flags.includes(flag), `ExecStart lacks ${flag}`);
@@ -263,7 +264,8 @@ Deno.test("deploy/sandflare.service", async (t) => {
         if (flag === "--allow-env" || flag === "--allow-net") continue;
         assert.match(flag, /^--allow-[a-z]+=./, `${flag} is not scoped`);
       }
-      assert.equal(flagValue(flags, "--allow-sys"), undefined);
+      // The host name only: a cluster node's default id.
+      assert.equal(flagValue(flags, "--allow-sys"), "--allow-sys=hostname");
       assert.equal(flagValue(flags, "--allow-ffi"), undefined);
       const listen = argv.slice(argv.indexOf("listen"));
       for (

@@ -18,7 +18,7 @@ import {
 } from "../gateway/trust.ts";
 import { defaultListenOptions, type ListenOptions } from "./options.ts";
 import { Containment } from "../supervisor/containment.ts";
-import { Cluster } from "../cluster/cluster.ts";
+import type { Cluster } from "../cluster/cluster.ts";
 import {
   CLUSTER_PASSWORD_ENV,
   withClusterPassword,
@@ -99,10 +99,24 @@ export function gatewayOptions(
   };
 }
 
-/** This node's id: `--node-id`, or host name and port (and pid with --reuse-port). */
+/**
+ * This node's id: `--node-id`, or host name and port (and pid with
+ * --reuse-port).
+ * @throws {Error} naming --node-id when the host name cannot be read
+ */
 export function nodeIdOf(options: ListenOptions): string {
   if (options.nodeId !== null) return options.nodeId;
-  const host = Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 60);
+  let name: string;
+  try {
+    name = Deno.hostname();
+  } catch (err) {
+    throw new Error(
+      `Cannot read this machine's host name for the node id ` +
+        `(${(err as Error).message}); pass --node-id=ID or allow it with ` +
+        "--allow-sys=hostname",
+    );
+  }
+  const host = name.replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 60);
   const id = `${host}:${options.port}`;
   return options.reusePort ? `${id}:${Deno.pid}` : id;
 }
@@ -330,6 +344,8 @@ export async function listen(options: ListenOptions): Promise<number> {
   let cluster: Cluster | null = null;
   if (options.cluster !== null) {
     try {
+      // Loaded only for a cluster: a node on its own needs no Redis client.
+      const { Cluster } = await import("../cluster/cluster.ts");
       cluster = await Cluster.join({
         url: withClusterPassword(
           options.cluster,

@@ -19,6 +19,7 @@ import { Buffer } from "node:buffer";
 import { createClient } from "@redis/client";
 import { log } from "../log.ts";
 import { redactClusterUrl } from "./cluster_url.ts";
+import { ClusterUnavailable } from "./errors.ts";
 
 /** A command connection, as the stores and leases use it. */
 export type RedisClient = ReturnType<typeof makeClient>;
@@ -50,14 +51,7 @@ const CONNECT_TIMEOUT_MS = 2000;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 2000;
 
-/**
- * The cluster store cannot answer now (away, or too slow). Callers report
- * it as a failure the site or operator can act on; nothing was done, or it
- * is not known whether it was.
- */
-export class ClusterUnavailable extends Error {
-  override name = "ClusterUnavailable";
-}
+export { ClusterUnavailable };
 
 /** Options of {@linkcode RedisLink.connect}. */
 export interface RedisLinkOptions {

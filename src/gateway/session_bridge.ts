@@ -9,7 +9,7 @@
 
 import { join } from "node:path";
 import { log } from "../log.ts";
-import { ClusterUnavailable } from "../cluster/redis_link.ts";
+import { ClusterUnavailable } from "../cluster/errors.ts";
 import { Budget } from "../shared/budget.ts";
 import type { ToSandbox } from "../protocol/messages.ts";
 import type { SiteMessage } from "../supervisor/sandbox_process.ts";
