@@ -12,7 +12,7 @@
  * @module
  */
 
-import { log } from "../log.ts";
+import { log, RepeatedWarning } from "../log.ts";
 import type {
   SessionStore,
   SessionStoreOptions,
@@ -73,6 +73,9 @@ export class Cluster {
   #onRelayed: ((msg: RelayedMessage, body: Uint8Array) => void) | null = null;
   #relaying = 0;
   #relayWarned = false;
+  readonly #backlog = new RepeatedWarning(
+    "Websocket sends to other nodes dropped",
+  );
   #left = false;
 
   private constructor(link: RedisLink) {
@@ -182,8 +185,15 @@ export class Cluster {
    */
   relay(msg: RelayedMessage, body: Uint8Array): void {
     if (this.#left) return;
-    if (!this.link.up || this.#relaying + body.length > RELAY_BYTES_MAX) {
+    if (!this.link.up) {
       this.#warnRelay();
+      return;
+    }
+    if (this.#relaying + body.length > RELAY_BYTES_MAX) {
+      this.#backlog.note(
+        msg.site,
+        `over ${RELAY_BYTES_MAX / 1024 / 1024} MiB wait for the cluster store`,
+      );
       return;
     }
     const head = ENCODER.encode(JSON.stringify({ ...msg, node: this.nodeId }));
