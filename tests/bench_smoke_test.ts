@@ -55,6 +55,10 @@ Deno.test("deno task bench --json --quick prints results as JSON", async () => {
   ) {
     assert.ok(scenarios.includes(row), `no row "${row}"`);
   }
+  const session = parsed.load.find((r: { scenario: string }) =>
+    r.scenario.startsWith("session page (get + save) at 400/s, Redis")
+  );
+  assert.ok(session.cpu.redis > 0 && session.baselineCpu.gateway > 0);
   const hello = parsed.load.find((r: { scenario: string }) =>
     r.scenario === "hello (a sandboxed page, 1 worker)"
   );

@@ -471,6 +471,28 @@ async function nginxConfig(
   return main;
 }
 
+/** `nginx -t` on a config from deploy/, in a fresh folder `test`. */
+async function nginxTest(
+  nginx: string,
+  test: string,
+  file: string,
+): Promise<void> {
+  await Deno.mkdir(test);
+  const conf = await nginxConfig(test, (c) => c, file);
+  const out = await run(nginx, [
+    "-t",
+    "-p",
+    test,
+    "-e",
+    join(test, "error.log"),
+    "-c",
+    conf,
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stderr, /test is successful/);
+  assert.doesNotMatch(out.stderr, /\[(warn|emerg|alert|crit)\]/);
+}
+
 /** Sends a text over a websocket and returns what comes back (within 5 s). */
 async function echoOver(url: string, message: string): Promise<string> {
   const ws = new WebSocket(url);
@@ -565,21 +587,7 @@ Deno.test("the unit's ExecStart serves behind deploy/nginx.conf and deploy/hapro
     );
 
     await t.step("nginx -t accepts deploy/nginx.conf", async () => {
-      const test = join(dir, "nginx-t");
-      await Deno.mkdir(test);
-      const conf = await nginxConfig(test, (c) => c);
-      const out = await run(nginx, [
-        "-t",
-        "-p",
-        test,
-        "-e",
-        join(test, "error.log"),
-        "-c",
-        conf,
-      ]);
-      assert.equal(out.code, 0, out.stderr);
-      assert.match(out.stderr, /test is successful/);
-      assert.doesNotMatch(out.stderr, /\[(warn|emerg|alert|crit)\]/);
+      await nginxTest(nginx, join(dir, "nginx-t"), "nginx.conf");
     });
 
     await t.step(
@@ -934,21 +942,7 @@ Deno.test("deploy/haproxy-cluster.cfg and nginx-cluster.conf: two nodes, one fai
     });
 
     await t.step("nginx -t accepts deploy/nginx-cluster.conf", async () => {
-      const test = join(dir, "nginx-t");
-      await Deno.mkdir(test);
-      const conf = await nginxConfig(test, (c) => c, "nginx-cluster.conf");
-      const out = await run(nginx, [
-        "-t",
-        "-p",
-        test,
-        "-e",
-        join(test, "error.log"),
-        "-c",
-        conf,
-      ]);
-      assert.equal(out.code, 0, out.stderr);
-      assert.match(out.stderr, /test is successful/);
-      assert.doesNotMatch(out.stderr, /\[(warn|emerg|alert|crit)\]/);
+      await nginxTest(nginx, join(dir, "nginx-t"), "nginx-cluster.conf");
     });
 
     await t.step(
