@@ -616,18 +616,7 @@ Deno.test("the unit's ExecStart serves behind deploy/nginx.conf and deploy/hapro
         await waitForPort(ngPort, "nginx", () => log.text);
         const via = `http://127.0.0.1:${ngPort}`;
 
-        const peer = await curl(["--interface", "127.0.0.2", `${via}/peer`]);
-        assert.equal(peer.stdout, "127.0.0.2", peer.stderr);
-        const spoofed = await curl([
-          "--interface",
-          "127.0.0.2",
-          "-H",
-          "X-Real-IP: 203.0.113.9",
-          "-H",
-          "X-Forwarded-For: 203.0.113.9",
-          `${via}/peer`,
-        ]);
-        assert.equal(spoofed.stdout, "127.0.0.2");
+        await checkClientAddress(via);
         const file = await curl([`${via}/download`]);
         assert.equal(file.stdout, "the report body\n", file.stderr);
         // A client cannot reach /./ (nginx resolves dot segments, and the
@@ -683,18 +672,7 @@ Deno.test("the unit's ExecStart serves behind deploy/nginx.conf and deploy/hapro
       await waitForPort(hpPort, "haproxy", () => log.text);
       const via = `http://127.0.0.1:${hpPort}`;
 
-      const peer = await curl(["--interface", "127.0.0.2", `${via}/peer`]);
-      assert.equal(peer.stdout, "127.0.0.2", peer.stderr + log.text);
-      const spoofed = await curl([
-        "--interface",
-        "127.0.0.2",
-        "-H",
-        "X-Real-IP: 203.0.113.9",
-        "-H",
-        "X-Forwarded-For: 203.0.113.9",
-        `${via}/peer`,
-      ]);
-      assert.equal(spoofed.stdout, "127.0.0.2");
+      await checkClientAddress(via, log.text);
       assert.equal(
         await echoOver(`ws://127.0.0.1:${hpPort}/echo`, "through haproxy"),
         "through haproxy",
@@ -867,11 +845,13 @@ async function startProxy(
   return log;
 }
 
-/** The client address and websockets, through a proxy on `port`. */
-async function checkClientAndWebsocket(port: number): Promise<void> {
-  const via = `http://127.0.0.1:${port}`;
+/**
+ * The client address as the site sees it through a proxy at `via`: the
+ * client's own, whatever X-Real-IP or X-Forwarded-For it sends.
+ */
+async function checkClientAddress(via: string, context = ""): Promise<void> {
   const peer = await curl(["--interface", "127.0.0.2", `${via}/peer`]);
-  assert.equal(peer.stdout, "127.0.0.2", peer.stderr);
+  assert.equal(peer.stdout, "127.0.0.2", peer.stderr + context);
   const spoofed = await curl([
     "--interface",
     "127.0.0.2",
@@ -882,6 +862,11 @@ async function checkClientAndWebsocket(port: number): Promise<void> {
     `${via}/peer`,
   ]);
   assert.equal(spoofed.stdout, "127.0.0.2");
+}
+
+/** The client address and websockets, through a proxy on `port`. */
+async function checkClientAndWebsocket(port: number): Promise<void> {
+  await checkClientAddress(`http://127.0.0.1:${port}`);
   assert.match(
     await echoOver(`ws://127.0.0.1:${port}/echo`, "hello"),
     /^(a|b): hello$/,
