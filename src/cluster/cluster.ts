@@ -13,6 +13,7 @@
  */
 
 import { log, RepeatedWarning } from "../log.ts";
+import { Budget } from "../shared/budget.ts";
 import type {
   SessionStore,
   SessionStoreOptions,
@@ -29,6 +30,15 @@ const NODE_TTL_MS = 5000;
 const RECENT_MS = 60_000;
 /** Bytes of websocket sends on their way to Redis at once; beyond, dropped. */
 const RELAY_BYTES_MAX = 32 * 1024 * 1024;
+/**
+ * Bytes a second one site may send to the other nodes (bursts of twice
+ * that). Every node receives all of it, and Redis drops a subscriber that
+ * falls 32 MiB behind (its output buffer limit), losing every site's sends
+ * to it: one site must not be able to push a node that lags a moment there.
+ */
+export const RELAY_BYTES_PER_SECOND = 4 * 1024 * 1024;
+/** What a relayed message costs besides its bytes, as the budget counts it. */
+const RELAY_OVERHEAD = 1024;
 
 /** Options of {@linkcode Cluster.join}. */
 export interface ClusterOptions {
@@ -76,6 +86,7 @@ export class Cluster {
   readonly #backlog = new RepeatedWarning(
     "Websocket sends to other nodes dropped",
   );
+  readonly #budgets = new Map<string, Budget>();
   #left = false;
 
   private constructor(link: RedisLink) {
@@ -94,12 +105,29 @@ export class Cluster {
     const link = await RedisLink.connect(options);
     const cluster = new Cluster(link);
     try {
-      const taken = await link.run((c) =>
-        c.set(link.key("node", options.nodeId), cluster.#token, {
-          NX: true,
-          PX: NODE_TTL_MS,
-        })
-      );
+      // A node that died a moment ago (restarted by systemd, say) holds
+      // its id until its last heartbeat expires: waited for, once.
+      const take = () =>
+        link.run((c) =>
+          c.set(link.key("node", options.nodeId), cluster.#token, {
+            NX: true,
+            PX: NODE_TTL_MS,
+          })
+        );
+      let taken = await take();
+      if (taken === null) {
+        log.info(
+          null,
+          `Cluster: node id ${
+            JSON.stringify(options.nodeId)
+          } is held; waiting up to ${NODE_TTL_MS / 1000} s for it to expire`,
+        );
+        const deadline = Date.now() + NODE_TTL_MS + 500;
+        while (taken === null && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 250));
+          taken = await take();
+        }
+      }
       if (taken === null) {
         throw new Error(
           `Another node of this cluster is running as ${
@@ -189,10 +217,25 @@ export class Cluster {
       this.#warnRelay();
       return;
     }
-    if (this.#relaying + body.length > RELAY_BYTES_MAX) {
+    const cost = body.length + RELAY_OVERHEAD;
+    if (this.#relaying + cost > RELAY_BYTES_MAX) {
       this.#backlog.note(
         msg.site,
         `over ${RELAY_BYTES_MAX / 1024 / 1024} MiB wait for the cluster store`,
+      );
+      return;
+    }
+    let budget = this.#budgets.get(msg.site);
+    if (budget === undefined) {
+      budget = new Budget({ perSecond: RELAY_BYTES_PER_SECOND });
+      this.#budgets.set(msg.site, budget);
+    }
+    if (!budget.take(cost)) {
+      this.#backlog.note(
+        msg.site,
+        `over ${
+          RELAY_BYTES_PER_SECOND / 1024 / 1024
+        } MiB a second from this site (its sends reach this node's clients)`,
       );
       return;
     }
@@ -201,10 +244,10 @@ export class Cluster {
     new DataView(frame.buffer).setUint32(0, head.length);
     frame.set(head, 4);
     frame.set(body, 4 + head.length);
-    this.#relaying += frame.length;
+    this.#relaying += cost;
     this.link.publish(this.link.key("ws"), frame)
       .catch(() => this.#warnRelay())
-      .finally(() => this.#relaying -= frame.length);
+      .finally(() => this.#relaying -= cost);
   }
 
   #warnRelay(): void {

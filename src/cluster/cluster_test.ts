@@ -24,6 +24,24 @@ Deno.test("Cluster.join() refuses a second live node with the same id, until the
   }
 });
 
+Deno.test("Cluster.join() waits for the id of a node that died a moment ago", async () => {
+  const redis = await TestRedis.start();
+  try {
+    // Its last heartbeat, 1.5 s from expiring.
+    await redis.command("SET", "t:node:web1", "gone", "PX", "1500");
+    const started = Date.now();
+    const node = await Cluster.join({
+      url: redis.url,
+      prefix: "t:",
+      nodeId: "web1",
+    });
+    assert.ok(Date.now() - started >= 1000);
+    await node.leave();
+  } finally {
+    await redis.stop();
+  }
+});
+
 Deno.test("Cluster.relay() reaches the other nodes, not itself, with the bytes intact", async () => {
   const redis = await TestRedis.start();
   const a = await Cluster.join({ url: redis.url, prefix: "t:", nodeId: "a" });

@@ -45,6 +45,8 @@ function makeClient(url: string, started: () => boolean) {
 
 /** How long any one command may take before it is reported failed. */
 export const COMMAND_TIMEOUT_MS = 1000;
+/** How long closing may wait for commands under way. */
+const CLOSE_MS = 1000;
 /** How long connecting may take at start. */
 const CONNECT_TIMEOUT_MS = 2000;
 /** Backoff between reconnection attempts: doubling from 100 ms to 2 s. */
@@ -73,6 +75,11 @@ export class RedisLink {
   readonly shown: string;
   readonly #commands: RedisClient;
   readonly #subscriber: RedisClient;
+  /**
+   * Publishes alone: a burst of large websocket sends does not hold up
+   * session commands queued behind it.
+   */
+  readonly #publisher: RedisClient;
   readonly #timeoutMs: number;
   readonly #listeners = new Set<(up: boolean) => void>();
   /** Whether the last command timed out (Redis hangs rather than refuses). */
@@ -86,6 +93,7 @@ export class RedisLink {
     options: RedisLinkOptions,
     commands: RedisClient,
     subscriber: RedisClient,
+    publisher: RedisClient,
   ) {
     this.prefix = options.prefix;
     this.nodeId = options.nodeId;
@@ -93,10 +101,11 @@ export class RedisLink {
     this.#timeoutMs = options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS;
     this.#commands = commands;
     this.#subscriber = subscriber;
+    this.#publisher = publisher;
   }
 
   /**
-   * Connects both connections.
+   * Connects the three connections (commands, publishing, subscriptions).
    * @throws {Error} with one line naming the URL (no password) and why
    */
   static async connect(options: RedisLinkOptions): Promise<RedisLink> {
@@ -104,11 +113,13 @@ export class RedisLink {
     const make = () => makeClient(options.url, () => started);
     const commands = make();
     const subscriber = make();
+    const publisher = make();
+    const clients = [commands, subscriber, publisher];
     // Listeners go on before connecting (node-redis 6.3.1 delivers no more
     // events to listeners added after an `off`). Errors before start are
     // thrown by connect(); later ones are logged as lost/back by the link.
     let link: RedisLink | null = null;
-    for (const client of [commands, subscriber]) {
+    for (const client of clients) {
       for (const event of ["ready", "end", "reconnecting", "error"]) {
         client.on(event, (err?: unknown) => {
           queueMicrotask(() => {
@@ -120,26 +131,25 @@ export class RedisLink {
       }
     }
     try {
-      await commands.connect();
-      await subscriber.connect();
+      for (const client of clients) await client.connect();
       const pong = await commands.ping();
       if (pong !== "PONG") throw new Error(`PING answered ${String(pong)}`);
     } catch (err) {
-      await Promise.allSettled([commands.destroy(), subscriber.destroy()]);
+      await Promise.allSettled(clients.map((client) => client.destroy()));
       throw new Error(
         `Cannot reach the cluster store ${redactClusterUrl(options.url)} ` +
           `(--cluster): ${describeError(err)}`,
       );
     }
     started = true;
-    link = new RedisLink(options, commands, subscriber);
+    link = new RedisLink(options, commands, subscriber, publisher);
     return link;
   }
 
-  /** Whether both connections are ready and commands are answered. */
+  /** Whether every connection is ready and commands are answered. */
   get up(): boolean {
     return !this.#closed && this.#commands.isReady &&
-      this.#subscriber.isReady && !this.#stalled;
+      this.#subscriber.isReady && this.#publisher.isReady && !this.#stalled;
   }
 
   /** Calls `listener` with the new state whenever the link is lost or back. */
@@ -157,18 +167,29 @@ export class RedisLink {
    * away and after the timeout when it does not answer.
    * @throws {ClusterUnavailable} when Redis is away or too slow
    */
-  async run<T>(
+  run<T>(
+    fn: (client: RedisClient) => Promise<T>,
+    probe = false,
+  ): Promise<T> {
+    return this.#runOn(this.#commands, fn, probe);
+  }
+
+  async #runOn<T>(
+    client: RedisClient,
     fn: (client: RedisClient) => Promise<T>,
     probe = false,
   ): Promise<T> {
     // While it does not answer, only the probe waits for it: the rest fail
     // at once rather than each wait out the timeout.
-    if (this.#closed || !this.#commands.isReady || (this.#stalled && !probe)) {
+    if (this.#closed || !client.isReady || (this.#stalled && !probe)) {
       throw new ClusterUnavailable("The cluster store is unavailable");
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      // Decided a turn later: after a pause of this process (a busy
+      // machine), timers run before the replies that arrived meanwhile
+      // are read, and those may well answer it.
+      const expire = () => {
         this.#stalled = true;
         this.#update();
         this.#probe();
@@ -177,10 +198,11 @@ export class RedisLink {
             `The cluster store did not answer within ${this.#timeoutMs} ms`,
           ),
         );
-      }, this.#timeoutMs);
+      };
+      timer = setTimeout(() => timer = setTimeout(expire, 0), this.#timeoutMs);
     });
     try {
-      const result = await Promise.race([fn(this.#commands), timeout]);
+      const result = await Promise.race([fn(client), timeout]);
       if (this.#stalled) {
         this.#stalled = false;
         this.#update();
@@ -188,7 +210,7 @@ export class RedisLink {
       return result;
     } catch (err) {
       if (err instanceof ClusterUnavailable) throw err;
-      if (!this.#commands.isReady) {
+      if (!client.isReady) {
         throw new ClusterUnavailable(
           `The cluster store is unavailable: ${describeError(err)}`,
         );
@@ -228,7 +250,10 @@ export class RedisLink {
    * @throws {ClusterUnavailable} when Redis is away or too slow
    */
   publish(channel: string, message: Uint8Array): Promise<number> {
-    return this.run((client) => client.publish(channel, toBuffer(message)));
+    return this.#runOn(
+      this.#publisher,
+      (client) => client.publish(channel, toBuffer(message)),
+    );
   }
 
   /** While commands time out: a PING every half second, until one answers. */
@@ -244,15 +269,29 @@ export class RedisLink {
     }, 500);
   }
 
-  /** Closes both connections (pending commands fail). */
+  /**
+   * Closes the connections: what is under way may finish for up to a
+   * second (node-redis waits for every queued command, forever when Redis
+   * does not answer), then they are cut.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#probing !== null) clearInterval(this.#probing);
-    await Promise.allSettled([
-      this.#commands.close(),
-      this.#subscriber.close(),
+    const clients = [this.#commands, this.#subscriber, this.#publisher];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled(clients.map((client) => client.close())),
+      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_MS)),
     ]);
+    clearTimeout(timer);
+    for (const client of clients) {
+      try {
+        client.destroy();
+      } catch {
+        // Closed already.
+      }
+    }
   }
 
   /** Logs and announces a change between up and down. */

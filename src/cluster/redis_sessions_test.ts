@@ -4,6 +4,7 @@ import { runSessionStoreSuite } from "../supervisor/session_store_test.ts";
 import {
   newSessionId,
   resolveSessionStoreOptions,
+  SessionLimitError,
 } from "../supervisor/session_store.ts";
 import { ClusterUnavailable, RedisLink } from "./redis_link.ts";
 import { openRedisSessionStore } from "./redis_sessions.ts";
@@ -81,6 +82,56 @@ Deno.test("the per-site limit holds across nodes", async () => {
     );
     assert.equal(results.filter((r) => r.status === "fulfilled").length, 3);
     assert.equal(await onA.count("blog"), 3);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+    await redis.stop();
+  }
+});
+
+Deno.test("a site's sessions are capped in bytes, across nodes; expired and deleted ones free their bytes", async () => {
+  const redis = await TestRedis.start();
+  const url = redis.url;
+  const a = await RedisLink.connect({ url, prefix: "b:", nodeId: "a" });
+  const b = await RedisLink.connect({ url, prefix: "b:", nodeId: "b" });
+  try {
+    const limits = { maxBytesPerSite: 200 * 1024 };
+    const onA = openRedisSessionStore(a, limits);
+    const onB = openRedisSessionStore(b, limits);
+    const record = (expires = Date.now() + HOUR) => ({
+      data: { text: "x".repeat(60 * 1024) },
+      expires,
+    });
+    const ids = [newSessionId(), newSessionId(), newSessionId()];
+    await onA.set("blog", "sid", ids[0]!, record());
+    await onB.set("blog", "sid", ids[1]!, record());
+    await onA.set("blog", "sid", ids[2]!, record());
+    await assert.rejects(
+      onB.set("blog", "sid", newSessionId(), record()),
+      {
+        name: "SessionLimitError",
+        message:
+          'Site "blog" already keeps 200KiB of sessions in the cluster store, its limit',
+      },
+    );
+    // Another site has its own share; rewriting a session costs no more.
+    await onB.set("shop", "sid", newSessionId(), record());
+    await onB.set("blog", "sid", ids[0]!, record());
+    await onA.delete("blog", "sid", ids[0]!);
+    await onB.set("blog", "sid", newSessionId(), record());
+    // One about to expire: its bytes go back once it has.
+    await onA.delete("blog", "sid", ids[1]!);
+    await onA.set("blog", "sid", ids[1]!, record(Date.now() + 50));
+    await new Promise((r) => setTimeout(r, 100));
+    await onB.set("blog", "sid", newSessionId(), record());
+    assert.equal(await onA.count("blog"), 3);
+    await assert.rejects(
+      onA.set("blog", "sid", newSessionId(), record()),
+      SessionLimitError,
+    );
+    assert.throws(
+      () => openRedisSessionStore(a, { maxBytesPerSite: 0 }),
+      RangeError,
+    );
   } finally {
     await Promise.all([a.close(), b.close()]);
     await redis.stop();

@@ -72,8 +72,8 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** Runs the neighbour probe for `ms`. */
-async function probe(
+/** Runs the neighbour probe (a process of its own) on `port` for `ms`. */
+export async function probe(
   port: number,
   neighbour: Neighbour,
   ms: number,
