@@ -10,8 +10,18 @@ const SRC = join(PROJECT_DIR, "src");
 
 /** The folders of src/ each folder may import from (itself always). */
 const ALLOWED: Record<string, string[]> = {
-  cli: ["gateway", "supervisor", "router", "protocol", "shared", "log.ts"],
-  gateway: ["supervisor", "router", "protocol", "shared", "log.ts"],
+  cli: [
+    "gateway",
+    "cluster",
+    "supervisor",
+    "router",
+    "protocol",
+    "shared",
+    "log.ts",
+  ],
+  gateway: ["cluster", "supervisor", "router", "protocol", "shared", "log.ts"],
+  // A node's link to the others (Redis): sessions, sends, task leases.
+  cluster: ["supervisor", "shared", "log.ts"],
   supervisor: ["router", "protocol", "shared", "log.ts"],
   router: ["shared"],
   protocol: ["shared"],

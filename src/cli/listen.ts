@@ -6,7 +6,8 @@
 
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
-import { Gateway, type GatewayOptions } from "../gateway/gateway.ts";
+import { Gateway } from "../gateway/gateway.ts";
+import type { GatewayOptions } from "../gateway/options.ts";
 import type { IpMatcher } from "../gateway/proxy.ts";
 import { flushLog, log } from "../log.ts";
 import { Notifier } from "../gateway/systemd.ts";

@@ -573,8 +573,8 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     placeholder: "ID",
     expected: NODE_ID_SYNTAX,
     check: checkNodeId,
-    help: "this node's name in the cluster (default: host name and port, " +
-      "and the process id with --reuse-port)",
+    help: "this node's name in the cluster; when not given, host name and " +
+      "port (and the process id with --reuse-port)",
   },
   {
     name: "cluster-prefix",

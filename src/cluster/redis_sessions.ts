@@ -33,7 +33,6 @@ import {
   type SessionStoreOptions,
 } from "../supervisor/session_store.ts";
 import type { RedisLink } from "./redis_link.ts";
-import { formatSize } from "../cli/sizes.ts";
 
 /**
  * Removes one session (a member of the site's index): its data, its index
@@ -262,7 +261,7 @@ class RedisSessionStore implements SessionStore {
     if (written === -2) {
       throw new SessionLimitError(
         `Site ${JSON.stringify(site)} already keeps ${
-          formatSize(this.#maxBytes)
+          inKiB(this.#maxBytes)
         } of sessions in the cluster store, its limit`,
       );
     }
@@ -314,4 +313,11 @@ class RedisSessionStore implements SessionStore {
     this.#closed = true;
     return Promise.resolve();
   }
+}
+
+/** Bytes as whole MiB or KiB, for a message. */
+function inKiB(bytes: number): string {
+  return bytes % (1024 * 1024) === 0
+    ? `${bytes / 1024 / 1024} MiB`
+    : `${Math.round(bytes / 1024)} KiB`;
 }

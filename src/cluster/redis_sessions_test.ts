@@ -110,7 +110,7 @@ Deno.test("a site's sessions are capped in bytes, across nodes; expired and dele
       {
         name: "SessionLimitError",
         message:
-          'Site "blog" already keeps 200KiB of sessions in the cluster store, its limit',
+          'Site "blog" already keeps 200 KiB of sessions in the cluster store, its limit',
       },
     );
     // Another site has its own share; rewriting a session costs no more.

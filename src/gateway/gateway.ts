@@ -16,7 +16,6 @@ import type { SandboxReply } from "../supervisor/sandbox_process.ts";
 import { ROOT_SITE } from "../supervisor/sites.ts";
 import type { ServedSite } from "../supervisor/snapshot.ts";
 import { type SiteProblem, Supervisor } from "../supervisor/supervisor.ts";
-import denoJson from "../../deno.json" with { type: "json" };
 import { accessLine } from "./access_log.ts";
 import {
   type Answer,
@@ -36,19 +35,13 @@ import { type BodyBytes, bodyBytesMax, pageBody } from "./request_body.ts";
 import { readTarget, requestHost, requestTarget } from "./request_target.ts";
 import { SessionBridge } from "./session_bridge.ts";
 import { replyAnswer } from "./site_reply.ts";
-import { type ClusterStats, LatencyTracker, statsAnswer } from "./stats.ts";
-import { HEALTH_PATH, STATS_PATH } from "../shared/operator_paths.ts";
-import type { Cluster } from "../cluster/cluster.ts";
-import type { TaskLeases } from "../cluster/task_leases.ts";
-import { send } from "./answer.ts";
+import { LatencyTracker } from "./stats.ts";
+import { clusterParts, NodeStatus } from "./cluster_node.ts";
 import { upgradeToken, upgradeWebSocket } from "./websocket_upgrade.ts";
 import { WebSocketHub } from "./websockets.ts";
 
-export type { GatewayOptions };
-
 /** Requests whose answer a site computes may wait on top of this much input. */
 const INPUT_BACKLOG = 64 * 1024 * 1024;
-const VERSION: string = denoJson.version;
 
 /** One gateway: the HTTP pipeline over the sites its supervisor runs. */
 export class Gateway {
@@ -58,7 +51,6 @@ export class Gateway {
   readonly #hub: WebSocketHub;
   readonly #sessions: SessionBridge;
   readonly #latency = new LatencyTracker();
-  readonly #startedAt = Date.now();
   #files: FileAnswers | null = null;
   /** Request bodies being read, over all requests. */
   readonly #bodies: BodyBytes;
@@ -67,36 +59,36 @@ export class Gateway {
   readonly #costlyRoutes = new RepeatedWarning(
     "Route patterns skipped, over the work allowed per request",
   );
-  readonly #cluster: Cluster | null;
-  readonly #leases: TaskLeases | null = null;
-  /** Stopping: the health check says so, so balancers send no more. */
-  #draining = false;
+  readonly #node: NodeStatus;
 
   constructor(options: GatewayOptions) {
     this.#options = options;
-    const cluster = this.#cluster = options.cluster;
+    const parts = clusterParts(
+      options.cluster,
+      (site, run) => this.sites.runTasks(site, run),
+    );
+    this.#node = new NodeStatus({
+      ...parts,
+      options,
+      sites: () => this.sites,
+      latency: this.#latency,
+      websockets: (site) => this.#hub.count(site),
+      error: this.#error,
+    });
     this.#bodies = { held: 0, max: bodyBytesMax(options.maxPostLength) };
     this.#hub = new WebSocketHub({
       maxMessage: options.websocketMaxMessage,
       maxBuffer: options.websocketMaxBuffer,
       maxRate: options.websocketMaxRate,
-      ...(cluster === null ? {} : {
-        relay: (msg, body) => cluster.relay(msg, body),
-      }),
+      ...parts.hub,
     });
-    cluster?.onRelayed((msg, body) => this.#hub.fromCluster(msg, body));
+    parts.cluster?.onRelayed((msg, body) => this.#hub.fromCluster(msg, body));
     this.#sessions = new SessionBridge({
       dataDir: options.dataDir,
       maxAge: options.sessionMaxAge,
       secure: options.secureCookies,
-      ...(cluster === null ? {} : { store: cluster.sessionStore() }),
+      ...parts.sessions,
     });
-    if (cluster !== null) {
-      this.#leases = cluster.leases((site, run) =>
-        this.sites.runTasks(site, run)
-      );
-    }
-    const leases = this.#leases;
     this.sites = new Supervisor({
       ...options.sites,
       // Room for two of the largest request bodies on top of the default.
@@ -109,16 +101,13 @@ export class Gateway {
           const reached = this.#hub.fromSite(site, from, msg, body);
           return reached / 5 + (reached * body.length) / 8192;
         }
-        void this.#sessions.answer(site, msg, headerBytes).then((result) =>
-          from.post(result)
-        );
+        const answered = this.#sessions.answer(site, msg, headerBytes);
+        void answered.then((result) => from.post(result));
         return 5;
       },
       onSandboxExit: (sandbox) => this.#hub.sandboxExited(sandbox),
       onReload: () => this.#files?.clear(),
-      ...(leases === null ? {} : {
-        tasks: { want: (site, wanted) => leases.want(site, wanted) },
-      }),
+      ...parts.supervisor,
     });
   }
 
@@ -219,8 +208,8 @@ export class Gateway {
 
     // The operator's paths are the gateway's on every host: no site can
     // shadow them.
-    if (target.path === STATS_PATH) return this.#stats(ctx, target.query);
-    if (target.path === HEALTH_PATH) return this.#health(ctx);
+    const operator = this.#node.answer(target.path, ctx, target.query);
+    if (operator !== null) return operator;
     const route = snapshot.router.route(host, target.path, request.method);
     for (const site of route.overBudget ?? []) {
       this.#costlyRoutes.note(
@@ -372,94 +361,9 @@ export class Gateway {
     );
   };
 
-  /**
-   * The health check: 200 while this node serves and its cluster store
-   * answers, else 503. The operator's addresses get the details as JSON;
-   * others only the verdict.
-   */
-  #health(ctx: RequestContext): Answer {
-    const store = this.#cluster === null
-      ? null
-      : this.#cluster.healthy
-      ? "up"
-      : "down";
-    const ok = !this.#draining && store !== "down";
-    const body = this.#options.operators(ctx.wire.peer)
-      ? JSON.stringify({
-        status: ok ? "ok" : "unavailable",
-        node: this.#cluster?.nodeId ?? null,
-        draining: this.#draining,
-        clusterStore: store,
-        sites: this.sites.siteNames.length,
-        notLoaded: this.sites.notLoaded.size,
-      })
-      : ok
-      ? "ok"
-      : "unavailable";
-    return send(
-      ok ? 200 : 503,
-      [
-        [
-          "content-type",
-          body.startsWith("{")
-            ? "application/json; charset=utf-8"
-            : "text/plain; charset=utf-8",
-        ],
-        ["cache-control", "no-store"],
-      ],
-      body + "\n",
-      ctx.wire.method,
-      ROOT_SITE,
-    );
-  }
-
-  /** What /stats shows of the cluster. */
-  async #clusterStats(): Promise<ClusterStats | null> {
-    const cluster = this.#cluster;
-    if (cluster === null) return null;
-    let nodes: ClusterStats["nodes"] = null;
-    try {
-      nodes = await cluster.nodes();
-    } catch {
-      // Shown as unknown.
-    }
-    return {
-      node: cluster.nodeId,
-      store: cluster.link.shown,
-      storeUp: cluster.healthy,
-      nodes,
-      tasksHere: this.#leases?.held ?? [],
-    };
-  }
-
-  /** /stats, built in, for the operator's addresses only. */
-  async #stats(ctx: RequestContext, query: string): Promise<Answer> {
-    if (!this.#options.operators(ctx.wire.peer)) {
-      return this.#error(
-        403,
-        "/stats is only for the operator's addresses",
-        ROOT_SITE,
-        ctx,
-      );
-    }
-    return statsAnswer(ctx, query, {
-      snapshot: this.sites.snapshot,
-      notLoaded: this.sites.notLoaded,
-      latency: this.#latency,
-      websockets: (site) => this.#hub.count(site),
-      version: VERSION,
-      startedAt: this.#startedAt,
-      limits: this.#options.sites.containment.describe(),
-      cluster: await this.#clusterStats(),
-    });
-  }
-
-  /**
-   * The server is stopping: the health check answers 503 from now on, so
-   * load balancers send the next requests to another node.
-   */
+  /** Stopping: the health check says 503, so balancers send no more. */
   drain(): void {
-    this.#draining = true;
+    this.#node.draining = true;
   }
 
   /** Closes every websocket (the server is stopping). */
@@ -477,8 +381,7 @@ export class Gateway {
     this.closeSockets();
     await this.sites.stop(graceMs);
     await this.#sessions.close();
-    // Last: leases handed back once the tasks stopped here.
-    await this.#cluster?.leave();
+    await this.#node.leave(); // leases handed back once tasks stopped
   }
 }
 
