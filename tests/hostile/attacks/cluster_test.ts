@@ -2,10 +2,9 @@
  * Hostile sites and clients against a cluster of two nodes on one Redis
  * (`--cluster`): websocket floods relayed to every node, sessions filling
  * Redis, the health check, a frozen Redis (a node id in use: see
- * src/cluster/cluster_test.ts). Each
- * attack runs while a neighbour site is measured on both nodes (a plain page
- * and a session page, which needs Redis) and the nodes' and Redis's memory
- * are sampled.
+ * src/cluster/cluster_test.ts). Each attack runs while a neighbour site is
+ * measured on both nodes (a plain page and a session page, which needs
+ * Redis) and the nodes' and Redis's memory are sampled.
  *
  * Needs redis-server (`.ci/run` installs it).
  *
