@@ -154,7 +154,7 @@ export class Gateway {
       ms,
       site: answer.site,
     }));
-    this.#latency.record(answer.site, ms);
+    this.#latency.record(answer.site, ms, answer.response.status);
     return answer;
   };
 

@@ -17,21 +17,44 @@ const WINDOW = 1024;
 export class LatencyTracker {
   #samples = new Map<
     string,
-    { values: Float64Array; next: number; count: number }
+    {
+      values: Float64Array;
+      next: number;
+      count: number;
+      status4xx: number;
+      status5xx: number;
+    }
   >();
 
-  /** Records one request of `site` that took `ms`. */
-  record(site: string, ms: number): void {
+  /** Records one request of `site` that took `ms` and was answered `status`. */
+  record(site: string, ms: number, status = 200): void {
     let s = this.#samples.get(site);
     if (s === undefined) {
       this.#samples.set(
         site,
-        s = { values: new Float64Array(WINDOW), next: 0, count: 0 },
+        s = {
+          values: new Float64Array(WINDOW),
+          next: 0,
+          count: 0,
+          status4xx: 0,
+          status5xx: 0,
+        },
       );
     }
     s.values[s.next] = ms;
     s.next = (s.next + 1) % WINDOW;
     s.count = Math.min(WINDOW, s.count + 1);
+    if (status >= 500) s.status5xx++;
+    else if (status >= 400) s.status4xx++;
+  }
+
+  /**
+   * Answers of `site` with a 4xx and a 5xx status since the server started,
+   * whoever made them: its pages, its Error hook, or the gateway for it.
+   */
+  statuses(site: string): { status4xx: number; status5xx: number } {
+    const s = this.#samples.get(site);
+    return { status4xx: s?.status4xx ?? 0, status5xx: s?.status5xx ?? 0 };
   }
 
   /** p50 and p99 of the latest requests (null when none). */
@@ -63,6 +86,14 @@ export interface SiteStats {
   name: string;
   state: "serving" | "restarting" | "not loaded";
   requests: number;
+  /** Answers with a 4xx status, whoever made them. */
+  status4xx: number;
+  /** Answers with a 5xx status, its pages' own included. */
+  status5xx: number;
+  /**
+   * Of the 5xx, those the gateway answered because the site failed,
+   * crashed or ran too long (502, 503).
+   */
   errors: number;
   overloaded: number;
   restarts: number;
@@ -152,7 +183,7 @@ export function renderStatsPage(stats: Stats): string {
   const rows = stats.sites.map((s) =>
     `<tr class="${s.state === "serving" ? "" : "bad"}"><td>${
       escapeHtml(s.name)
-    }</td><td>${s.state}</td><td>${s.requests}</td><td>${s.errors}</td><td>${
+    }</td><td>${s.state}</td><td>${s.requests}</td><td>${s.status4xx}</td><td>${s.status5xx}</td><td>${
       ms(s.p50Ms)
     }</td><td>${ms(s.p99Ms)}</td><td>${
       sparkline(s.recentMs)
@@ -176,7 +207,7 @@ export function renderStatsPage(stats: Stats): string {
 <p>${escapeHtml(stats.limits)}</p>
 ${clusterSection(stats.cluster)}
 <table>
-<tr><th>site</th><th>state</th><th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>disk</th><th>websockets</th><th>last problem</th></tr>
+<tr><th>site</th><th>state</th><th>requests</th><th>4xx</th><th>5xx</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>disk</th><th>websockets</th><th>last problem</th></tr>
 ${rows.join("\n")}
 </table>
 </body></html>
@@ -210,6 +241,7 @@ export function collectStats(from: StatsSources): Stats {
       name: runner.name,
       state: runner.ready ? "serving" : "restarting",
       ...runner.counters,
+      ...from.latency.statuses(runner.name),
       p50Ms: latency?.p50 ?? null,
       p99Ms: latency?.p99 ?? null,
       memoryMiB: rss === null ? null : Math.round(rss / 1024 / 102.4) / 10,
@@ -230,6 +262,7 @@ export function collectStats(from: StatsSources): Stats {
       name,
       state: "not loaded",
       requests: 0,
+      ...from.latency.statuses(name),
       errors: 0,
       overloaded: 0,
       restarts: 0,

@@ -237,8 +237,7 @@ export class SiteRunner {
       const where = err instanceof LoadError && err.location !== null
         ? `${err.location}: `
         : "";
-      log.error(
-        this.name,
+      this.noteProblem(
         `Reload failed, the previous version keeps serving: ${where}${
           (err as Error).message
         }`,
@@ -249,8 +248,7 @@ export class SiteRunner {
     if (problem !== null || this.#stopping) {
       loaded.sandbox.kill("its routes were refused");
       if (problem !== null) {
-        log.error(
-          this.name,
+        this.noteProblem(
           `Reload refused, the previous version keeps serving: ${problem}`,
         );
       }
@@ -267,6 +265,12 @@ export class SiteRunner {
       } ms (sandbox pid ${loaded.sandbox.pid})`,
     );
     return true;
+  }
+
+  /** Logs a problem of the site and shows it on /stats until the next. */
+  noteProblem(problem: string): void {
+    this.lastProblem = problem;
+    log.error(this.name, problem);
   }
 
   #onExit(sandbox: SandboxProcess, reason: string, startedAt: number): void {

@@ -420,14 +420,13 @@ export class Supervisor implements Sites {
         await running.stop(10_000);
         return;
       }
-      log.error(
-        name,
-        running !== undefined
-          ? `Reload failed, the previous version keeps serving: ${
+      if (running !== undefined) {
+        running.noteProblem(
+          `Reload failed, the previous version keeps serving: ${
             messageOf(err)
-          }`
-          : `Site not loaded: ${messageOf(err)}`,
-      );
+          }`,
+        );
+      } else log.error(name, `Site not loaded: ${messageOf(err)}`);
       return;
     }
     this.#regranted.delete(name);
@@ -445,8 +444,7 @@ export class Supervisor implements Sites {
     }
     const prepared = await this.#prepare(def);
     if (typeof prepared === "string") {
-      log.error(
-        name,
+      runner.noteProblem(
         `Reload failed, the previous version keeps serving: ${prepared}`,
       );
       return;
@@ -456,8 +454,7 @@ export class Supervisor implements Sites {
     try {
       files = await scanSiteStatic(def);
     } catch (err) {
-      log.error(
-        name,
+      runner.noteProblem(
         `Reload failed, the previous version keeps serving: ${messageOf(err)}`,
       );
       return;
