@@ -202,6 +202,12 @@ function parseGrant(value: unknown, file: string, prefix: string): SiteGrant {
       }`,
     );
   }
+  if ("kv" in value) {
+    throw new GrantsError(
+      `${file}: "${prefix}kv" is not granted: a site's KV store lives in a ` +
+        'folder it may write; grant that folder in "permissions.write"',
+    );
+  }
   let parsed: SiteManifest;
   try {
     parsed = parseManifest(JSON.stringify(value), {

@@ -55,6 +55,11 @@ export interface SiteManifest {
   memory: number;
   /** The most its writable folders may hold, in MiB. */
   disk: number;
+  /**
+   * The file of the site's Deno KV store (`Deno.openKv(path)`), inside a
+   * folder it may write, or null: without it `Deno.openKv` is not defined.
+   */
+  kv: string | null;
 }
 
 /**
@@ -112,6 +117,7 @@ const FIELDS = [
   "requestTimeout",
   "memory",
   "disk",
+  "kv",
 ] as const;
 const PERMISSIONS = ["read", "write", "net", "env"] as const;
 const FORBIDDEN_PERMISSIONS = ["run", "ffi", "sys", "import", "hrtime", "all"];
@@ -176,10 +182,12 @@ export function parseManifest(
   }
   checkKeys(data, file);
   const hosts = parseHosts(data.hosts, file);
+  const permissions = parsePermissions(data.permissions, options);
   return {
     hosts: hosts.patterns,
     fallback: hosts.fallback,
-    permissions: parsePermissions(data.permissions, options),
+    permissions,
+    kv: parseKv(data.kv, permissions.write, options),
     workers: parseWorkers(data.workers, file),
     requestTimeout: parseRequestTimeout(data.requestTimeout, file),
     memory: parseMib("memory", data.memory, file),
@@ -196,7 +204,36 @@ function defaultManifest(): SiteManifest {
     requestTimeout: null,
     memory: DEFAULT_MEMORY_MIB,
     disk: DEFAULT_DISK_MIB,
+    kv: null,
   };
+}
+
+/**
+ * The `kv` file: a path inside one of the folders the site may write, so
+ * the store counts against its disk quota and needs no other permission.
+ */
+function parseKv(
+  value: unknown,
+  writable: string[],
+  options: ParseManifestOptions,
+): string | null {
+  if (value === undefined || value === null) return null;
+  const file = whereOf(options);
+  const path = resolveSitePath(value, resolve(options.siteDir), file, "kv");
+  // The file itself, not a folder it may write.
+  const inside = writable.some((folder) =>
+    folder !== path && isInside(folder, path)
+  );
+  if (!inside) {
+    throw fieldError(
+      file,
+      "kv",
+      'must be a file inside a folder of "permissions.write", such as ' +
+        '"data/site.kv" with {"permissions": {"write": ["data"]}}',
+      value,
+    );
+  }
+  return path;
 }
 
 function parseJson(text: string, file: Where): unknown {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import {
   DEFAULT_MEMORY_MIB,
   ManifestError,
@@ -19,6 +19,7 @@ const DEFAULTS: SiteManifest = {
   requestTimeout: null,
   memory: 256,
   disk: 100,
+  kv: null,
 };
 
 function parse(json: unknown): SiteManifest {
@@ -66,6 +67,7 @@ Deno.test("parseManifest() reads the SPEC example", () => {
     requestTimeout: 10,
     memory: 256,
     disk: 100,
+    kv: null,
   });
 });
 
@@ -155,6 +157,37 @@ Deno.test("parseManifest() resolves read and write paths inside the site", async
     assert.ok(isAbsolute(path));
     assert.equal(path, resolve("sites/blog/data"));
   });
+});
+
+Deno.test("parseManifest() reads kv: a file inside a folder the site may write", () => {
+  const write = { permissions: { write: ["data"] } };
+  assert.equal(
+    parse({ ...write, kv: "data/site.kv" }).kv,
+    join(SITE, "data", "site.kv"),
+  );
+  assert.equal(
+    parse({ ...write, kv: "data/deep/store.kv" }).kv,
+    join(SITE, "data", "deep", "store.kv"),
+  );
+  assert.equal(parse(write).kv, null);
+  const expected = 'must be a file inside a folder of "permissions.write"';
+  for (
+    const [json, why] of [
+      [{ kv: "data/site.kv" }, expected],
+      [{ ...write, kv: "data" }, expected],
+      [{ ...write, kv: "other/site.kv" }, expected],
+      [{ ...write, kv: "data/../autorun/x.kv" }, ""],
+      [{ ...write, kv: "/tmp/site.kv" }, "not an absolute path"],
+      [{ ...write, kv: true }, "must be a path relative to the site folder"],
+    ] as const
+  ) {
+    assert.throws(() => parse(json), (err: Error) => {
+      assert.equal(err.name, "ManifestError");
+      assert.match(err.message, /^sites\/blog\/site\.json: "kv" /);
+      assert.ok(err.message.includes(why), err.message);
+      return true;
+    });
+  }
 });
 
 Deno.test("parseManifest() reads net hosts", async (t) => {
@@ -271,7 +304,7 @@ Deno.test("parseManifest() names the line and column of JSON errors", async (t) 
 });
 
 const FIELDS =
-  '"hosts", "permissions", "workers", "requestTimeout", "memory" and "disk"';
+  '"hosts", "permissions", "workers", "requestTimeout", "memory", "disk" and "kv"';
 const PERMISSIONS = '"read", "write", "net" and "env"';
 const PATTERN = 'must be a host pattern: "*", "example.test", ' +
   '"*.example.test", "~.example.test" or "+.example.test"';

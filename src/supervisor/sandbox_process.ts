@@ -38,6 +38,8 @@ export interface SandboxSpec {
   permissions: WirePermissions;
   /** The most memory of the whole process in MiB (see ./containment.ts). */
   memory: number;
+  /** Whether the site asked for Deno KV (`--unstable-kv`). */
+  kv?: boolean;
   /** Extra variables for the process (only those the site may read). */
   env: Record<string, string>;
   /**
@@ -283,6 +285,8 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
   if (Array.isArray(spec.permissions.env) && spec.permissions.env.length > 0) {
     args.push(`--allow-env=${spec.permissions.env.join(",")}`);
   }
+  // Deno.openKv: its file is in a folder the site may write.
+  if (spec.kv === true) args.push("--unstable-kv");
   // The host thread lowers its own priority (see ./containment.ts).
   args.push("--allow-sys=setPriority");
   args.push(decodeURIComponent(MAIN.pathname), "__sandbox");

@@ -1,0 +1,118 @@
+/**
+ * Storage a site can rely on (README, "Storage"): a Deno KV store asked for
+ * in site.json, kept in the site's own writable folder across restarts; and
+ * SQLite from a site with two workers, with the documented WAL and busy
+ * timeout, taking concurrent writes without a single 500.
+ */
+
+import assert from "node:assert/strict";
+import { startServer, writeSites } from "./helpers/server.ts";
+
+const KV_SITE = {
+  "site.json": JSON.stringify({
+    hosts: ["*"],
+    permissions: { write: ["data"] },
+    kv: "data/site.kv",
+  }),
+  "data/.keep": "",
+  "autorun/ar_kv.ts": `
+import { hosts } from "sandflare";
+const kv = await Deno.openKv("data/site.kv");
+hosts.any.add("/count", async () => {
+  await kv.atomic().sum(["visits"], 1n).commit();
+  const visits = await kv.get<Deno.KvU64>(["visits"]);
+  return String(visits.value?.value);
+});
+`,
+};
+
+/** A site that did not ask: Deno.openKv is not there. */
+const NO_KV_SITE = {
+  "site.json": JSON.stringify({
+    hosts: ["*"],
+    permissions: { write: ["data"] },
+  }),
+  "autorun/ar_nokv.ts": `
+import { hosts } from "sandflare";
+hosts.any.add("/nokv", () => typeof Deno.openKv);
+`,
+};
+
+const SQLITE_SITE = {
+  "site.json": JSON.stringify({
+    hosts: ["*"],
+    workers: 2,
+    permissions: { write: ["data"] },
+  }),
+  "data/.keep": "",
+  "autorun/ar_sql.ts": `
+import { DatabaseSync } from "node:sqlite";
+import { hosts } from "sandflare";
+// Each worker opens its own connection: the settings the README gives.
+const db = new DatabaseSync("data/app.db");
+db.exec("PRAGMA journal_mode = WAL");
+db.exec("PRAGMA busy_timeout = 5000");
+db.exec("CREATE TABLE IF NOT EXISTS notes (text TEXT NOT NULL)");
+const insert = db.prepare("INSERT INTO notes (text) VALUES (?)");
+const count = db.prepare("SELECT COUNT(*) AS n FROM notes");
+hosts.any.add("/note", (req) => {
+  insert.run(req.params.text ?? "");
+  return String(count.get()!.n);
+}, "POST");
+hosts.any.add("/notes", () => String(count.get()!.n));
+`,
+};
+
+async function get(origin: string, path: string, init = {}) {
+  const res = await fetch(`${origin}${path}`, init);
+  return { status: res.status, text: await res.text() };
+}
+
+Deno.test("a site's KV store, asked for in site.json, survives a restart; others have no Deno.openKv", async () => {
+  const sitesDir = await writeSites({ kv: KV_SITE, nokv: NO_KV_SITE });
+  try {
+    let server = await startServer({ sitesDir });
+    try {
+      assert.equal((await get(server.origin, "/count")).text, "1");
+      assert.equal((await get(server.origin, "/count")).text, "2");
+      assert.equal(
+        (await get(server.origin, "/nokv")).text,
+        "undefined",
+      );
+    } finally {
+      await server.stop();
+    }
+    server = await startServer({ sitesDir });
+    try {
+      assert.equal((await get(server.origin, "/count")).text, "3");
+    } finally {
+      await server.stop();
+    }
+    // In the site's own folder, where its disk quota counts it.
+    assert.ok((await Deno.stat(`${sitesDir}/kv/data/site.kv`)).isFile);
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("SQLite with WAL and a busy timeout takes concurrent writes from two workers, no 500", async () => {
+  const sitesDir = await writeSites({ sql: SQLITE_SITE });
+  const server = await startServer({ sitesDir });
+  try {
+    const answers = await Promise.all(
+      Array.from(
+        { length: 60 },
+        (_, i) =>
+          get(server.origin, `/note?text=n${i}`, {
+            method: "POST",
+          }),
+      ),
+    );
+    const failed = answers.filter((a) => a.status !== 200);
+    assert.deepEqual(failed, [], server.logs());
+    assert.equal((await get(server.origin, "/notes")).text, "60");
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
