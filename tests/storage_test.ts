@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { startServer, writeSites } from "./helpers/server.ts";
+import { cliCommand, startServer, writeSites } from "./helpers/server.ts";
 
 const KV_SITE = {
   "site.json": JSON.stringify({
@@ -48,10 +48,12 @@ const SQLITE_SITE = {
   "autorun/ar_sql.ts": `
 import { DatabaseSync } from "node:sqlite";
 import { hosts } from "sandflare";
-// Each worker opens its own connection: the settings the README gives.
+// Each worker opens its own connection: the settings the README gives, the
+// busy timeout first (the workers load at once, and switching to WAL waits
+// for the other's lock).
 const db = new DatabaseSync("data/app.db");
-db.exec("PRAGMA journal_mode = WAL");
 db.exec("PRAGMA busy_timeout = 5000");
+db.exec("PRAGMA journal_mode = WAL");
 db.exec("CREATE TABLE IF NOT EXISTS notes (text TEXT NOT NULL)");
 const insert = db.prepare("INSERT INTO notes (text) VALUES (?)");
 const count = db.prepare("SELECT COUNT(*) AS n FROM notes");
@@ -88,8 +90,24 @@ Deno.test("a site's KV store, asked for in site.json, survives a restart; others
     } finally {
       await server.stop();
     }
-    // In the site's own folder, where its disk quota counts it.
+    // In the site's own folder, where its disk quota counts it; the
+    // operator sees it in `cli sites`.
     assert.ok((await Deno.stat(`${sitesDir}/kv/data/site.kv`)).isFile);
+    const sites = await cliCommand([
+      "sites",
+      `--sites-dir=${sitesDir}`,
+      "--grant-requests",
+    ]).output();
+    const listed = new TextDecoder().decode(sites.stdout);
+    assert.match(
+      listed,
+      new RegExp(
+        `^  kv: +${await Deno.realPath(
+          sitesDir,
+        )}/kv/data/site\\.kv \\(Deno KV\\)$`,
+        "m",
+      ),
+    );
   } finally {
     await Deno.remove(sitesDir, { recursive: true });
   }

@@ -85,6 +85,7 @@ export function formatSites(sites: SiteDescription[]): string {
     lines.push(
       `  sandbox:     ${s.workers} worker(s), ${s.memory} MiB of memory, ${s.disk} MiB of disk`,
     );
+    if (s.kv !== null) lines.push(`  kv:          ${s.kv} (Deno KV)`);
     if (s.granted !== null) lines.push(grantedLine(s));
     lines.push(...notRunLines(s), "");
   }

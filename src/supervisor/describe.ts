@@ -30,6 +30,8 @@ export interface SiteDescription {
   memory: number | null;
   /** Its disk quota in MiB (null when not loaded). */
   disk: number | null;
+  /** Its Deno KV file, when it asked for one. */
+  kv: string | null;
   /** What the operator grants it (null for the root site). */
   granted: SiteGrant | null;
   /** Whether the grants file lists it (false: it gets the unlisted grant). */
@@ -90,6 +92,7 @@ export function describeSites(
       workers: runner.workersOf(def),
       memory: def.manifest.memory,
       disk: def.manifest.disk,
+      kv: def.manifest.kv,
       ...granted(runner.name),
       notRun: def.skipped,
     });
@@ -112,6 +115,7 @@ export function describeSites(
       workers: null,
       memory: null,
       disk: null,
+      kv: null,
       ...granted(name),
       notRun: notRun.get(name) ?? [],
     });
