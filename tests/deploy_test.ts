@@ -471,6 +471,14 @@ async function nginxConfig(
   return main;
 }
 
+/** `haproxy -c` on a config from deploy/: valid, without a warning. */
+async function haproxyCheck(haproxy: string, file: string): Promise<void> {
+  const out = await run(haproxy, ["-c", "-f", join(DEPLOY, file)]);
+  assert.equal(out.code, 0, out.stdout + out.stderr);
+  assert.match(out.stdout, /Configuration file is valid/);
+  assert.doesNotMatch(out.stdout + out.stderr, /WARNING|ALERT|Warnings/);
+}
+
 /** `nginx -t` on a config from deploy/, in a fresh folder `test`. */
 async function nginxTest(
   nginx: string,
@@ -638,14 +646,7 @@ Deno.test("the unit's ExecStart serves behind deploy/nginx.conf and deploy/hapro
     );
 
     await t.step("haproxy -c accepts deploy/haproxy.cfg", async () => {
-      const out = await run(haproxy, [
-        "-c",
-        "-f",
-        join(DEPLOY, "haproxy.cfg"),
-      ]);
-      assert.equal(out.code, 0, out.stdout + out.stderr);
-      assert.match(out.stdout, /Configuration file is valid/);
-      assert.doesNotMatch(out.stdout + out.stderr, /WARNING|ALERT|Warnings/);
+      await haproxyCheck(haproxy, "haproxy.cfg");
     });
 
     await t.step("through haproxy: client address, websockets", async () => {
@@ -916,14 +917,7 @@ Deno.test("deploy/haproxy-cluster.cfg and nginx-cluster.conf: two nodes, one fai
           "http-request set-header X-Real-IP %[src]",
         ]
       ) assert.ok(cfg.includes(line), `haproxy-cluster.cfg lacks ${line}`);
-      const out = await run(haproxy, [
-        "-c",
-        "-f",
-        join(DEPLOY, "haproxy-cluster.cfg"),
-      ]);
-      assert.equal(out.code, 0, out.stdout + out.stderr);
-      assert.match(out.stdout, /Configuration file is valid/);
-      assert.doesNotMatch(out.stdout + out.stderr, /WARNING|ALERT|Warnings/);
+      await haproxyCheck(haproxy, "haproxy-cluster.cfg");
     });
 
     await t.step("nginx -t accepts deploy/nginx-cluster.conf", async () => {
