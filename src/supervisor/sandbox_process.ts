@@ -422,7 +422,9 @@ export class SandboxProcess {
     const backlog = spec.maxInputBacklog ?? DEFAULT_INPUT_BACKLOG;
     this.#out = new FrameWriter(
       (bytes) => writer.write(bytes),
-      () => this.kill("its input pipe broke"),
+      // The process has ended (or is ending): its exit status says why,
+      // so no reason of the gateway's may cover it.
+      () => this.#cut(),
       {
         bytes: backlog,
         onOver: () =>
@@ -659,6 +661,15 @@ export class SandboxProcess {
       this.#child.kill("SIGKILL");
     } catch {
       // Already exited: #reap reports it.
+    }
+  }
+
+  /** Makes sure a process whose input broke is gone, giving no reason. */
+  #cut(): void {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already exited.
     }
   }
 
@@ -1050,12 +1061,14 @@ export class SandboxProcess {
     clearTimeout(timer);
     // The kernel stopped it at its cgroup's memory limit, or it stopped
     // itself at its limit (where no cgroup holds it).
+    // That is the reason whatever the gateway was about to do: a check on a
+    // worker or a frame for the dying process comes a moment too late.
     if (
-      this.#killReason === null &&
-      (this.#placement?.outOfMemory() === true ||
-        status.code === OUT_OF_MEMORY_EXIT)
+      this.#placement?.outOfMemory() === true ||
+      status.code === OUT_OF_MEMORY_EXIT
     ) {
       this.#outOfMemory = true;
+      this.#killReason = null;
     }
     this.#placement?.release();
     // Held lines are dropped only when the process really died of it.

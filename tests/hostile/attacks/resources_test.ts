@@ -158,6 +158,54 @@ for (
   }
 }
 
+Deno.test("--no-cgroups: a site that runs out of memory while its clients keep talking is reported out of memory (502), not killed", async () => {
+  // Each websocket message is a frame written to the sandbox's input; one
+  // written after the process ended, before the gateway reaped it, once
+  // turned the out-of-memory exit into "its input pipe broke" (a 503).
+  const sitesDir = await writeSites({
+    bomb: {
+      "site.json": JSON.stringify({
+        hosts: ["bomb.test", "*"],
+        memory: MEMORY,
+        workers: 2,
+      }),
+      "autorun/ar_bomb.ts": BOMBS +
+        `import { websocket } from "sandflare";
+websocket.register("/ws").onMessage = () => {};`,
+    },
+  });
+  const server = await startServer({ sitesDir, args: ["--no-cgroups"] });
+  try {
+    assert.equal((await get(server, "/pid")).status, 200, server.logs());
+    let done = false;
+    const talkers = Array.from({ length: 8 }, async () => {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+      const closed = new Promise((r) => ws.onclose = r);
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = () => reject(new Error("the websocket did not open"));
+      });
+      ws.onerror = () => {};
+      for (let i = 0; i < 20_000 && !done; i++) {
+        if (ws.readyState !== WebSocket.OPEN) break;
+        ws.send("x");
+        if (i % 4 === 0) await delay(0);
+      }
+      ws.close();
+      await closed;
+    });
+    await delay(200);
+    const answer = await get(server, "/arraybuffers");
+    done = true;
+    await Promise.all(talkers);
+    assert.equal(answer.status, 502, answer.body);
+    await server.waitForLog(/\[bomb\] .*ran out of memory/);
+    assert.doesNotMatch(server.logs(), /input pipe broke/);
+  } finally {
+    await server.stop();
+  }
+});
+
 /**
  * Every thread a site may have spins in bursts of 200 ms: its two workers,
  * its scheduler task and as many Workers of its own as it may start (it
