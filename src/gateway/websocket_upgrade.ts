@@ -9,6 +9,7 @@
 import {
   type Snapshot,
   socketKey,
+  socketPlace,
   WS_PAGE_BASE,
 } from "../supervisor/snapshot.ts";
 import {
@@ -16,6 +17,7 @@ import {
   defaultError,
   type ErrorAnswer,
   type RequestContext,
+  withHeaders,
 } from "./answer.ts";
 import type { WebSocketHub } from "./websockets.ts";
 import type { WireSocket } from "../protocol/messages.ts";
@@ -50,9 +52,8 @@ export function upgradeWebSocket(
   ) {
     return error(503, "The site is not available right now", route.site, ctx);
   }
-  const candidates = routes.websockets.filter((w) =>
-    w.host === first.host && w.path === first.path
-  );
+  const place = socketPlace(first);
+  const candidates = routes.websockets.filter((w) => socketPlace(w) === place);
   const offered = (request.headers.get("sec-websocket-protocol") ?? "")
     .split(",").map((p) => p.trim()).filter((p) => p !== "");
   const chosen = chooseProtocol(candidates, offered);
@@ -66,6 +67,20 @@ export function upgradeWebSocket(
       ctx,
     );
   }
+  const origin = request.headers.get("origin");
+  if (origin !== null && !originAllowed(origin, ctx.wire.authority, chosen)) {
+    return error(
+      403,
+      `A websocket from a page of ${
+        JSON.stringify(origin)
+      } is refused: the site allows only its own host here`,
+      runner.name,
+      ctx,
+    );
+  }
+  // What a page of the site would see: its own cookies only, where it does
+  // not own the host. Read before upgrading: the request is closed after.
+  const req = { ...withHeaders(ctx, runner.name).wire, upgraded: true };
   let upgraded: { socket: WebSocket; response: Response };
   try {
     upgraded = Deno.upgradeWebSocket(
@@ -82,18 +97,45 @@ export function upgradeWebSocket(
       runner.name,
     ));
   }
+  // Nothing may throw from here on: Deno ends the process when an upgraded
+  // request is answered with anything but its upgrade response.
   hub.accept(upgraded.socket, {
     site: runner.name,
     key: socketKey(chosen),
     channel: chosen.id,
     generation,
-    peer: ctx.wire.peer,
+    req,
+    captures: route.captures,
   });
   return Promise.resolve({
     response: upgraded.response,
     site: runner.name,
     bytes: 0,
   });
+}
+
+/**
+ * Whether a browser page of `origin` may connect (the check gorilla/websocket
+ * makes by default): its host is the one the request was sent to, or the
+ * registration lists it. Now that a client carries the request's cookies
+ * and session, a page of another site must not open one in its visitor's
+ * name. Clients that are not browsers send no Origin and are let through.
+ */
+export function originAllowed(
+  origin: string,
+  authority: string,
+  reg: WireSocket,
+): boolean {
+  if (reg.origins.includes("*")) return true;
+  const lower = origin.toLowerCase();
+  if (reg.origins.includes(lower)) return true;
+  let host: string;
+  try {
+    host = new URL(lower).host;
+  } catch {
+    return false; // "null" (a sandboxed frame, a file) or malformed
+  }
+  return host !== "" && host === authority.toLowerCase();
 }
 
 /**

@@ -18,6 +18,7 @@ import type { SiteMessage } from "../supervisor/sandbox_process.ts";
 import type { SandboxProcess } from "../supervisor/sandbox_process.ts";
 import type { RelayedMessage } from "../cluster/cluster.ts";
 import { socketKey } from "../supervisor/snapshot.ts";
+import type { WireRequest } from "../protocol/messages.ts";
 
 /** Options of {@linkcode WebSocketHub}. */
 export interface HubOptions {
@@ -82,7 +83,10 @@ export interface AcceptInfo {
   key: string;
   channel: number;
   generation: SandboxProcess;
-  peer: string;
+  /** The upgrade request, handed to the site once (not kept). */
+  req: WireRequest;
+  /** The captures of a pattern registration. */
+  captures: string[];
 }
 
 const ENCODER = new TextEncoder();
@@ -124,9 +128,11 @@ export class WebSocketHub {
   /** Takes over an upgraded socket. */
   accept(socket: WebSocket, info: AcceptInfo): void {
     socket.binaryType = "arraybuffer";
+    const { req, captures, ...where } = info;
     const client: HubClient = {
       id: randomId(),
-      ...info,
+      ...where,
+      peer: req.peer,
       socket,
       open: false,
       budget: new Budget({ perSecond: this.#options.maxRate }),
@@ -145,7 +151,8 @@ export class WebSocketHub {
         t: "wsOpen",
         channel: client.channel,
         client: client.id,
-        peer: client.peer,
+        req,
+        captures,
       });
     };
     socket.onmessage = (event) => this.#fromClient(client, event.data);

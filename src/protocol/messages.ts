@@ -40,12 +40,22 @@ export interface WireRoutes {
   tasks: number;
 }
 
-/** A websocket registration: `websocket.register(path, protocol, host)`. */
+/**
+ * A websocket registration: `websocket.register(path, protocol, host)`, or
+ * `websocket.registerPattern(pattern, …)` (give either `path` or `regex`).
+ */
 export interface WireSocket {
   id: number;
   host: string;
-  path: string;
+  path?: string;
+  regex?: { source: string; flags: string };
   protocol: string | null;
+  /**
+   * Origins (`scheme://host[:port]`) whose pages may connect besides the
+   * request's own host; `["*"]` for any. A browser's handshake from any
+   * other origin is refused with 403.
+   */
+  origins: string[];
 }
 
 /** A session as the gateway hands it to a site. */
@@ -141,8 +151,17 @@ export type ToSandbox =
    * its next `scheduler.sleep()` until `activate`.
    */
   | { t: "pauseTasks" }
-  /** A websocket client connected to channel `channel`. */
-  | { t: "wsOpen"; channel: number; client: string; peer: string }
+  /**
+   * A websocket client connected to channel `channel`: the upgrade request
+   * and the captures of a pattern registration.
+   */
+  | {
+    t: "wsOpen";
+    channel: number;
+    client: string;
+    req: WireRequest;
+    captures: string[];
+  }
   /** A message from a client; the frame body holds it. */
   | { t: "wsMessage"; channel: number; client: string; binary: boolean }
   | {
@@ -271,9 +290,18 @@ function isWirePage(value: unknown): value is WirePage {
 }
 
 function isWireSocket(value: unknown): value is WireSocket {
-  return isRecord(value) && isId(value.id) && typeof value.host === "string" &&
-    typeof value.path === "string" &&
-    (value.protocol === null || typeof value.protocol === "string");
+  if (!isRecord(value) || !isId(value.id)) return false;
+  if (typeof value.host !== "string" || !isStringArray(value.origins)) {
+    return false;
+  }
+  if (value.protocol !== null && typeof value.protocol !== "string") {
+    return false;
+  }
+  const { path, regex } = value;
+  if ((path === undefined) === (regex === undefined)) return false;
+  if (path !== undefined) return typeof path === "string";
+  return isRecord(regex) && typeof regex.source === "string" &&
+    typeof regex.flags === "string";
 }
 
 function isWireRoutes(value: unknown): value is WireRoutes {
@@ -524,13 +552,14 @@ export function parseToSandbox(value: unknown): ToSandbox {
       case "wsOpen":
         if (
           isId(value.channel) && typeof value.client === "string" &&
-          typeof value.peer === "string"
+          isWireRequest(value.req) && isStringArray(value.captures)
         ) {
           return {
             t: "wsOpen",
             channel: value.channel,
             client: value.client,
-            peer: value.peer,
+            req: value.req,
+            captures: value.captures,
           };
         }
         break;
@@ -644,7 +673,13 @@ export type ToWorker =
   | { t: "startTasks" }
   /** This worker's tasks stop at their next sleep until `startTasks`. */
   | { t: "pauseTasks" }
-  | { t: "wsOpen"; channel: number; client: string; peer: string }
+  | {
+    t: "wsOpen";
+    channel: number;
+    client: string;
+    req: WireRequest;
+    captures: string[];
+  }
   | {
     t: "wsMessage";
     channel: number;

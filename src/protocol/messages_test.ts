@@ -58,7 +58,16 @@ const FROM_SANDBOX: Record<string, Json> = {
         { id: 2, host: "*", method: "*", prefix: "/api" },
       ],
       hooks: ["Error", "Request"],
-      websockets: [{ id: 0, host: "*", path: "/ws", protocol: null }],
+      websockets: [
+        { id: 0, host: "*", path: "/ws", protocol: null, origins: [] },
+        {
+          id: 1,
+          host: "a.test",
+          regex: { source: "/rooms/([a-z]+)", flags: "" },
+          protocol: "chat",
+          origins: ["https://app.example"],
+        },
+      ],
       tasks: 2,
     },
   },
@@ -152,6 +161,13 @@ const TO_SANDBOX: Record<string, Json> = {
     message: "Not found",
     req: { ...REQ, upgraded: true, headers: [] },
   },
+  "wsOpen": {
+    t: "wsOpen",
+    channel: 1,
+    client: "c0ffee",
+    req: { ...REQ, upgraded: true },
+    captures: ["kitchen"],
+  },
   "heartbeat": { t: "heartbeat", id: 0 },
   "reloading": { t: "reloading" },
   "activate": { t: "activate" },
@@ -207,6 +223,31 @@ const NOT_MESSAGES: [string, unknown][] = [
 
 /** Malformed sandbox messages: [name, base message, path, bad value]. */
 const BAD_FROM_SANDBOX: [string, string, Path, unknown][] = [
+  ["websocket origins missing", "loaded", [
+    "routes",
+    "websockets",
+    0,
+    "origins",
+  ], DELETE],
+  ["websocket with path and regex", "loaded", [
+    "routes",
+    "websockets",
+    0,
+    "regex",
+  ], { source: "x", flags: "" }],
+  ["websocket with neither path nor regex", "loaded", [
+    "routes",
+    "websockets",
+    1,
+    "regex",
+  ], DELETE],
+  ["websocket regex flags missing", "loaded", [
+    "routes",
+    "websockets",
+    1,
+    "regex",
+    "flags",
+  ], DELETE],
   ["routes missing", "loaded", ["routes"], DELETE],
   ["routes an array", "loaded", ["routes"], []],
   ["hosts missing", "loaded", ["routes", "hosts"], DELETE],
@@ -358,6 +399,10 @@ Deno.test("parseFromSandbox() rejects malformed messages", async (t) => {
 
 /** Malformed gateway messages: [name, base message, path, bad value]. */
 const BAD_TO_SANDBOX: [string, string, Path, unknown][] = [
+  ["wsOpen req missing", "wsOpen", ["req"], DELETE],
+  ["wsOpen req without headers", "wsOpen", ["req", "headers"], DELETE],
+  ["wsOpen captures missing", "wsOpen", ["captures"], DELETE],
+  ["wsOpen captures with a number", "wsOpen", ["captures", 0], 1],
   ["request scheme missing", "request", ["req", "scheme"], DELETE],
   ["request scheme ftp", "request", ["req", "scheme"], "ftp"],
   ["request authority missing", "request", ["req", "authority"], DELETE],

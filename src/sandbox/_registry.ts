@@ -11,6 +11,7 @@ import type {
   SocketOut,
   WireHost,
   WirePage,
+  WireRequest,
   WireRoutes,
   WireSession,
   WireSocket,
@@ -47,7 +48,7 @@ export interface SocketEntry {
 
 /** What a channel does with the events of its clients. */
 export interface SocketEvents {
-  open(client: string, peer: string): Promise<void>;
+  open(client: string, req: WireRequest, captures: string[]): Promise<void>;
   message(client: string, data: string | Uint8Array): Promise<void>;
   close(client: string, code: number, reason: string): Promise<void>;
 }

@@ -18,7 +18,8 @@
  */
 
 import { assertLoading, registry, type SocketEntry } from "./_registry.ts";
-import type { PageRequest } from "./request.ts";
+import { PageRequest } from "./request.ts";
+import type { WireRequest } from "../protocol/messages.ts";
 import { HaltSignal, type PageResponse } from "./response.ts";
 
 export type { PageRequest } from "./request.ts";
@@ -131,6 +132,46 @@ function runsInLinearTime(source: string, flags: string): boolean {
   }
 }
 
+/**
+ * A route pattern as the router takes it, checked where it is written.
+ * @param count the patterns of its kind the site registered so far
+ */
+function checkPattern(
+  call: string,
+  source: RegExp | string,
+  count: number,
+): { source: string; flags: string } {
+  const regex = source instanceof RegExp
+    ? { source: source.source, flags: source.flags }
+    : { source: String(source), flags: "" };
+  if (regex.source.length > MAX_PATTERN_LENGTH) {
+    throw new RangeError(
+      `${call}: the pattern is ${regex.source.length} characters long; route patterns may have at most ${MAX_PATTERN_LENGTH}`,
+    );
+  }
+  if (count >= MAX_PATTERNS_PER_SITE) {
+    throw new RangeError(
+      `${call}: a site may register at most ${MAX_PATTERNS_PER_SITE} route patterns; use fewer patterns, or one with alternatives`,
+    );
+  }
+  if (!ALLOWED_FLAGS_REGEXP.test(regex.flags)) {
+    throw new TypeError(
+      `${call}: flags "${regex.flags}" are not allowed; use only m or s (route patterns run on a linear-time engine, which cannot do i or u; write [Aa] for case)`,
+    );
+  }
+  try {
+    new RegExp(regex.source, regex.flags);
+  } catch (err) {
+    throw new SyntaxError(`${call}: ${(err as Error).message}`);
+  }
+  if (LINEAR_ENGINE && !runsInLinearTime(regex.source, regex.flags)) {
+    throw new SyntaxError(
+      `${call}: route patterns run on a linear-time engine, which cannot do backreferences, lookahead or large {n,m} counts; rewrite the pattern without them`,
+    );
+  }
+  return regex;
+}
+
 function checkMethod(call: string, method: string): string {
   if (typeof method !== "string" || !METHOD_REGEXP.test(method)) {
     throw new TypeError(
@@ -175,35 +216,11 @@ function createHost(pattern: string): Host {
     addPattern(source, callback, method = "GET") {
       const call = hostCall(pattern, "addPattern", source);
       assertLoading(call);
-      const regex = source instanceof RegExp
-        ? { source: source.source, flags: source.flags }
-        : { source: String(source), flags: "" };
-      if (regex.source.length > MAX_PATTERN_LENGTH) {
-        throw new RangeError(
-          `${call}: the pattern is ${regex.source.length} characters long; route patterns may have at most ${MAX_PATTERN_LENGTH}`,
-        );
-      }
-      const patterns = registry.pages.filter((p) => p.spec.regex).length;
-      if (patterns >= MAX_PATTERNS_PER_SITE) {
-        throw new RangeError(
-          `${call}: a site may register at most ${MAX_PATTERNS_PER_SITE} route patterns; use fewer patterns, or one with alternatives`,
-        );
-      }
-      if (!ALLOWED_FLAGS_REGEXP.test(regex.flags)) {
-        throw new TypeError(
-          `${call}: flags "${regex.flags}" are not allowed; use only m or s (route patterns run on a linear-time engine, which cannot do i or u; write [Aa] for case)`,
-        );
-      }
-      try {
-        new RegExp(regex.source, regex.flags);
-      } catch (err) {
-        throw new SyntaxError(`${call}: ${(err as Error).message}`);
-      }
-      if (LINEAR_ENGINE && !runsInLinearTime(regex.source, regex.flags)) {
-        throw new SyntaxError(
-          `${call}: route patterns run on a linear-time engine, which cannot do backreferences, lookahead or large {n,m} counts; rewrite the pattern without them`,
-        );
-      }
+      const regex = checkPattern(
+        call,
+        source,
+        registry.pages.filter((p) => p.spec.regex).length,
+      );
       const m = checkMethod(call, method);
       registry.pages.push({
         spec: { id: registry.pages.length, host: pattern, method: m, regex },
@@ -569,6 +586,14 @@ export interface WebSocketClient {
   readonly id: string;
   /** The client's address. */
   readonly peer: string;
+  /**
+   * The upgrade request: its headers, cookies, host, path and query, as a
+   * page's `req` has them (its body is empty). `session.get(client)` reads
+   * the session of its cookie.
+   */
+  readonly request: PageRequest;
+  /** The capture groups of a `registerPattern` registration, else empty. */
+  readonly captures: readonly string[];
   /** Sends a message to this client. */
   send(message: string | Uint8Array): void;
   /** Closes the connection. @default code 1000 */
@@ -577,6 +602,7 @@ export interface WebSocketClient {
 
 /** A websocket registration. */
 export interface WebSocketChannel {
+  /** The path, or the pattern's source for `registerPattern`. */
   readonly path: string;
   readonly protocol: string | null;
   /** A client connected. */
@@ -598,7 +624,39 @@ export interface WebSocketChannel {
   readonly clients: ReadonlyMap<string, WebSocketClient>;
 }
 
+/** Options of `websocket.register` and `websocket.registerPattern`. */
+export interface WebSocketOptions {
+  /**
+   * Origins (`"https://app.example"`) whose pages may connect besides the
+   * host the request went to, or `["*"]` for any. By default a browser's
+   * handshake from another site's page is refused with 403, since the
+   * client carries its visitor's cookies and session.
+   */
+  origins?: string[];
+}
+
 const CLOSE_REASON_MAX = 123;
+const EMPTY_BODY = new Uint8Array(0);
+
+/** Clients made by channels (what `session.get(client)` accepts). */
+const knownClients = new WeakSet<WebSocketClient>();
+
+/** The request of a client this worker did not see connect: nothing in it. */
+function unknownRequest(): WireRequest {
+  return {
+    method: "GET",
+    path: "/",
+    fullUrl: "/",
+    scheme: "http",
+    authority: "",
+    query: "",
+    headers: [],
+    host: "",
+    peer: "",
+    startTime: Date.now(),
+    upgraded: true,
+  };
+}
 
 function checkMessage(message: unknown): string | Uint8Array {
   if (typeof message === "string" || message instanceof Uint8Array) {
@@ -609,10 +667,12 @@ function checkMessage(message: unknown): string | Uint8Array {
 
 function createChannel(
   id: number,
-  path: string,
+  place: { path: string } | { regex: { source: string; flags: string } },
   protocol: string | null,
-): SocketEntry {
+  origins: string[],
+): SocketEntry & { channel: WebSocketChannel } {
   const clients = new Map<string, WebSocketClient>();
+  const label = "path" in place ? place.path : place.regex.source;
   const send = (data: string | Uint8Array, client: string | null) =>
     registry.post({
       t: "wsSend",
@@ -621,7 +681,7 @@ function createChannel(
       data: checkMessage(data),
     });
   const channel: WebSocketChannel = {
-    path,
+    path: label,
     protocol,
     onConnect: null,
     onMessage: null,
@@ -638,39 +698,51 @@ function createChannel(
       );
     },
   };
-  const clientObject = (clientId: string, peer: string): WebSocketClient => ({
-    id: clientId,
-    peer,
-    send: (message) => send(message, clientId),
-    close(code = 1000, reason = "") {
-      if (!(code === 1000 || (code >= 3000 && code <= 4999))) {
-        throw new RangeError(
-          `client.close(): code must be 1000 or 3000–4999, got ${code}`,
-        );
-      }
-      registry.post({
-        t: "wsClose",
-        channel: id,
-        client: clientId,
-        code,
-        reason: String(reason).slice(0, CLOSE_REASON_MAX),
-      });
-    },
-  });
+  const clientObject = (
+    clientId: string,
+    req: WireRequest,
+    captures: string[],
+  ): WebSocketClient => {
+    const client: WebSocketClient = {
+      id: clientId,
+      peer: req.peer,
+      request: new PageRequest(req, EMPTY_BODY),
+      captures: Object.freeze([...captures]),
+      send: (message) => send(message, clientId),
+      close(code = 1000, reason = "") {
+        if (!(code === 1000 || (code >= 3000 && code <= 4999))) {
+          throw new RangeError(
+            `client.close(): code must be 1000 or 3000–4999, got ${code}`,
+          );
+        }
+        registry.post({
+          t: "wsClose",
+          channel: id,
+          client: clientId,
+          code,
+          reason: String(reason).slice(0, CLOSE_REASON_MAX),
+        });
+      },
+    };
+    knownClients.add(client);
+    return client;
+  };
+  const known = (clientId: string) =>
+    clients.get(clientId) ?? clientObject(clientId, unknownRequest(), []);
   const run = async (what: string, fn: (() => unknown) | null) => {
     if (fn === null) return;
     try {
       await fn();
     } catch (err) {
       // deno-lint-ignore no-console -- the site's log is its stderr
-      console.error(`websocket ${path} ${what} failed: ${stackOf(err)}`);
+      console.error(`websocket ${label} ${what} failed: ${stackOf(err)}`);
     }
   };
   return {
-    spec: { id, host: "*", path, protocol },
+    spec: { id, host: "*", ...place, protocol, origins },
     events: {
-      async open(clientId, peer) {
-        const client = clientObject(clientId, peer);
+      async open(clientId, req, captures) {
+        const client = clientObject(clientId, req, captures);
         clients.set(clientId, client);
         await run(
           "onConnect",
@@ -678,14 +750,14 @@ function createChannel(
         );
       },
       async message(clientId, data) {
-        const client = clients.get(clientId) ?? clientObject(clientId, "");
+        const client = known(clientId);
         await run(
           "onMessage",
           channel.onMessage && (() => channel.onMessage!(client, data)),
         );
       },
       async close(clientId, code, reason) {
-        const client = clients.get(clientId) ?? clientObject(clientId, "");
+        const client = known(clientId);
         clients.delete(clientId);
         await run(
           "onDisconnect",
@@ -695,7 +767,91 @@ function createChannel(
       },
     },
     channel,
-  } as SocketEntry & { channel: WebSocketChannel };
+  };
+}
+
+function checkOrigins(call: string, options: unknown): string[] {
+  if (options === undefined) return [];
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`${call}: the options must be an object`);
+  }
+  const origins = (options as WebSocketOptions).origins;
+  if (origins === undefined) return [];
+  if (!Array.isArray(origins) || origins.length > 64) {
+    throw new TypeError(
+      `${call}: "origins" must be a list of at most 64 origins such as "https://app.example", or ["*"]`,
+    );
+  }
+  return origins.map((o: unknown) => {
+    if (o === "*") return o;
+    let url: URL | null = null;
+    try {
+      url = typeof o === "string" ? new URL(o) : null;
+    } catch {
+      url = null;
+    }
+    if (
+      url === null || !/^https?:$/.test(url.protocol) ||
+      url.origin.toLowerCase() !== String(o).toLowerCase()
+    ) {
+      throw new TypeError(
+        `${call}: ${
+          JSON.stringify(o)
+        } is not an origin; write it as "https://host[:port]", with nothing after the host`,
+      );
+    }
+    return url.origin.toLowerCase();
+  });
+}
+
+function register(
+  call: string,
+  place: { path: string } | { regex: { source: string; flags: string } },
+  protocol: string | null,
+  host: Host,
+  options: unknown,
+): WebSocketChannel {
+  if (
+    protocol !== null &&
+    (typeof protocol !== "string" ||
+      !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(protocol))
+  ) {
+    throw new TypeError(
+      `${call}: the protocol must be a token such as "chat"`,
+    );
+  }
+  if (
+    typeof host !== "object" || host === null ||
+    hostObjects.get(host.pattern) !== host
+  ) {
+    throw new TypeError(
+      `${call}: the host must come from hosts.get() or be hosts.any`,
+    );
+  }
+  const origins = checkOrigins(call, options);
+  const same = (spec: SocketEntry["spec"]) =>
+    "path" in place
+      ? spec.path === place.path
+      : spec.regex?.source === place.regex.source &&
+        spec.regex.flags === place.regex.flags;
+  const taken = registry.sockets.some((s) =>
+    s.spec.host === host.pattern && same(s.spec) &&
+    s.spec.protocol === protocol
+  );
+  if (taken) {
+    throw new Error(
+      `${call}: already registered on this host with this protocol`,
+    );
+  }
+  const entry = createChannel(
+    registry.sockets.length,
+    place,
+    protocol,
+    origins,
+  );
+  entry.spec.host = host.pattern;
+  registry.sockets.push(entry);
+  return entry.channel;
 }
 
 /** Websockets of this site. */
@@ -708,48 +864,39 @@ export const websocket: {
     path: string,
     protocol?: string | null,
     host?: Host,
+    options?: WebSocketOptions,
+  ): WebSocketChannel;
+  /**
+   * Registers a websocket endpoint on every path `pattern` matches (a
+   * RegExp or a regular-expression string matched against the whole path,
+   * as `host.addPattern`); a client's `captures` hold its groups.
+   */
+  registerPattern(
+    pattern: RegExp | string,
+    protocol?: string | null,
+    host?: Host,
+    options?: WebSocketOptions,
   ): WebSocketChannel;
 } = {
-  register(path, protocol = null, host = hosts.any) {
+  register(path, protocol = null, host = hosts.any, options) {
     const call = `websocket.register(${JSON.stringify(path)})`;
     assertLoading(call);
     if (typeof path !== "string" || !path.startsWith("/")) {
       throw new TypeError(`${call}: the path must start with "/"`);
     }
-    if (
-      protocol !== null &&
-      (typeof protocol !== "string" ||
-        !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(protocol))
-    ) {
-      throw new TypeError(
-        `${call}: the protocol must be a token such as "chat"`,
-      );
-    }
-    if (
-      typeof host !== "object" || host === null ||
-      hostObjects.get(host.pattern) !== host
-    ) {
-      throw new TypeError(
-        `${call}: the host must come from hosts.get() or be hosts.any`,
-      );
-    }
-    const taken = registry.sockets.some((s) =>
-      s.spec.host === host.pattern && s.spec.path === path &&
-      s.spec.protocol === protocol
+    return register(call, { path }, protocol, host, options);
+  },
+  registerPattern(pattern, protocol = null, host = hosts.any, options) {
+    const call = `websocket.registerPattern(${
+      JSON.stringify(String(pattern).slice(0, 60))
+    })`;
+    assertLoading(call);
+    const regex = checkPattern(
+      call,
+      pattern,
+      registry.sockets.filter((s) => s.spec.regex !== undefined).length,
     );
-    if (taken) {
-      throw new Error(
-        `${call}: already registered on this host with this protocol`,
-      );
-    }
-    const entry = createChannel(registry.sockets.length, path, protocol) as
-      & SocketEntry
-      & {
-        channel: WebSocketChannel;
-      };
-    entry.spec.host = host.pattern;
-    registry.sockets.push(entry);
-    return entry.channel;
+    return register(call, { regex }, protocol, host, options);
   },
 };
 
@@ -768,37 +915,106 @@ export const session: {
    * cookie) when there is none.
    */
   get(req: PageRequest, res: PageResponse, name?: string): Promise<Session>;
+  /**
+   * The session of a websocket client's cookie `name`, read now (what a
+   * page saved since the client connected is there). A client without one
+   * gets empty data, and `save()` throws: only a page can set the cookie.
+   */
+  get(client: WebSocketClient, name?: string): Promise<Session>;
 } = {
-  async get(req, res, name = "session") {
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
-      throw new TypeError(
-        `session.get(): ${JSON.stringify(name)} is not a cookie name`,
+  get(
+    first: PageRequest | WebSocketClient,
+    second?: PageResponse | string,
+    third?: string,
+  ): Promise<Session> {
+    if (knownClients.has(first as WebSocketClient)) {
+      return clientSession(
+        first as WebSocketClient,
+        checkCookieName(typeof second === "string" ? second : "session"),
       );
     }
-    const fromCookie = req.cookies[name] ?? null;
-    const wire = await registry.ask({ t: "sessionGet", name, id: fromCookie });
-    const setCookie = () =>
-      res.setCookie(name, wire.id, {
-        path: "/",
-        httpOnly: true,
-        sameSite: "Lax",
-        secure: wire.secure,
-        maxAge: wire.maxAge,
-      });
-    if (wire.fresh) setCookie();
-    const result: Session = {
-      id: wire.id,
-      data: wire.data,
-      async save() {
-        await registry.ask({
-          t: "sessionSave",
-          name,
-          id: wire.id,
-          data: result.data,
-        });
-        setCookie();
-      },
-    };
-    return result;
+    if (!(first instanceof PageRequest) || typeof second !== "object") {
+      throw new TypeError(
+        "session.get(): pass a page's req and res, or a websocket client",
+      );
+    }
+    return pageSession(first, second, checkCookieName(third ?? "session"));
   },
 };
+
+function checkCookieName(name: string): string {
+  if (typeof name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+    throw new TypeError(
+      `session.get(): ${JSON.stringify(name)} is not a cookie name`,
+    );
+  }
+  return name;
+}
+
+async function pageSession(
+  req: PageRequest,
+  res: PageResponse,
+  name: string,
+): Promise<Session> {
+  const fromCookie = req.cookies[name] ?? null;
+  const wire = await registry.ask({ t: "sessionGet", name, id: fromCookie });
+  const setCookie = () =>
+    res.setCookie(name, wire.id, {
+      path: "/",
+      httpOnly: true,
+      sameSite: "Lax",
+      secure: wire.secure,
+      maxAge: wire.maxAge,
+    });
+  if (wire.fresh) setCookie();
+  const result: Session = {
+    id: wire.id,
+    data: wire.data,
+    async save() {
+      await registry.ask({
+        t: "sessionSave",
+        name,
+        id: wire.id,
+        data: result.data,
+      });
+      setCookie();
+    },
+  };
+  return result;
+}
+
+async function clientSession(
+  client: WebSocketClient,
+  name: string,
+): Promise<Session> {
+  const fromCookie = client.request.cookies[name] ?? null;
+  const wire = fromCookie === null
+    ? null
+    : await registry.ask({ t: "sessionGet", name, id: fromCookie });
+  if (wire === null || wire.fresh) {
+    return {
+      id: "",
+      data: {},
+      save() {
+        return Promise.reject(
+          new Error(
+            `This websocket client has no session "${name}": a page starts one (session.get(req, res)), then the client connects`,
+          ),
+        );
+      },
+    };
+  }
+  const result: Session = {
+    id: wire.id,
+    data: wire.data,
+    async save() {
+      await registry.ask({
+        t: "sessionSave",
+        name,
+        id: wire.id,
+        data: result.data,
+      });
+    },
+  };
+  return result;
+}

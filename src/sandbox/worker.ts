@@ -620,7 +620,11 @@ function dispatch(msg: Exclude<ToWorker, { t: "load" }>): void {
       pauseTasks();
       break;
     case "wsOpen":
-      void socketOf(msg.channel)?.events.open(msg.client, msg.peer);
+      void socketOf(msg.channel)?.events.open(
+        msg.client,
+        msg.req,
+        msg.captures,
+      );
       break;
     case "wsMessage":
       void socketOf(msg.channel)?.events.message(msg.client, msg.data);

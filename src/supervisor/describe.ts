@@ -80,7 +80,10 @@ export function describeSites(
       staticFiles: files.entries.size,
       websockets: (routes?.websockets ?? []).map((w) => ({
         host: w.host,
-        path: w.path,
+        path: w.path ??
+          `~ ${w.regex!.source}${
+            w.regex!.flags === "" ? "" : ` (flags ${w.regex!.flags})`
+          }`,
         protocol: w.protocol,
       })),
       permissions: {

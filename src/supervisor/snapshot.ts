@@ -59,9 +59,17 @@ export function emptySnapshot(): Snapshot {
   };
 }
 
+/** Where a registration answers: its host and its path or pattern. */
+export function socketPlace(reg: WireSocket): string {
+  const where = reg.regex === undefined
+    ? reg.path
+    : `/${reg.regex.source}/${reg.regex.flags}`;
+  return `${reg.host}\0${where}`;
+}
+
 /** What identifies a websocket channel across a site's generations. */
 export function socketKey(reg: WireSocket): string {
-  return `${reg.host}\0${reg.path}\0${reg.protocol ?? ""}`;
+  return `${socketPlace(reg)}\0${reg.protocol ?? ""}`;
 }
 
 /** A site's routes with its static files, as the router takes them. */
@@ -91,14 +99,16 @@ function socketPages(routes: WireRoutes): PageSpec[] {
   const pages: PageSpec[] = [];
   const seen = new Set<string>();
   for (const reg of routes.websockets) {
-    const key = `${reg.host}\0${reg.path}`;
+    const key = socketPlace(reg);
     if (seen.has(key)) continue;
     seen.add(key);
     pages.push({
       id: WS_PAGE_BASE + reg.id,
       host: reg.host,
       method: "GET",
-      path: reg.path,
+      ...(reg.regex !== undefined
+        ? { regex: reg.regex }
+        : { path: reg.path ?? "" }),
     });
   }
   return pages;

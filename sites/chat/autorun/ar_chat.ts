@@ -2,20 +2,32 @@
  * A chat room: the page asks for a nickname (kept in a session), then talks
  * to everyone else on /chat over a websocket.
  */
-import { hosts, html, raw, type SafeHtml, session, websocket } from "sandflare";
+import { hosts, html, type SafeHtml, session, websocket } from "sandflare";
 
 const room = websocket.register("/chat/ws", "chat");
 
-room.onMessage = (_client, message) => {
-  if (typeof message !== "string") return;
-  let parsed: { nick?: unknown; text?: unknown };
-  try {
-    parsed = JSON.parse(message);
-  } catch {
-    return;
-  }
-  const nick = String(parsed.nick ?? "someone").slice(0, 32);
-  const text = String(parsed.text ?? "").slice(0, 500);
+// Who is who comes from the session the page started, never from what a
+// client says. Each client stays with the worker it connected through, so
+// a per-worker map of its nickname is enough; it holds the session's answer
+// from the moment the client connects, so an early message waits for it.
+const nicks = new Map<string, Promise<string | null>>();
+
+room.onConnect = async (client) => {
+  const nick = session.get(client).then((s) =>
+    typeof s.data.nick === "string" ? s.data.nick : null
+  );
+  nicks.set(client.id, nick);
+  if (await nick === null) client.close(4001, "Pick a nickname on /chat first");
+};
+
+room.onDisconnect = (client) => {
+  nicks.delete(client.id);
+};
+
+room.onMessage = async (client, message) => {
+  const nick = await nicks.get(client.id);
+  if (typeof nick !== "string" || typeof message !== "string") return;
+  const text = message.slice(0, 500);
   if (text.trim() === "") return;
   room.send(JSON.stringify({ nick, text, at: Date.now() }));
 };
@@ -38,7 +50,6 @@ hosts.any.add("/chat", async (req, res) => {
     <form
       id="say"><input id="text" maxlength="500" autocomplete="off" placeholder="Say something" required> <button>Send</button></form>
     <script>
-    const nick = ${raw(JSON.stringify(nick).replace(/</g, "\\u003c"))};
     const log = document.getElementById("log");
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat/ws", "chat");
     ws.onopen = () => document.body.dataset.connected = "yes";
@@ -51,7 +62,7 @@ hosts.any.add("/chat", async (req, res) => {
     document.getElementById("say").onsubmit = (e) => {
       e.preventDefault();
       const input = document.getElementById("text");
-      ws.send(JSON.stringify({ nick, text: input.value }));
+      ws.send(input.value);
       input.value = "";
     };
     </script>
