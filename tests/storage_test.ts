@@ -134,3 +134,107 @@ Deno.test("SQLite with WAL and a busy timeout takes concurrent writes from two w
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+/** Tries what the attack review did with "kv": other files, memory stores, many handles. */
+const KV_CONFINED_SITE = {
+  "site.json": JSON.stringify({
+    hosts: ["*"],
+    permissions: { write: ["data"] },
+    kv: "data/site.kv",
+  }),
+  "data/.keep": "",
+  "autorun/ar_kvc.ts": `
+import { hosts } from "sandflare";
+const attempt = async (path?: string) => {
+  try {
+    const kv = await (path === undefined ? Deno.openKv() : Deno.openKv(path));
+    kv.close();
+    return "opened";
+  } catch (err) {
+    return (err as Error).message;
+  }
+};
+hosts.any.add("/paths", async () => JSON.stringify({
+  none: await attempt(),
+  own: await attempt("data/site.kv"),
+  ownAbsolute: await attempt(Deno.cwd() + "/data/site.kv"),
+  other: await attempt("data/other.kv"),
+  dotted: await attempt("data/../data/x.kv"),
+  memory: await attempt(":memory:"),
+}));
+hosts.any.add("/shared", async () => {
+  const a = await Deno.openKv();
+  const b = await Deno.openKv("data/site.kv");
+  await a.set(["k"], "v");
+  const seen = (await b.get(["k"])).value;
+  a.close();
+  b.close();
+  return String(seen);
+});
+hosts.any.add("/handles", async () => {
+  const open: Deno.Kv[] = [];
+  const results: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    try {
+      open.push(await Deno.openKv());
+      results.push("opened");
+    } catch (err) {
+      results.push((err as Error).message);
+    }
+  }
+  open.pop()!.close();
+  try {
+    open.push(await Deno.openKv());
+    results.push("reopened");
+  } catch (err) {
+    results.push((err as Error).message);
+  }
+  for (const kv of open) kv.close();
+  return JSON.stringify(results);
+});
+const NESTED = URL.createObjectURL(new Blob(
+  ["postMessage(typeof Deno.openKv)"],
+  { type: "text/javascript" },
+));
+hosts.any.add("/nested", () => new Promise((resolve) => {
+  const w = new Worker(NESTED, { type: "module" });
+  w.onmessage = (e) => { w.terminate(); resolve(String(e.data)); };
+}));
+`,
+};
+
+Deno.test("a site's Deno.openKv opens its own file only, a few at a time, and not from its own Workers", async () => {
+  const sitesDir = await writeSites({ kvc: KV_CONFINED_SITE });
+  const server = await startServer({ sitesDir });
+  try {
+    const paths = JSON.parse((await get(server.origin, "/paths")).text);
+    assert.equal(paths.none, "opened");
+    assert.equal(paths.own, "opened");
+    assert.equal(paths.ownAbsolute, "opened");
+    for (const key of ["other", "dotted", "memory"]) {
+      assert.match(
+        paths[key],
+        /^Deno\.openKv\(.*\): this site's store is .*\/kvc\/data\/site\.kv \(site\.json "kv"\)/,
+        key,
+      );
+    }
+    assert.equal((await get(server.origin, "/shared")).text, "v");
+    assert.deepEqual(JSON.parse((await get(server.origin, "/handles")).text), [
+      "opened",
+      "opened",
+      "opened",
+      "opened",
+      "Deno.openKv(): 4 stores are open in this worker already; open one and reuse it",
+      "reopened",
+    ]);
+    assert.equal((await get(server.origin, "/nested")).text, "undefined");
+    // Nothing but the site's own store was written.
+    const files = [...Deno.readDirSync(`${sitesDir}/kvc/data`)].map((e) =>
+      e.name
+    );
+    assert.deepEqual(files.filter((f) => !f.startsWith("site.kv")), [".keep"]);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});

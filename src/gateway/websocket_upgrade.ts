@@ -20,7 +20,7 @@ import {
   withHeaders,
 } from "./answer.ts";
 import type { WebSocketHub } from "./websockets.ts";
-import type { WireSocket } from "../protocol/messages.ts";
+import type { WireRequest, WireSocket } from "../protocol/messages.ts";
 
 /** Upgrades `request` to a websocket of the site that registered its path. */
 export function upgradeWebSocket(
@@ -68,7 +68,7 @@ export function upgradeWebSocket(
     );
   }
   const origin = request.headers.get("origin");
-  if (origin !== null && !originAllowed(origin, ctx.wire.authority, chosen)) {
+  if (origin !== null && !originAllowed(origin, ctx.wire, chosen)) {
     return error(
       403,
       `A websocket from a page of ${
@@ -81,6 +81,25 @@ export function upgradeWebSocket(
   // What a page of the site would see: its own cookies only, where it does
   // not own the host. Read before upgrading: the request is closed after.
   const req = { ...withHeaders(ctx, runner.name).wire, upgraded: true };
+  const bytes = requestBytes(req);
+  if (bytes > WEBSOCKET_REQUEST_BYTES) {
+    return error(
+      431,
+      `A websocket's request may carry at most ${
+        WEBSOCKET_REQUEST_BYTES / 1024
+      } KiB of headers and path (the site keeps it while the client is connected)`,
+      runner.name,
+      ctx,
+    );
+  }
+  if (!hub.admits(generation, bytes)) {
+    return error(
+      503,
+      "The site is not keeping up with new websocket clients; try again in a moment",
+      runner.name,
+      ctx,
+    );
+  }
   let upgraded: { socket: WebSocket; response: Response };
   try {
     upgraded = Deno.upgradeWebSocket(
@@ -115,6 +134,21 @@ export function upgradeWebSocket(
 }
 
 /**
+ * The most a websocket's request may carry (headers, path and query, in
+ * bytes): the site keeps it for as long as the client is connected, where a
+ * page's request lives only while it is answered, so it is held to less
+ * than a page's 64 KiB. A browser's handshake carries a few KiB.
+ */
+export const WEBSOCKET_REQUEST_BYTES = 16 * 1024;
+
+/** What a request costs to hand over and keep, roughly: its strings' lengths. */
+function requestBytes(req: WireRequest): number {
+  let n = req.fullUrl.length + req.path.length + req.query.length;
+  for (const part of req.headers) n += part.length;
+  return n;
+}
+
+/**
  * Whether a browser page of `origin` may connect (the check gorilla/websocket
  * makes by default): its host is the one the request was sent to, or the
  * registration lists it. Now that a client carries the request's cookies
@@ -123,19 +157,23 @@ export function upgradeWebSocket(
  */
 export function originAllowed(
   origin: string,
-  authority: string,
+  request: { authority: string; scheme: "http" | "https" },
   reg: WireSocket,
 ): boolean {
   if (reg.origins.includes("*")) return true;
   const lower = origin.toLowerCase();
   if (reg.origins.includes(lower)) return true;
-  let host: string;
+  let url: URL;
   try {
-    host = new URL(lower).host;
+    url = new URL(lower);
   } catch {
     return false; // "null" (a sandboxed frame, a file) or malformed
   }
-  return host !== "" && host === authority.toLowerCase();
+  // A page over plain http (which anyone on the network may have written)
+  // must not reach a socket over TLS, where Secure cookies go.
+  const schemes = request.scheme === "https" ? ["https:"] : ["http:", "https:"];
+  return schemes.includes(url.protocol) && url.username === "" &&
+    url.password === "" && url.host === request.authority.toLowerCase();
 }
 
 /**

@@ -125,10 +125,25 @@ export class WebSocketHub {
     return n;
   }
 
+  /**
+   * Whether a new client of `generation` may connect, handing the site a
+   * request of `bytes`: not while the site has more than the
+   * `maxBuffer` of client events waiting (a flood of handshakes would pile
+   * them up in the gateway, each with its request).
+   */
+  admits(generation: SandboxProcess, bytes: number): boolean {
+    return generation.backlog + bytes <= this.#options.maxBuffer;
+  }
+
   /** Takes over an upgraded socket. */
   accept(socket: WebSocket, info: AcceptInfo): void {
     socket.binaryType = "arraybuffer";
     const { req, captures, ...where } = info;
+    // Handed to the site once, then not kept for the socket's lifetime.
+    let opening: { req: WireRequest; captures: string[] } | null = {
+      req,
+      captures,
+    };
     const client: HubClient = {
       id: randomId(),
       ...where,
@@ -147,13 +162,14 @@ export class WebSocketHub {
       if (set === undefined) this.#byChannel.set(group, set = new Set());
       set.add(client);
       client.generation.countClient(1);
+      if (opening === null) return;
       client.generation.post({
         t: "wsOpen",
         channel: client.channel,
         client: client.id,
-        req,
-        captures,
+        ...opening,
       });
+      opening = null;
     };
     socket.onmessage = (event) => this.#fromClient(client, event.data);
     socket.onclose = (event) => this.#closed(client, event.code, event.reason);

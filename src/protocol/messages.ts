@@ -127,6 +127,8 @@ export type ToSandbox =
     hosts: string[];
     workers: number;
     permissions: WirePermissions;
+    /** The site's Deno KV file (site.json `kv`), the only one it may open. */
+    kv: string | null;
     /** What the sandbox holds itself to (see src/supervisor/containment.ts). */
     limits: SandboxSelfLimits;
   }
@@ -498,7 +500,8 @@ export function parseToSandbox(value: unknown): ToSandbox {
           typeof value.site === "string" && typeof value.siteDir === "string" &&
           isStringArray(value.scripts) && isStringArray(value.hosts) &&
           isId(value.workers) && isWirePermissions(value.permissions) &&
-          isSelfLimits(value.limits)
+          isSelfLimits(value.limits) &&
+          (value.kv === null || typeof value.kv === "string")
         ) {
           return {
             t: "init",
@@ -508,6 +511,7 @@ export function parseToSandbox(value: unknown): ToSandbox {
             hosts: value.hosts,
             workers: value.workers,
             permissions: value.permissions,
+            kv: value.kv,
             limits: value.limits,
           };
         }
@@ -642,6 +646,8 @@ export type ToWorker =
     t: "load";
     site: string;
     siteDir: string;
+    /** The site's Deno KV file, or null. */
+    kv: string | null;
     scripts: string[];
     /** The host patterns the site declares: a default fetch handler answers on each. */
     hosts: string[];

@@ -135,6 +135,7 @@ const TO_SANDBOX: Record<string, Json> = {
       net: ["api.example.com:443"],
       env: false,
     },
+    kv: null,
     limits: { memoryBytes: null, nice: false },
   },
   "init with an env list": {
@@ -145,6 +146,7 @@ const TO_SANDBOX: Record<string, Json> = {
     hosts: [],
     workers: 1,
     permissions: { read: [], write: [], net: [], env: ["HOME"] },
+    kv: "/srv/sites/blog/data/site.kv",
     limits: { memoryBytes: 268435456, nice: true },
   },
   "request": {
@@ -407,6 +409,8 @@ const BAD_TO_SANDBOX: [string, string, Path, unknown][] = [
   ["request scheme ftp", "request", ["req", "scheme"], "ftp"],
   ["request authority missing", "request", ["req", "authority"], DELETE],
   ["init hosts missing", "init", ["hosts"], DELETE],
+  ["init kv missing", "init", ["kv"], DELETE],
+  ["init kv a boolean", "init", ["kv"], true],
   ["init hosts with a number", "init", ["hosts", 0], 1],
   ["init site missing", "init", ["site"], DELETE],
   ["init site a number", "init", ["site"], 1],

@@ -29,6 +29,7 @@
 export const MAX_NESTED_WORKERS = 4;
 
 import Module from "node:module";
+import { normalize, resolve } from "node:path";
 import { Worker as NodeWorker } from "node:worker_threads";
 import { STUCK_AFTER_MS } from "../protocol/messages.ts";
 import guardedWorkerThreads from "./no_worker_threads.ts";
@@ -82,6 +83,73 @@ export function confineGlobals(): void {
   if (typeof internal === "symbol") delete deno[internal];
   deno.serve = serveInSite;
   blockNodeWorkers();
+}
+
+/** Deno KV stores one worker may have open at once (each is a thread). */
+export const MAX_KV_HANDLES = 4;
+
+/**
+ * `Deno.openKv` in a pool worker opens the site's own file (site.json
+ * `kv`) and nothing else: no other file in a folder it may write (which
+ * the quota would count, but "kv" would not name), no `:memory:` store, at
+ * most {@linkcode MAX_KV_HANDLES} at once, since each is an OS thread.
+ * Without `kv`, and in nested workers, it is not defined.
+ */
+export function confineKv(file: string | null, siteDir = "/"): void {
+  const deno = Deno as unknown as Record<string, unknown>;
+  const open = deno.openKv;
+  if (file === null || typeof open !== "function") {
+    delete deno.openKv;
+    return;
+  }
+  const openFile = open.bind(Deno) as (path: string) => Promise<Deno.Kv>;
+  let opened = 0;
+  // Deno defines it as a getter; the site cannot put the original back.
+  const openKv = async (path?: string): Promise<Deno.Kv> => {
+    if (path !== undefined && resolvePath(path, siteDir) !== file) {
+      throw new TypeError(
+        `Deno.openKv(${
+          JSON.stringify(String(path))
+        }): this site's store is ${file} (site.json "kv"); call Deno.openKv() or give that path`,
+      );
+    }
+    if (opened >= MAX_KV_HANDLES) {
+      throw new Error(
+        `Deno.openKv(): ${MAX_KV_HANDLES} stores are open in this worker already; open one and reuse it`,
+      );
+    }
+    opened++;
+    let kv: Deno.Kv;
+    try {
+      kv = await openFile(file);
+    } catch (err) {
+      opened--;
+      throw err;
+    }
+    const close = kv.close.bind(kv);
+    let closed = false;
+    kv.close = () => {
+      if (!closed) {
+        closed = true;
+        opened--;
+      }
+      close();
+    };
+    return kv;
+  };
+  Object.defineProperty(deno, "openKv", {
+    value: openKv,
+    writable: false,
+    configurable: false,
+    enumerable: true,
+  });
+}
+
+/** A path as Deno resolves it: relative ones against the site's folder (its working folder). */
+function resolvePath(path: string, siteDir: string): string {
+  const text = String(path);
+  if (text.startsWith("file://")) return normalize(new URL(text).pathname);
+  return resolve(siteDir, text);
 }
 
 /**

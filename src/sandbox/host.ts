@@ -235,6 +235,7 @@ class Pool {
             t: "load",
             site,
             siteDir,
+            kv: this.#init.kv,
             scripts,
             hosts,
             out: this.#shared.buffer,

@@ -11,6 +11,7 @@
 
 import {
   confineGlobals,
+  confineKv,
   limitWorkers,
   nestedWell,
   outputToLog,
@@ -503,6 +504,7 @@ self.addEventListener("message", (event: MessageEvent<ToWorker>) => {
   if (msg.t === "load") {
     if (out !== null) return; // once
     siteDir = msg.siteDir;
+    confineKv(msg.kv, msg.siteDir);
     siteUrl = new URL(`file://${siteDir.replace(/\/*$/, "/")}`).href;
     out = new SharedOut(msg.out);
     slot = msg.index;

@@ -38,8 +38,8 @@ export interface SandboxSpec {
   permissions: WirePermissions;
   /** The most memory of the whole process in MiB (see ./containment.ts). */
   memory: number;
-  /** Whether the site asked for Deno KV (`--unstable-kv`). */
-  kv?: boolean;
+  /** The site's Deno KV file (`--unstable-kv`, and only that file), or null. */
+  kv?: string | null;
   /** Extra variables for the process (only those the site may read). */
   env: Record<string, string>;
   /**
@@ -286,7 +286,7 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
     args.push(`--allow-env=${spec.permissions.env.join(",")}`);
   }
   // Deno.openKv: its file is in a folder the site may write.
-  if (spec.kv === true) args.push("--unstable-kv");
+  if (typeof spec.kv === "string") args.push("--unstable-kv");
   // The host thread lowers its own priority (see ./containment.ts).
   args.push("--allow-sys=setPriority");
   args.push(decodeURIComponent(MAIN.pathname), "__sandbox");
@@ -446,6 +446,7 @@ export class SandboxProcess {
       hosts: spec.hosts,
       workers: spec.workers,
       permissions: spec.permissions,
+      kv: spec.kv ?? null,
       limits: {
         memoryBytes: watch ? spec.memory * 1024 * 1024 : null,
         nice: this.#placement === null || this.#placement.nice,

@@ -761,7 +761,7 @@ export class Supervisor implements Sites {
         env,
       },
       memory: def.manifest.memory,
-      kv: def.manifest.kv !== null,
+      kv: def.manifest.kv,
       env: passedEnv(env),
       maxInputBacklog: this.#options.maxInputBacklog,
       isolate: this.#options.isolate,
