@@ -72,6 +72,7 @@ export function gatewayOptions(
       threads: options.threads,
       requestTimeout: options.requestTimeout,
       siteQueue: options.siteQueue,
+      idleStopMs: options.idleStop === null ? null : options.idleStop * 1000,
       containment,
       siteCpu: options.siteCpu,
       isolate: options.isolate,

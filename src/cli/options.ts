@@ -107,6 +107,11 @@ export interface ListenOptions {
   /** Requests in flight per site beyond which new ones get 503. */
   siteQueue: number;
   /**
+   * Seconds without requests after which a site's sandbox is stopped, to
+   * start again on its next request; null: sites stay up.
+   */
+  idleStop: number | null;
+  /**
    * Leave connections to `Deno.serve` (faster, but idle ones stay open and
    * no cap is enforced): for a server behind nginx or haproxy.
    */
@@ -550,6 +555,16 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     placeholder: "N",
     min: 1,
     help: "a site with N requests in flight answers new ones 503",
+  },
+  {
+    name: "idle-stop",
+    key: "idleStop",
+    kind: "seconds",
+    default: null,
+    placeholder: "S",
+    help: "stop a site's sandbox after S seconds without requests (never " +
+      "one with scheduler tasks or open websockets); its next request " +
+      "starts it again",
   },
   {
     name: "cluster",

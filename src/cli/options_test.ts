@@ -42,6 +42,7 @@ const DEFAULTS: ListenOptions = {
   websocketMaxBuffer: 4 * 1024 * 1024,
   websocketMaxRate: 1000,
   siteQueue: 1000,
+  idleStop: null,
   fastConnections: false,
   cluster: null,
   nodeId: null,

@@ -19,6 +19,7 @@ export interface GatewayOptions {
     | "threads"
     | "requestTimeout"
     | "siteQueue"
+    | "idleStopMs"
     | "grantsFile"
     | "serverAddress"
     | "containment"

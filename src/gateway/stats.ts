@@ -84,7 +84,7 @@ export class LatencyTracker {
 /** One site's line on /stats. */
 export interface SiteStats {
   name: string;
-  state: "serving" | "restarting" | "not loaded";
+  state: "serving" | "asleep" | "restarting" | "not loaded";
   requests: number;
   /** Answers with a 4xx status, whoever made them. */
   status4xx: number;
@@ -239,7 +239,7 @@ export function collectStats(from: StatsSources): Stats {
     const rss = runner.generation?.memoryBytes() ?? null;
     sites.push({
       name: runner.name,
-      state: runner.ready ? "serving" : "restarting",
+      state: runner.ready ? "serving" : runner.asleep ? "asleep" : "restarting",
       ...runner.counters,
       ...from.latency.statuses(runner.name),
       p50Ms: latency?.p50 ?? null,

@@ -23,7 +23,7 @@ import type { WebSocketHub } from "./websockets.ts";
 import type { WireRequest, WireSocket } from "../protocol/messages.ts";
 
 /** Upgrades `request` to a websocket of the site that registered its path. */
-export function upgradeWebSocket(
+export async function upgradeWebSocket(
   request: Request,
   ctx: RequestContext,
   deps: { snapshot: Snapshot; hub: WebSocketHub; error: ErrorAnswer },
@@ -43,7 +43,14 @@ export function upgradeWebSocket(
     );
   }
   const runner = snapshot.sites.get(route.site)?.runner;
-  const generation = runner?.generation ?? null;
+  // A sleeping site (--idle-stop) is started for its client.
+  const generation = runner === undefined
+    ? null
+    : runner.generation ?? (runner.asleep
+      ? await runner.serving(
+        ctx.wire.startTime + runner.timeoutSeconds * 1000,
+      )
+      : null);
   const routes = runner?.routes ?? null;
   const first = routes?.websockets[route.pageId - WS_PAGE_BASE];
   if (

@@ -53,6 +53,11 @@ export interface SiteRunnerOptions {
   /** How long a stuck-check waits for the sandbox to answer. @default {6000} */
   heartbeatMs?: number;
   /**
+   * Time without requests after which the sandbox stops until the next
+   * request (`--idle-stop`); null: never.
+   */
+  idleStopMs?: number | null;
+  /**
    * Whether this node runs the site's scheduler tasks (in a cluster, one
    * node does). Told whether the site has any.
    * @default {always}
@@ -112,6 +117,10 @@ export class SiteRunner {
   #reloading: Promise<boolean> | null = null;
   #reloadNext: SiteDefinition | null = null;
   #draining: SandboxProcess[] = [];
+  /** When the site was last busy (`performance.now()`). */
+  #lastActive = performance.now();
+  #asleep = false;
+  #waking: Promise<void> | null = null;
 
   constructor(def: SiteDefinition, options: SiteRunnerOptions) {
     this.def = def;
@@ -149,6 +158,90 @@ export class SiteRunner {
     return this.#sandbox !== null && this.#sandbox.alive;
   }
 
+  /** True while the site sleeps: no sandbox until its next request. */
+  get asleep(): boolean {
+    return this.#asleep;
+  }
+
+  /**
+   * Stops the sandbox of a site idle for `idleStopMs`: no request in that
+   * time, none in flight or streaming, no websocket client, no scheduler
+   * task, and nothing else under way (a reload, a restart). Called about
+   * once a second.
+   */
+  sleepIfIdle(now = performance.now()): void {
+    const idleMs = this.#options.idleStopMs ?? null;
+    const sandbox = this.#sandbox;
+    if (
+      idleMs === null || this.#asleep || this.#stopping ||
+      this.#reloading !== null || this.#waking !== null ||
+      sandbox === null || !sandbox.alive || this.routes === null
+    ) {
+      return;
+    }
+    if (
+      this.routes.tasks > 0 || sandbox.inflight > 0 || sandbox.clients > 0 ||
+      this.#draining.some((g) => g.alive && g.clients > 0)
+    ) {
+      this.#lastActive = now;
+      return;
+    }
+    if (now - this.#lastActive < idleMs) return;
+    this.#asleep = true;
+    this.#sandbox = null;
+    log.info(
+      this.name,
+      `Asleep after ${
+        Math.round(idleMs / 1000)
+      } s without requests (sandbox pid ${sandbox.pid} stops); the next request starts it`,
+    );
+    sandbox.retire();
+    void sandbox.stop(0);
+  }
+
+  /** Starts the sandbox of a sleeping site, once however many ask. */
+  #wake(): void {
+    if (this.#waking !== null) return;
+    const started = performance.now();
+    this.#waking = (async () => {
+      try {
+        const { sandbox, routes } = await this.load();
+        if (this.#stopping) {
+          sandbox.kill("the server is stopping");
+          return;
+        }
+        const problem = this.#options.check(this.def, routes);
+        if (problem !== null) {
+          sandbox.kill("its routes were refused");
+          throw new LoadError(`its routes were refused: ${problem}`, null);
+        }
+        this.adopt(sandbox, routes);
+        log.info(
+          this.name,
+          `Awake in ${
+            Math.round(performance.now() - started)
+          } ms (sandbox pid ${sandbox.pid})`,
+        );
+      } catch (err) {
+        const why = err instanceof LoadError ? err.message : String(err);
+        this.noteProblem(`Could not wake the site: ${why}`);
+        // Those waiting get 503; the next request tries again.
+        for (const w of this.#waiters.splice(0)) w.resolve(null);
+      } finally {
+        this.#waking = null;
+      }
+    })();
+  }
+
+  /**
+   * The sandbox serving now, started first if the site sleeps, or null at
+   * `deadline` (ms since the epoch): for a websocket handshake.
+   */
+  serving(deadline: number): Promise<SandboxProcess | null> {
+    this.#lastActive = performance.now();
+    return this.#current(deadline);
+  }
+
   /**
    * Loads the site in a new sandbox and returns what it registered, without
    * serving it yet; the caller checks the routes, then calls `adopt`.
@@ -172,6 +265,8 @@ export class SiteRunner {
     const previous = this.#sandbox;
     this.#sandbox = sandbox;
     this.routes = routes;
+    this.#asleep = false;
+    this.#lastActive = performance.now();
     const startedAt = Date.now();
     void sandbox.exited.then((reason) =>
       this.#onExit(sandbox, reason, startedAt)
@@ -339,6 +434,7 @@ export class SiteRunner {
     if (this.#stopping || this.#waiters.length >= this.#options.queue) {
       return Promise.resolve(null);
     }
+    if (this.#asleep) this.#wake();
     return new Promise((resolve) => {
       const waiter: Waiter = { resolve };
       this.#waiters.push(waiter);
@@ -366,6 +462,7 @@ export class SiteRunner {
     signal?: () => AbortSignal,
   ): Promise<Outcome> {
     this.counters.requests++;
+    this.#lastActive = performance.now();
     const deadline = req.startTime + this.timeoutSeconds * 1000;
     // The generation the request was routed against, while it still runs:
     // page ids belong to it.

@@ -94,6 +94,8 @@ export interface SupervisorOptions {
   requestTimeout: number;
   /** Requests in flight per site beyond which new ones get 503. */
   siteQueue: number;
+  /** Idle time after which a site's sandbox stops (`--idle-stop`); null: never. */
+  idleStopMs?: number | null;
   /** Bytes that may wait to be written to a sandbox before it is stopped. */
   maxInputBacklog: number;
   /** What holds each sandbox to its memory and CPU. */
@@ -140,6 +142,8 @@ const SITES_POLL_MS = 2000;
 
 /** How often every sandbox is asked whether its workers answer. */
 const HEARTBEAT_EVERY_MS = 2000;
+/** How often sites are checked for --idle-stop. */
+const IDLE_CHECK_MS = 1000;
 
 /** How often each site's writable folders are measured against its quota. */
 const DISK_CHECK_MS = 1000;
@@ -184,6 +188,7 @@ export class Supervisor implements Sites {
   #poll: ReturnType<typeof setInterval> | null = null;
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #diskWatch: ReturnType<typeof setInterval> | null = null;
+  #idleWatch: ReturnType<typeof setInterval> | null = null;
   #measuring = false;
   /** Loads of a site, one at a time. */
   #loads = new Coalescer<string>((name) => this.#reloadOnce(name), {
@@ -274,6 +279,12 @@ export class Supervisor implements Sites {
       for (const runner of this.#runners.values()) runner.watch();
     }, HEARTBEAT_EVERY_MS);
     this.#diskWatch = setInterval(() => void this.#checkDisks(), DISK_CHECK_MS);
+    if ((this.#options.idleStopMs ?? null) !== null) {
+      this.#idleWatch = setInterval(() => {
+        const now = performance.now();
+        for (const runner of this.#runners.values()) runner.sleepIfIdle(now);
+      }, IDLE_CHECK_MS);
+    }
 
     return problems;
   }
@@ -292,6 +303,7 @@ export class Supervisor implements Sites {
       threads: this.#options.threads,
       requestTimeout: this.#options.requestTimeout,
       queue: this.#options.siteQueue,
+      idleStopMs: this.#options.idleStopMs ?? null,
       spawn: (d): SandboxProcess => this.#spawn(d, runner),
       ...(this.#options.tasks === undefined
         ? {}
@@ -951,6 +963,7 @@ export class Supervisor implements Sites {
     if (this.#poll !== null) clearInterval(this.#poll);
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
     if (this.#diskWatch !== null) clearInterval(this.#diskWatch);
+    if (this.#idleWatch !== null) clearInterval(this.#idleWatch);
     this.#sitesWatch?.close();
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();

@@ -1,0 +1,192 @@
+/**
+ * Scale to zero (issue 20, point 1): with --idle-stop a site without
+ * requests has its sandbox stopped, and its next request starts it again,
+ * once however many arrive together; its sessions live in the gateway and
+ * survive. A site with scheduler tasks or open websockets never sleeps.
+ */
+
+import assert from "node:assert/strict";
+import {
+  delay,
+  startServer,
+  type TestServer,
+  writeSites,
+} from "./helpers/server.ts";
+
+const SITES = {
+  app: {
+    "site.json": JSON.stringify({ hosts: ["app.test"] }),
+    "autorun/ar_app.ts": `
+import { hosts, session } from "sandflare";
+hosts.get("app.test").add("/count", async (req, res) => {
+  const s = await session.get(req, res);
+  s.data.n = (Number(s.data.n) || 0) + 1;
+  await s.save();
+  return String(s.data.n);
+});
+hosts.get("app.test").add("/pid", () => String(Deno.pid));
+`,
+  },
+  tasky: {
+    "site.json": JSON.stringify({ hosts: ["tasky.test"] }),
+    "autorun/ar_tasky.ts": `
+import { hosts, scheduler } from "sandflare";
+hosts.get("tasky.test").add("/", () => "tasky");
+scheduler.newTask("tick", async () => {
+  while (true) await scheduler.sleep(0.2);
+});
+`,
+  },
+  wsy: {
+    "site.json": JSON.stringify({ hosts: ["*"] }),
+    "autorun/ar_wsy.ts": `
+import { websocket } from "sandflare";
+websocket.register("/ws").onMessage = (client, m) => client.send(m);
+`,
+  },
+};
+
+async function get(
+  server: TestServer,
+  host: string,
+  path: string,
+  cookie = "",
+): Promise<{ status: number; body: string; cookie: string }> {
+  const res = await server.raw(
+    `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${
+      cookie === "" ? "" : `Cookie: ${cookie}\r\n`
+    }Connection: close\r\n\r\n`,
+    { timeoutMs: 30_000 },
+  );
+  const set = (res.headers["set-cookie"] ?? "").split(";")[0]!;
+  return { status: res.status, body: res.body, cookie: set || cookie };
+}
+
+function count(server: TestServer, pattern: RegExp): number {
+  return server.logs().split("\n").filter((l) => pattern.test(l)).length;
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stateOf(server: TestServer, site: string): Promise<string> {
+  const stats = await (await fetch(`${server.origin}/stats?format=json`))
+    .json() as { sites: { name: string; state: string }[] };
+  return stats.sites.find((s) => s.name === site)!.state;
+}
+
+Deno.test("--idle-stop: a site sleeps, and wakes for its requests with its sessions intact", async (t) => {
+  const sitesDir = await writeSites(SITES);
+  const server = await startServer({ sitesDir, args: ["--idle-stop=1"] });
+  try {
+    let cookie = "";
+    let pid = 0;
+    await t.step(
+      "it serves, then sleeps: its sandbox process is gone",
+      async () => {
+        const first = await get(server, "app.test", "/count");
+        assert.equal(first.body, "1");
+        cookie = first.cookie;
+        assert.equal(
+          (await get(server, "app.test", "/count", cookie)).body,
+          "2",
+        );
+        pid = Number((await get(server, "app.test", "/pid")).body);
+        assert.ok(alive(pid));
+        await server.waitForLog(/\[app\] Asleep after 1 s without requests/);
+        for (let i = 0; i < 100 && alive(pid); i++) await delay(50);
+        assert.ok(!alive(pid), "the sleeping site's sandbox still runs");
+        assert.equal(await stateOf(server, "app"), "asleep");
+      },
+    );
+
+    await t.step(
+      "its next request wakes it; the session is intact",
+      async () => {
+        const third = await get(server, "app.test", "/count", cookie);
+        assert.equal(third.status, 200, third.body);
+        assert.equal(third.body, "3");
+        await server.waitForLog(/\[app\] Awake in \d+ ms/);
+        assert.equal(await stateOf(server, "app"), "serving");
+        assert.notEqual(
+          Number((await get(server, "app.test", "/pid")).body),
+          pid,
+        );
+      },
+    );
+
+    await t.step(
+      "50 requests at once to a sleeping site start one sandbox and are all answered",
+      async () => {
+        const asleep = count(server, /\[app\] Asleep/);
+        await server.waitForLog(/\[app\] Asleep/);
+        for (
+          let i = 0;
+          i < 100 && count(server, /\[app\] Asleep/) === asleep;
+          i++
+        ) {
+          await delay(50);
+        }
+        const woken = count(server, /\[app\] Awake in/);
+        const started = count(server, /\[app\] .*sandbox pid/);
+        const answers = await Promise.all(
+          Array.from({ length: 50 }, () => get(server, "app.test", "/pid")),
+        );
+        assert.deepEqual(answers.filter((a) => a.status !== 200), []);
+        // All answered by the one sandbox started.
+        assert.equal(new Set(answers.map((a) => a.body)).size, 1);
+        assert.equal(count(server, /\[app\] Awake in/), woken + 1);
+        assert.equal(count(server, /\[app\] .*sandbox pid/), started + 1);
+      },
+    );
+
+    await t.step("a site with a scheduler task never sleeps", () => {
+      assert.equal(count(server, /\[tasky\] Asleep/), 0);
+    });
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+Deno.test("--idle-stop: an open websocket keeps a site awake; a client wakes a sleeping one", async () => {
+  const sitesDir = await writeSites({ wsy: SITES.wsy });
+  const server = await startServer({ sitesDir, args: ["--idle-stop=1"] });
+  const connect = async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+    const messages: string[] = [];
+    ws.onmessage = (e) => messages.push(String(e.data));
+    const closed = new Promise((r) => ws.onclose = r);
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error("the websocket did not open"));
+    });
+    return { ws, messages, closed };
+  };
+  try {
+    const client = await connect();
+    await delay(3000);
+    assert.equal(count(server, /\[wsy\] Asleep/), 0, server.logs());
+    client.ws.close();
+    await client.closed;
+    await server.waitForLog(/\[wsy\] Asleep/);
+    const again = await connect();
+    again.ws.send("hello");
+    for (let i = 0; i < 200 && again.messages.length === 0; i++) {
+      await delay(25);
+    }
+    assert.deepEqual(again.messages, ["hello"]);
+    await server.waitForLog(/\[wsy\] Awake in/);
+    again.ws.close();
+    await again.closed;
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
