@@ -103,6 +103,9 @@ export function confineKv(file: string | null, siteDir = "/"): void {
     return;
   }
   const openFile = open.bind(Deno) as (path: string) => Promise<Deno.Kv>;
+  // Taken now: a site that replaces Kv.prototype.close with a no-op must not
+  // have its stores counted closed while they stay open.
+  const kvClose = Deno.Kv.prototype.close;
   let opened = 0;
   // Deno defines it as a getter; the site cannot put the original back.
   const openKv = async (path?: string): Promise<Deno.Kv> => {
@@ -126,14 +129,13 @@ export function confineKv(file: string | null, siteDir = "/"): void {
       opened--;
       throw err;
     }
-    const close = kv.close.bind(kv);
     let closed = false;
     kv.close = () => {
+      Reflect.apply(kvClose, kv, []);
       if (!closed) {
         closed = true;
         opened--;
       }
-      close();
     };
     return kv;
   };
