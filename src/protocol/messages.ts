@@ -90,6 +90,18 @@ export interface WireRequest {
   upgraded: boolean;
 }
 
+/**
+ * A websocket client connected to channel `channel`: the upgrade request
+ * and the captures of a pattern registration (gateway to sandbox to worker).
+ */
+export interface WsOpen {
+  t: "wsOpen";
+  channel: number;
+  client: string;
+  req: WireRequest;
+  captures: string[];
+}
+
 /** Deno permissions for a site's workers; paths are absolute. */
 export interface WirePermissions {
   read: string[];
@@ -153,17 +165,7 @@ export type ToSandbox =
    * its next `scheduler.sleep()` until `activate`.
    */
   | { t: "pauseTasks" }
-  /**
-   * A websocket client connected to channel `channel`: the upgrade request
-   * and the captures of a pattern registration.
-   */
-  | {
-    t: "wsOpen";
-    channel: number;
-    client: string;
-    req: WireRequest;
-    captures: string[];
-  }
+  | WsOpen
   /** A message from a client; the frame body holds it. */
   | { t: "wsMessage"; channel: number; client: string; binary: boolean }
   | {
@@ -679,13 +681,7 @@ export type ToWorker =
   | { t: "startTasks" }
   /** This worker's tasks stop at their next sleep until `startTasks`. */
   | { t: "pauseTasks" }
-  | {
-    t: "wsOpen";
-    channel: number;
-    client: string;
-    req: WireRequest;
-    captures: string[];
-  }
+  | WsOpen
   | {
     t: "wsMessage";
     channel: number;

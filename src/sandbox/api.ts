@@ -967,6 +967,15 @@ async function pageSession(
       maxAge: wire.maxAge,
     });
   if (wire.fresh) setCookie();
+  return storedSession(name, wire, setCookie);
+}
+
+/** A session the store knows (or will, once saved); `saved` runs after each save. */
+function storedSession(
+  name: string,
+  wire: { id: string; data: Record<string, unknown> },
+  saved: () => void = () => {},
+): Session {
   const result: Session = {
     id: wire.id,
     data: wire.data,
@@ -977,7 +986,7 @@ async function pageSession(
         id: wire.id,
         data: result.data,
       });
-      setCookie();
+      saved();
     },
   };
   return result;
@@ -1004,17 +1013,5 @@ async function clientSession(
       },
     };
   }
-  const result: Session = {
-    id: wire.id,
-    data: wire.data,
-    async save() {
-      await registry.ask({
-        t: "sessionSave",
-        name,
-        id: wire.id,
-        data: result.data,
-      });
-    },
-  };
-  return result;
+  return storedSession(name, wire);
 }

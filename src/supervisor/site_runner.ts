@@ -205,17 +205,8 @@ export class SiteRunner {
     const started = performance.now();
     this.#waking = (async () => {
       try {
-        const { sandbox, routes } = await this.load();
-        if (this.#stopping) {
-          sandbox.kill("the server is stopping");
-          return;
-        }
-        const problem = this.#options.check(this.def, routes);
-        if (problem !== null) {
-          sandbox.kill("its routes were refused");
-          throw new LoadError(`its routes were refused: ${problem}`, null);
-        }
-        this.adopt(sandbox, routes);
+        const sandbox = await this.#replace();
+        if (sandbox === null) return;
         log.info(
           this.name,
           `Awake in ${
@@ -393,22 +384,32 @@ export class SiteRunner {
     }, delay);
   }
 
+  /**
+   * Loads the current definition in a new sandbox and serves it, checked
+   * like a reloaded generation; null when the server stopped meanwhile.
+   * @throws {LoadError} when it fails to load or its routes are refused
+   */
+  async #replace(): Promise<SandboxProcess | null> {
+    const { sandbox, routes } = await this.load();
+    if (this.#stopping) {
+      sandbox.kill("the server is stopping");
+      return null;
+    }
+    const problem = this.#options.check(this.def, routes);
+    if (problem !== null) {
+      sandbox.kill("its routes were refused");
+      throw new LoadError(`its routes were refused: ${problem}`, null);
+    }
+    this.adopt(sandbox, routes);
+    return sandbox;
+  }
+
   async #restart(): Promise<void> {
     if (this.#stopping) return;
     this.counters.restarts++;
     try {
-      const { sandbox, routes } = await this.load();
-      if (this.#stopping) {
-        sandbox.kill("the server is stopping");
-        return;
-      }
-      // A restarted generation is checked like a reloaded one.
-      const problem = this.#options.check(this.def, routes);
-      if (problem !== null) {
-        sandbox.kill("its routes were refused");
-        throw new LoadError(`its routes were refused: ${problem}`, null);
-      }
-      this.adopt(sandbox, routes);
+      const sandbox = await this.#replace();
+      if (sandbox === null) return;
       log.info(this.name, `Sandbox restarted (pid ${sandbox.pid})`);
     } catch (err) {
       const why = err instanceof LoadError ? err.message : String(err);
