@@ -79,6 +79,8 @@ interface Options {
   roundTrips: number;
   /** Clients of the broadcast scenario. */
   fanout: number;
+  /** Requests to a sleeping site (--idle-stop) measured. */
+  wakes: number;
 }
 
 function median(values: number[]): number {
@@ -896,6 +898,52 @@ async function reloadLatency(rounds: number): Promise<Measure> {
   };
 }
 
+/**
+ * A request to a site asleep (`--idle-stop=1`) until it is answered: its
+ * sandbox started and its script loaded first. Each round waits for the
+ * site to fall asleep again.
+ */
+async function wakeLatency(rounds: number): Promise<Measure> {
+  const sitesDir = await writeSites({
+    bench: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_bench.ts":
+        `import { hosts } from "sandflare";\nhosts.any.add("/", () => "hello");\n`,
+    },
+  });
+  const server = await startServer({
+    sitesDir,
+    args: ["--no-reload", "--idle-stop=1"],
+  });
+  const asleep = () =>
+    server.logs().split("\n").filter((l) => /\[bench\] Asleep after /.test(l))
+      .length;
+  const samples: number[] = [];
+  try {
+    for (let i = 1; i <= rounds; i++) {
+      while (asleep() < i) await delay(20);
+      const started = performance.now();
+      const res = await fetch(`${server.origin}/`);
+      if (await res.text() !== "hello") throw new Error("wake: wrong answer");
+      samples.push(performance.now() - started);
+    }
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+  const sorted = [...samples].sort((a, b) => a - b);
+  const p99 =
+    sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.99) - 1)]!;
+  return {
+    scenario: "request to a sleeping site (--idle-stop)",
+    value: median(samples),
+    unit: "ms",
+    detail: `median of ${samples.length}; p99 ${p99.toFixed(0)}, min ${
+      sorted[0]!.toFixed(0)
+    } ms; sandbox start + load + answer`,
+  };
+}
+
 /** Resident memory of a process, in KiB. */
 /** A process's memory in KiB, from /proc/PID/smaps_rollup. */
 interface Memory {
@@ -1059,6 +1107,7 @@ if (import.meta.main) {
       reloads: 3,
       roundTrips: 200,
       fanout: 50,
+      wakes: 2,
     }
     : {
       seconds: 5,
@@ -1067,6 +1116,7 @@ if (import.meta.main) {
       reloads: 20,
       roundTrips: 5000,
       fanout: 1000,
+      wakes: 20,
     };
   const only = values.only ?? null;
   await ensureWrk();
@@ -1077,6 +1127,9 @@ if (import.meta.main) {
   }
   if (only === null || "reload".includes(only)) {
     measures.push(await reloadLatency(options.reloads));
+  }
+  if (only === null || "wake".includes(only)) {
+    measures.push(await wakeLatency(options.wakes));
   }
   if (only === null || "sites".includes(only)) {
     for (const count of options.siteCounts) {

@@ -71,4 +71,10 @@ Deno.test("deno task bench --json --quick prints results as JSON", async () => {
       `${m.scenario}: ${m.value}`,
     );
   }
+  assert.ok(
+    parsed.measures.some((m: { scenario: string }) =>
+      m.scenario === "request to a sleeping site (--idle-stop)"
+    ),
+    "no wake measure",
+  );
 });
