@@ -17,7 +17,7 @@ const SITES = {
   app: {
     "site.json": JSON.stringify({ hosts: ["app.test"] }),
     "autorun/ar_app.ts": `
-import { hosts, session } from "sandflare";
+import { hook, hosts, session } from "sandflare";
 hosts.get("app.test").add("/count", async (req, res) => {
   const s = await session.get(req, res);
   s.data.n = (Number(s.data.n) || 0) + 1;
@@ -25,6 +25,10 @@ hosts.get("app.test").add("/count", async (req, res) => {
   return String(s.data.n);
 });
 hosts.get("app.test").add("/pid", () => String(Deno.pid));
+hook.add("Error", "own", (err, _req, res) => {
+  res.append("app's own " + err.code);
+  return true;
+});
 `,
   },
   tasky: {
@@ -143,6 +147,24 @@ Deno.test("--idle-stop: a site sleeps, and wakes for its requests with its sessi
         assert.equal(new Set(answers.map((a) => a.body)).size, 1);
         assert.equal(count(server, /\[app\] Awake in/), woken + 1);
         assert.equal(count(server, /\[app\] .*sandbox pid/), started + 1);
+      },
+    );
+
+    await t.step(
+      "a sleeping site's own Error hook still renders its 404",
+      async () => {
+        const asleep = count(server, /\[app\] Asleep/);
+        for (
+          let i = 0;
+          i < 100 && count(server, /\[app\] Asleep/) === asleep;
+          i++
+        ) {
+          await delay(50);
+        }
+        assert.ok(count(server, /\[app\] Asleep/) > asleep, "not asleep");
+        const missing = await get(server, "app.test", "/missing");
+        assert.equal(missing.status, 404);
+        assert.equal(missing.body, "app's own 404");
       },
     );
 

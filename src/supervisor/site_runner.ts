@@ -78,6 +78,8 @@ const MAX_DRAINING = 2;
 const DEADLINES = new Deadlines();
 const FIRST_BACKOFF_MS = 100;
 const STABLE_MS = 30_000;
+/** After a failed wake, error pages do not try again for this long. */
+const WAKE_RETRY_MS = 1000;
 
 interface Waiter {
   resolve: (sandbox: SandboxProcess | null) => void;
@@ -121,6 +123,7 @@ export class SiteRunner {
   #lastActive = performance.now();
   #asleep = false;
   #waking: Promise<void> | null = null;
+  #wakeFailedAt = -Infinity;
 
   constructor(def: SiteDefinition, options: SiteRunnerOptions) {
     this.def = def;
@@ -215,6 +218,7 @@ export class SiteRunner {
         );
       } catch (err) {
         const why = err instanceof LoadError ? err.message : String(err);
+        this.#wakeFailedAt = performance.now();
         this.noteProblem(`Could not wake the site: ${why}`);
         // Those waiting get 503; the next request tries again.
         for (const w of this.#waiters.splice(0)) w.resolve(null);
@@ -497,9 +501,15 @@ export class SiteRunner {
     message: string,
     req: WireRequest,
   ): Promise<SandboxReply | null> {
-    const sandbox = this.#sandbox;
-    if (sandbox === null || !sandbox.alive) return null;
     const deadline = Date.now() + Math.min(this.timeoutSeconds, 5) * 1000;
+    // A sleeping site renders its own error pages too (a 404 wakes it, as
+    // any request does), unless waking it has just failed: that error is
+    // the one being rendered.
+    const sandbox = this.#asleep &&
+        performance.now() - this.#wakeFailedAt > WAKE_RETRY_MS
+      ? await this.#current(deadline)
+      : this.#sandbox;
+    if (sandbox === null || !sandbox.alive) return null;
     const outcome = await this.#settle(
       sandbox,
       sandbox.renderError(code, message, req),
