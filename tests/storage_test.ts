@@ -8,12 +8,15 @@
 import assert from "node:assert/strict";
 import { cliCommand, startServer, writeSites } from "./helpers/server.ts";
 
+/** A site asking for a KV store in its writable data/ folder. */
+const KV_SITE_JSON = JSON.stringify({
+  hosts: ["*"],
+  permissions: { write: ["data"] },
+  kv: "data/site.kv",
+});
+
 const KV_SITE = {
-  "site.json": JSON.stringify({
-    hosts: ["*"],
-    permissions: { write: ["data"] },
-    kv: "data/site.kv",
-  }),
+  "site.json": KV_SITE_JSON,
   "data/.keep": "",
   "autorun/ar_kv.ts": `
 import { hosts } from "sandflare";
@@ -137,11 +140,7 @@ Deno.test("SQLite with WAL and a busy timeout takes concurrent writes from two w
 
 /** Tries what the attack review did with "kv": other files, memory stores, many handles. */
 const KV_CONFINED_SITE = {
-  "site.json": JSON.stringify({
-    hosts: ["*"],
-    permissions: { write: ["data"] },
-    kv: "data/site.kv",
-  }),
+  "site.json": KV_SITE_JSON,
   "data/.keep": "",
   "autorun/ar_kvc.ts": `
 import { hosts } from "sandflare";

@@ -229,38 +229,29 @@ Deno.test("websocket clients carry their request and session", async (t) => {
     await t.step(
       "a page of another site cannot open one in its visitor's name",
       async () => {
-        const origin = (o: string) => `Origin: ${o}\r\n`;
-        // No Origin: not a browser, nothing to borrow.
-        assert.equal(await handshake(server, "/me", ""), 101);
-        assert.equal(
-          await handshake(server, "/me", origin("http://id.test")),
-          101,
-        );
-        assert.equal(
-          await handshake(server, "/me", origin("https://ID.test")),
-          101,
-        );
-        assert.equal(
-          await handshake(server, "/me", origin("http://evil.test")),
-          403,
-        );
-        assert.equal(await handshake(server, "/me", origin("null")), 403);
-        assert.equal(
-          await handshake(server, "/me", origin("http://id.test.evil.test")),
-          403,
-        );
-        assert.equal(
-          await handshake(server, "/open", origin("https://app.example")),
-          101,
-        );
-        assert.equal(
-          await handshake(server, "/open", origin("http://app.example")),
-          403,
-        );
-        assert.equal(
-          await handshake(server, "/anyone", origin("http://evil.test")),
-          101,
-        );
+        const cases: [path: string, origin: string | null, status: number][] = [
+          // No Origin: not a browser, nothing to borrow.
+          ["/me", null, 101],
+          ["/me", "http://id.test", 101],
+          ["/me", "https://ID.test", 101],
+          ["/me", "http://evil.test", 403],
+          ["/me", "null", 403],
+          ["/me", "http://id.test.evil.test", 403],
+          ["/open", "https://app.example", 101],
+          ["/open", "http://app.example", 403],
+          ["/anyone", "http://evil.test", 101],
+        ];
+        for (const [path, origin, status] of cases) {
+          assert.equal(
+            await handshake(
+              server,
+              path,
+              origin === null ? "" : `Origin: ${origin}\r\n`,
+            ),
+            status,
+            `${path} from ${origin}`,
+          );
+        }
         await server.waitForLog(/"GET \/me HTTP\/1.1" 403 /);
       },
     );

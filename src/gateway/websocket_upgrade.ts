@@ -44,13 +44,12 @@ export async function upgradeWebSocket(
   }
   const runner = snapshot.sites.get(route.site)?.runner;
   // A sleeping site (--idle-stop) is started for its client.
-  const generation = runner === undefined
-    ? null
-    : runner.generation ?? (runner.asleep
-      ? await runner.serving(
-        ctx.wire.startTime + runner.timeoutSeconds * 1000,
-      )
-      : null);
+  let generation = runner?.generation ?? null;
+  if (runner?.asleep === true) {
+    generation = await runner.serving(
+      ctx.wire.startTime + runner.timeoutSeconds * 1000,
+    );
+  }
   const routes = runner?.routes ?? null;
   const first = routes?.websockets[route.pageId - WS_PAGE_BASE];
   if (

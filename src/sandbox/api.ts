@@ -922,7 +922,8 @@ export const session: {
    */
   get(client: WebSocketClient, name?: string): Promise<Session>;
 } = {
-  get(
+  // deno-lint-ignore require-await -- bad arguments reject, as they always did
+  async get(
     first: PageRequest | WebSocketClient,
     second?: PageResponse | string,
     third?: string,

@@ -40,6 +40,13 @@ export interface SiteDescription {
   notRun: string[];
 }
 
+/** How `sites` shows a route pattern: `~ SOURCE (flags F)`. */
+function patternLabel(regex: { source: string; flags: string }): string {
+  return `~ ${regex.source}${
+    regex.flags === "" ? "" : ` (flags ${regex.flags})`
+  }`;
+}
+
 /** The served sites, then those that did not load; the root site first. */
 export function describeSites(
   snapshot: Snapshot,
@@ -73,17 +80,12 @@ export function describeSites(
         route: p.path ??
           (p.prefix !== undefined
             ? `${p.prefix === "/" ? "" : p.prefix}/… (fetch handler)`
-            : `~ ${p.regex!.source}${
-              p.regex!.flags === "" ? "" : ` (flags ${p.regex!.flags})`
-            }`),
+            : patternLabel(p.regex!)),
       })),
       staticFiles: files.entries.size,
       websockets: (routes?.websockets ?? []).map((w) => ({
         host: w.host,
-        path: w.path ??
-          `~ ${w.regex!.source}${
-            w.regex!.flags === "" ? "" : ` (flags ${w.regex!.flags})`
-          }`,
+        path: w.path ?? patternLabel(w.regex!),
         protocol: w.protocol,
       })),
       permissions: {

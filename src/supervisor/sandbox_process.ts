@@ -658,19 +658,18 @@ export class SandboxProcess {
       this.#killReason = reason;
       this.#killKind = kind;
     }
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // Already exited: #reap reports it.
-    }
+    this.#cut();
   }
 
-  /** Makes sure a process whose input broke is gone, giving no reason. */
+  /**
+   * SIGKILL, giving no reason of its own (for a process whose input broke,
+   * or after `kill` has recorded one).
+   */
   #cut(): void {
     try {
       this.#child.kill("SIGKILL");
     } catch {
-      // Already exited.
+      // Already exited: #reap reports it.
     }
   }
 

@@ -327,11 +327,7 @@ export class SiteRunner {
       const where = err instanceof LoadError && err.location !== null
         ? `${err.location}: `
         : "";
-      this.noteProblem(
-        `Reload failed, the previous version keeps serving: ${where}${
-          (err as Error).message
-        }`,
-      );
+      this.reloadFailed(`${where}${(err as Error).message}`);
       return false;
     }
     const problem = check(def, loaded.routes);
@@ -355,6 +351,13 @@ export class SiteRunner {
       } ms (sandbox pid ${loaded.sandbox.pid})`,
     );
     return true;
+  }
+
+  /** Notes a reload that did not take over, and why. */
+  reloadFailed(why: string): void {
+    this.noteProblem(
+      `Reload failed, the previous version keeps serving: ${why}`,
+    );
   }
 
   /** Logs a problem of the site and shows it on /stats until the next. */

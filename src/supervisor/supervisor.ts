@@ -433,11 +433,7 @@ export class Supervisor implements Sites {
         return;
       }
       if (running !== undefined) {
-        running.noteProblem(
-          `Reload failed, the previous version keeps serving: ${
-            messageOf(err)
-          }`,
-        );
+        running.reloadFailed(messageOf(err));
       } else log.error(name, `Site not loaded: ${messageOf(err)}`);
       return;
     }
@@ -456,9 +452,7 @@ export class Supervisor implements Sites {
     }
     const prepared = await this.#prepare(def);
     if (typeof prepared === "string") {
-      runner.noteProblem(
-        `Reload failed, the previous version keeps serving: ${prepared}`,
-      );
+      runner.reloadFailed(prepared);
       return;
     }
     def = prepared;
@@ -466,9 +460,7 @@ export class Supervisor implements Sites {
     try {
       files = await scanSiteStatic(def);
     } catch (err) {
-      runner.noteProblem(
-        `Reload failed, the previous version keeps serving: ${messageOf(err)}`,
-      );
+      runner.reloadFailed(messageOf(err));
       return;
     }
     const writable = JSON.stringify(runner.def.manifest.permissions.write);
