@@ -197,6 +197,29 @@ Deno.test("listen --install installs a site's dependencies from a clean cache be
   }
 });
 
+Deno.test("listen --install: a script that does not parse is said to, with its file and line, not as a failed install", async () => {
+  const sitesDir = await writeSites({
+    broken: {
+      "site.json": JSON.stringify({ hosts: ["broken.test"] }),
+      "autorun/ar_broken.ts":
+        `import { hosts } from "sandflare";\nhosts.get("broken.test").add("/", () => { oops( ;\n`,
+    },
+  });
+  const server = await startServer({
+    sitesDir,
+    args: [`--data-dir=${join(sitesDir, ".data")}`, "--install"],
+    timeoutMs: 60_000,
+  });
+  try {
+    const line = await server.waitForLog(/\[broken\] Site not loaded/);
+    assert.match(line, /: SyntaxError: .* at autorun\/ar_broken\.ts:2:\d+$/);
+    assert.doesNotMatch(line, /installing its dependencies/);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
 Deno.test("a site's own import map maps its modules, and \"sandflare\" stays the server's", async () => {
   const sitesDir = await writeSites({
     mapped: {

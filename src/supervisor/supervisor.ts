@@ -701,7 +701,11 @@ export class Supervisor implements Sites {
       this.#installing.delete(def.name);
     }
     if (result.kind === "failed") {
-      return `installing its dependencies failed: ${result.reason}`;
+      // A script of its own that does not parse fails the install first:
+      // that, with its file and line, is what to say.
+      return /^SyntaxError\b/.test(result.reason)
+        ? result.reason
+        : `installing its dependencies failed: ${result.reason}`;
     }
     if (result.kind === "nothing") return def;
     log.info(
