@@ -315,7 +315,16 @@ Deno.test("a flood of websocket handshakes with large headers: the site lives, t
     // whatever they carry (100-byte headers: +161 MiB at 8186da7, before
     // clients carried their request, and +165 after); 15 KB headers came to
     // +255 on both.
-    assertUnharmed("websocket handshake flood", report, 320, 1, 100);
+    const handshakes = Object.values(counts).reduce((a, b) => a + b, 0);
+    const cpuMicros = report.cpuSeconds * 1e6 / handshakes;
+    // deno-lint-ignore no-console -- the figures are the point of the test
+    console.log(`  gateway CPU per handshake: ${cpuMicros.toFixed(0)} µs`);
+    // The flood is a closed loop: the gateway answers as fast as it can, so
+    // it spends its JavaScript thread whole, plus its helpers (101 % in a CI
+    // run, 96-102 % here with 100-byte or 15 KB headers). What a handshake
+    // costs is the bound: 290 µs with 100-byte headers, 400 with 15 KB.
+    assertUnharmed("websocket handshake flood", report, 320, 1.5, 100);
+    assert.ok(cpuMicros < 1000, `${cpuMicros.toFixed(0)} µs per handshake`);
     assert.ok((counts["101"] ?? 0) > 100, JSON.stringify(counts));
     assert.doesNotMatch(server.logs(), /\[chat\] Sandbox stopped/);
     // Over 16 KiB of request, refused before anything reaches the site.

@@ -231,6 +231,7 @@ async function clusterUnderAttack(
       rssBeforeMiB: rssBefore[i]!,
       rssPeakMiB: rssPeak[i]!,
       cpuShare: cpu[i]!,
+      cpuSeconds: cpu[i]! * seconds,
     })),
     redisBefore,
     redisPeak,

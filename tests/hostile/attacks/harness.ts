@@ -32,6 +32,8 @@ export interface AttackReport {
   rssPeakMiB: number;
   /** The gateway's CPU time over the attack's wall time (1 = a whole core). */
   cpuShare: number;
+  /** The gateway's CPU time during the attack, in seconds. */
+  cpuSeconds: number;
 }
 
 const PROBE = join(import.meta.dirname!, "probe.ts");
@@ -151,14 +153,15 @@ export async function underAttack(
     await during.catch(() => {});
     throw err;
   }
-  const cpuShare = (cpuSeconds(pid) - cpuBefore) /
-    ((performance.now() - started) / 1000);
+  const cpuSpent = cpuSeconds(pid) - cpuBefore;
+  const cpuShare = cpuSpent / ((performance.now() - started) / 1000);
   const report = {
     baseline,
     during: await during,
     rssBeforeMiB,
     rssPeakMiB,
     cpuShare,
+    cpuSeconds: cpuSpent,
   };
   sampling = false;
   await sampler;
