@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
   delay,
   startServer,
@@ -192,23 +193,136 @@ Deno.test("--idle-stop: an open websocket keeps a site awake; a client wakes a s
     return { ws, messages, closed };
   };
   try {
+    // Asleep from the start (nobody asked for it yet): the client wakes it.
+    await server.waitForLog(/\[wsy\] Asleep until its first request/);
     const client = await connect();
     await delay(3000);
-    assert.equal(count(server, /\[wsy\] Asleep/), 0, server.logs());
+    assert.equal(count(server, /\[wsy\] Asleep after/), 0, server.logs());
     client.ws.close();
     await client.closed;
-    await server.waitForLog(/\[wsy\] Asleep/);
+    await server.waitForLog(/\[wsy\] Asleep after/);
     const again = await connect();
     again.ws.send("hello");
     for (let i = 0; i < 200 && again.messages.length === 0; i++) {
       await delay(25);
     }
     assert.deepEqual(again.messages, ["hello"]);
-    await server.waitForLog(/\[wsy\] Awake in/);
+    assert.equal(count(server, /\[wsy\] Awake in/), 2, server.logs());
     again.ws.close();
     await again.closed;
   } finally {
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
+/** A site whose pages come from a file in its data folder, in its order. */
+const LISTED = {
+  listed: {
+    "site.json": JSON.stringify({
+      hosts: ["listed.test"],
+      permissions: { write: ["data"] },
+    }),
+    "data/pages.txt": "a\n",
+    "autorun/ar_listed.ts": `
+import { hosts } from "sandflare";
+const names = Deno.readTextFileSync("data/pages.txt").split("\\n").filter(Boolean);
+for (const name of names) hosts.get("listed.test").add("/" + name, () => "page " + name);
+hosts.get("listed.test").add("/pid", () => String(Deno.pid));
+`,
+  },
+};
+
+Deno.test("--idle-stop: a site unchanged since its last load starts asleep, with its pages as they were", async (t) => {
+  const sitesDir = await writeSites({ ...SITES, ...LISTED });
+  const dataDir = await Deno.makeTempDir();
+  const args = ["--idle-stop=60", `--data-dir=${dataDir}`];
+  try {
+    await t.step(
+      "the first start loads every site once; those without tasks sleep at once",
+      async () => {
+        const server = await startServer({ sitesDir, args });
+        try {
+          assert.match(server.logs(), /\[app\] Loaded 1 script/);
+          await server.waitForLog(/\[app\] Asleep until its first request/);
+          await server.waitForLog(/\[listed\] Asleep until its first request/);
+          assert.equal(count(server, /\[tasky\] Asleep/), 0);
+          assert.equal(await stateOf(server, "tasky"), "serving");
+        } finally {
+          await server.stop();
+        }
+      },
+    );
+
+    await t.step(
+      "the next start loads only the site with tasks; the others wake for their first request",
+      async () => {
+        const server = await startServer({ sitesDir, args });
+        try {
+          assert.match(
+            server.logs(),
+            /\[app\] Asleep until its first request \(2 page\(s\), hosts: app\.test, as at its last load/,
+          );
+          assert.equal(count(server, /\[app\] Loaded/), 0);
+          assert.match(server.logs(), /\[tasky\] Loaded 1 script/);
+          assert.equal(await stateOf(server, "app"), "asleep");
+          const first = await get(server, "app.test", "/count");
+          assert.equal(first.status, 200);
+          assert.equal(first.body, "1");
+          assert.equal(
+            (await get(server, "app.test", "/count", first.cookie)).body,
+            "2",
+          );
+          assert.equal(count(server, /\[app\] Awake in/), 1);
+        } finally {
+          await server.stop();
+        }
+      },
+    );
+
+    await t.step(
+      "a request routed by the kept pages reaches the same page when the site registers others as it wakes",
+      async () => {
+        // Not in the key: its data folder is its own to write.
+        await Deno.writeTextFile(
+          join(sitesDir, "listed/data/pages.txt"),
+          "b\na\n",
+        );
+        const server = await startServer({ sitesDir, args });
+        try {
+          assert.match(
+            server.logs(),
+            /\[listed\] Asleep until its first request \(2 page/,
+          );
+          const a = await get(server, "listed.test", "/a");
+          assert.equal(a.status, 200);
+          // Before, the id of /a in the kept pages was that of /b now.
+          assert.equal(a.body, "page a");
+          // The router has the pages it registered now.
+          assert.equal((await get(server, "listed.test", "/b")).body, "page b");
+        } finally {
+          await server.stop();
+        }
+      },
+    );
+
+    await t.step("a changed script is loaded at the next start", async () => {
+      const script = join(sitesDir, "app/autorun/ar_app.ts");
+      await Deno.writeTextFile(
+        script,
+        (await Deno.readTextFile(script)) +
+          `hosts.get("app.test").add("/new", () => "new");\n`,
+      );
+      const server = await startServer({ sitesDir, args });
+      try {
+        assert.match(server.logs(), /\[app\] Loaded 1 script\(s\), 3 page/);
+        assert.equal((await get(server, "app.test", "/new")).body, "new");
+      } finally {
+        await server.stop();
+      }
+    });
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+    await Deno.remove(dataDir, { recursive: true });
   }
 });

@@ -78,6 +78,8 @@ export function gatewayOptions(
       isolate: options.isolate,
       // Each site's own Deno cache, beside the server's other data.
       cacheDir: join(options.dataDir, "site-cache"),
+      // With --idle-stop, what each site registered, for the next start.
+      routesDir: join(options.dataDir, "site-routes"),
       // The import maps of sites with dependencies: out of every site's reach.
       configDir: join(options.dataDir, "site-config"),
       install: options.install,

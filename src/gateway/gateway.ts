@@ -281,7 +281,8 @@ export class Gateway {
   ): Promise<Answer> {
     const runner = site.runner;
     // Page ids belong to the generation routed against: keep it until dispatched.
-    const generation = runner.generation;
+    const routed = runner.routedNow();
+    const generation = routed.generation;
     generation?.hold();
     let outcome;
     try {
@@ -297,7 +298,7 @@ export class Gateway {
         route.captures,
         withHeaders(ctx, site.name).wire,
         body,
-        generation,
+        routed,
         ctx.clientGone,
       );
     } finally {

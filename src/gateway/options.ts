@@ -26,6 +26,7 @@ export interface GatewayOptions {
     | "siteCpu"
     | "isolate"
     | "cacheDir"
+    | "routesDir"
     | "configDir"
     | "install"
     | "installCommand"

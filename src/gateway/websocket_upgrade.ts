@@ -43,6 +43,9 @@ export async function upgradeWebSocket(
     );
   }
   const runner = snapshot.sites.get(route.site)?.runner;
+  // What the path was routed against: a site woken for its client may
+  // number its websockets otherwise (they are matched again by place).
+  const routedAgainst = runner?.routes ?? null;
   // A sleeping site (--idle-stop) is started for its client.
   let generation = runner?.generation ?? null;
   if (runner?.asleep === true) {
@@ -51,15 +54,18 @@ export async function upgradeWebSocket(
     );
   }
   const routes = runner?.routes ?? null;
-  const first = routes?.websockets[route.pageId - WS_PAGE_BASE];
+  const first = routedAgainst?.websockets[route.pageId - WS_PAGE_BASE];
+  const candidates = first === undefined
+    ? []
+    : (routes?.websockets ?? []).filter((w) =>
+      socketPlace(w) === socketPlace(first)
+    );
   if (
     runner === undefined || generation === null || routes === null ||
-    first === undefined
+    candidates.length === 0
   ) {
     return error(503, "The site is not available right now", route.site, ctx);
   }
-  const place = socketPlace(first);
-  const candidates = routes.websockets.filter((w) => socketPlace(w) === place);
   const offered = (request.headers.get("sec-websocket-protocol") ?? "")
     .split(",").map((p) => p.trim()).filter((p) => p !== "");
   const chosen = chooseProtocol(candidates, offered);

@@ -316,6 +316,14 @@ function isWireRoutes(value: unknown): value is WireRoutes {
     isId(value.tasks);
 }
 
+/**
+ * Narrows a route table kept on disk (see supervisor/routes_cache.ts).
+ * @returns the table, or null when it is not one
+ */
+export function parseWireRoutes(value: unknown): WireRoutes | null {
+  return isWireRoutes(value) ? value : null;
+}
+
 function isCloseCode(value: unknown): value is number {
   return Number.isInteger(value) && (value as number) >= 1000 &&
     (value as number) <= 4999;

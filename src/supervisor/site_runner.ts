@@ -8,6 +8,7 @@
 import { log } from "../log.ts";
 import {
   STUCK_AFTER_MS,
+  type WirePage,
   type WireRequest,
   type WireRoutes,
 } from "../protocol/messages.ts";
@@ -63,6 +64,45 @@ export interface SiteRunnerOptions {
    * @default {always}
    */
   tasks?: TaskGate;
+  /**
+   * A generation that took over without a reload (a wake, a restart)
+   * registered other pages than the one before: the router must be built
+   * again.
+   */
+  onRoutesChanged?: () => void;
+}
+
+/** The generation and pages a request was routed against. */
+export interface Routed {
+  /** Null when none was serving (the site slept, or was restarting). */
+  generation: SandboxProcess | null;
+  routes: WireRoutes | null;
+}
+
+/** Whether two tables register the same pages and websockets, numbered alike. */
+function samePages(a: WireRoutes, b: WireRoutes): boolean {
+  return JSON.stringify([a.pages, a.websockets]) ===
+    JSON.stringify([b.pages, b.websockets]);
+}
+
+/** The key of a page: what it answers, whatever its number. */
+function pageKey(p: WirePage): string {
+  return JSON.stringify([p.host, p.method, p.path, p.regex, p.prefix]);
+}
+
+/**
+ * The id in `now` of page `id` of `then`: the page registered for the same
+ * host, method and pattern; null when there is none.
+ */
+export function samePage(
+  then: WireRoutes | null,
+  now: WireRoutes | null,
+  id: number,
+): number | null {
+  const page = then?.pages.find((p) => p.id === id);
+  if (page === undefined || now === null) return null;
+  const key = pageKey(page);
+  return now.pages.find((p) => pageKey(p) === key)?.id ?? null;
 }
 
 /** Decides where a site's scheduler tasks run (see `task_leases.ts`). */
@@ -151,6 +191,11 @@ export class SiteRunner {
       Math.min(this.#options.threads, def.grant?.workers ?? Infinity);
   }
 
+  /** What a request is routed against now: ids of pages belong to it. */
+  routedNow(): Routed {
+    return { generation: this.generation, routes: this.routes };
+  }
+
   /** The generation serving now, if any (requests are routed against it). */
   get generation(): SandboxProcess | null {
     return this.#sandbox !== null && this.#sandbox.alive ? this.#sandbox : null;
@@ -172,7 +217,7 @@ export class SiteRunner {
    * task, and nothing else under way (a reload, a restart). Called about
    * once a second.
    */
-  sleepIfIdle(now = performance.now()): void {
+  sleepIfIdle(now = performance.now(), started = false): void {
     const idleMs = this.#options.idleStopMs ?? null;
     const sandbox = this.#sandbox;
     if (
@@ -194,12 +239,24 @@ export class SiteRunner {
     this.#sandbox = null;
     log.info(
       this.name,
-      `Asleep after ${
-        Math.round(idleMs / 1000)
-      } s without requests (sandbox pid ${sandbox.pid} stops); the next request starts it`,
+      started
+        ? `Asleep until its first request (sandbox pid ${sandbox.pid} stops)`
+        : `Asleep after ${
+          Math.round(idleMs / 1000)
+        } s without requests (sandbox pid ${sandbox.pid} stops); the next request starts it`,
     );
     sandbox.retire();
     void sandbox.stop(0);
+  }
+
+  /**
+   * Serves nothing until the first request, which starts the sandbox:
+   * `routes` are what the site registered at its last load, with the same
+   * files (see ./routes_cache.ts).
+   */
+  startAsleep(routes: WireRoutes): void {
+    this.routes = routes;
+    this.#asleep = true;
   }
 
   /** Starts the sandbox of a sleeping site, once however many ask. */
@@ -407,7 +464,11 @@ export class SiteRunner {
       sandbox.kill("its routes were refused");
       throw new LoadError(`its routes were refused: ${problem}`, null);
     }
+    const before = this.routes;
     this.adopt(sandbox, routes);
+    if (before !== null && !samePages(before, routes)) {
+      this.#options.onRoutesChanged?.();
+    }
     return sandbox;
   }
 
@@ -466,7 +527,7 @@ export class SiteRunner {
     captures: string[],
     req: WireRequest,
     body: Uint8Array,
-    generation: SandboxProcess | null,
+    routed: Routed,
     signal?: () => AbortSignal,
   ): Promise<Outcome> {
     this.counters.requests++;
@@ -474,6 +535,7 @@ export class SiteRunner {
     const deadline = req.startTime + this.timeoutSeconds * 1000;
     // The generation the request was routed against, while it still runs:
     // page ids belong to it.
+    const { generation } = routed;
     const sandbox = generation !== null && generation.alive
       ? generation
       : await this.#current(deadline);
@@ -482,6 +544,19 @@ export class SiteRunner {
         503,
         "The site is not available right now",
       );
+    }
+    if (sandbox !== generation && routed.routes !== this.routes) {
+      // Routed against the pages of a generation that no longer runs (the
+      // site slept, or restarted): the one serving may number them
+      // otherwise, if what it registered depends on more than its files.
+      const same = samePage(routed.routes, this.routes, page);
+      if (same === null) {
+        return this.#failed(
+          503,
+          "The site registered other pages as it started; try again",
+        );
+      }
+      page = same;
     }
     // A site that does not answer cannot make the gateway hold requests
     // without bound; those whose clients left do not count.

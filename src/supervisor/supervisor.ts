@@ -47,6 +47,8 @@ import {
 import { type Watch, watchFolder, watchFolderExcept } from "./watcher.ts";
 import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
+import { Slots } from "./slots.ts";
+import { keepRoutes, readKeptRoutes, siteKey } from "./routes_cache.ts";
 import type { Containment } from "./containment.ts";
 import { measureDisk } from "./disk_usage.ts";
 import {
@@ -106,6 +108,11 @@ export interface SupervisorOptions {
   isolate: Isolation;
   /** The folder holding each site's own Deno cache (`SITE/`). */
   cacheDir: string;
+  /**
+   * Where, with `--idle-stop`, what each site registered is kept between
+   * runs (see ./routes_cache.ts); absent: nothing is kept.
+   */
+  routesDir?: string;
   /** Where the import maps of sites with dependencies are written. */
   configDir: string;
   /** Install a site's dependencies before its sandbox starts (`--install`). */
@@ -154,6 +161,9 @@ const MIB = 1024 * 1024;
 
 /** Installs (`--install`) that run at once. */
 const MAX_INSTALLS = 4;
+
+/** Sandboxes that start at once while the server starts (see #starts). */
+const STARTS_AT_ONCE = Math.max(4, 2 * navigator.hardwareConcurrency);
 
 /**
  * How long `--install` may take for one site before it fails: a site whose
@@ -215,11 +225,19 @@ export class Supervisor implements Sites {
   #installedLocks = new Map<string, string>();
   /** Installs running now (`--install`), by site. */
   #installing = new Map<string, Promise<unknown>>();
-  /** Installs waiting for one of the few that may run at once. */
-  #installQueue: (() => void)[] = [];
+  /**
+   * Installs run a few at once: a server starting with many sites does not
+   * start a `deno install` for each at once.
+   */
+  #installs = new Slots(MAX_INSTALLS);
+  /**
+   * Sandboxes started at once while the server starts: a hundred sites on
+   * two cores load sooner a few at a time, and a thousand never all hold
+   * their memory at once.
+   */
+  #starts = new Slots(STARTS_AT_ONCE);
   /** Aborted at stop: no install outlives the server. */
   #installsStop = new AbortController();
-  #installsRunning = 0;
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -305,13 +323,35 @@ export class Supervisor implements Sites {
       queue: this.#options.siteQueue,
       idleStopMs: this.#options.idleStopMs ?? null,
       spawn: (d): SandboxProcess => this.#spawn(d, runner),
+      onRoutesChanged: () => this.#publish(),
       ...(this.#options.tasks === undefined
         ? {}
         : { tasks: this.#options.tasks }),
     });
     try {
       const files = await scanSiteStatic(def);
-      const { sandbox, routes } = await runner.load();
+      const keep = await this.#keepKey(def, runner);
+      const kept = keep === null
+        ? null
+        : await readKeptRoutes(keep.dir, def.name, keep.key);
+      if (
+        kept !== null && kept.tasks === 0 && !this.#stopping &&
+        (def.root || this.#folderNames.has(def.name)) &&
+        checkRoutes(def, kept, files, this.#compiled) === null
+      ) {
+        // Unchanged since its pages were kept: nothing starts until asked.
+        runner.startAsleep(kept);
+        this.#static.set(def.name, files);
+        this.#runners.set(def.name, runner);
+        log.info(
+          def.name,
+          `Asleep until its first request (${
+            describePages(kept)
+          }, as at its last load with these files)`,
+        );
+        return null;
+      }
+      const { sandbox, routes } = await this.#starts.run(() => runner.load());
       const problem = checkRoutes(def, routes, files, this.#compiled);
       if (problem !== null) {
         sandbox.kill("its routes were refused");
@@ -329,6 +369,16 @@ export class Supervisor implements Sites {
       this.#static.set(def.name, files);
       this.#runners.set(def.name, runner);
       log.info(def.name, describeLoad(def, routes, sandbox.pid));
+      if (keep !== null) {
+        // Sleeps now, unless it has tasks: nobody has asked for it yet.
+        runner.sleepIfIdle(Infinity, true);
+        await keepRoutes(keep.dir, def.name, keep.key, routes).catch((err) =>
+          log.warn(
+            def.name,
+            `Its pages could not be kept for the next start: ${messageOf(err)}`,
+          )
+        );
+      }
       return null;
     } catch (err) {
       return { site: def.name, message: messageOf(err) };
@@ -672,7 +722,7 @@ export class Supervisor implements Sites {
    * or why its dependencies could not be installed
    */
   async #install(def: SiteDefinition): Promise<SiteDefinition | string> {
-    const running = this.#installSlot(() =>
+    const running = this.#installs.run(() =>
       installSite({
         site: def.name,
         siteDir: def.dir,
@@ -723,21 +773,22 @@ export class Supervisor implements Sites {
   }
 
   /**
-   * Runs `task` once fewer than MAX_INSTALLS installs run: a server starting
-   * with many sites does not start a `deno install` for each at once.
+   * With `--idle-stop`, where and under which key what `def` registers is
+   * kept; null without it, or when the site cannot be kept.
    */
-  async #installSlot<T>(task: () => Promise<T>): Promise<T> {
-    // A slot freed goes straight to the next waiting, never to a newcomer.
-    if (this.#installsRunning >= MAX_INSTALLS) {
-      await new Promise<void>((resolve) => this.#installQueue.push(resolve));
-    } else this.#installsRunning++;
-    try {
-      return await task();
-    } finally {
-      const next = this.#installQueue.shift();
-      if (next !== undefined) next();
-      else this.#installsRunning--;
+  async #keepKey(
+    def: SiteDefinition,
+    runner: SiteRunner,
+  ): Promise<{ dir: string; key: string } | null> {
+    const dir = this.#options.routesDir;
+    if (dir === undefined || (this.#options.idleStopMs ?? null) === null) {
+      return null;
     }
+    const key = await siteKey(def, this.#options.projectDir, {
+      workers: runner.workersOf(def),
+      writes: !runner.disk.revoked,
+    });
+    return key === null ? null : { dir, key };
   }
 
   /**
@@ -1017,8 +1068,14 @@ function describeLoad(
   routes: WireRoutes,
   pid: number,
 ): string {
+  return `Loaded ${def.scripts.length} script(s), ${
+    describePages(routes)
+  } (sandbox pid ${pid})`;
+}
+
+function describePages(routes: WireRoutes): string {
   const hosts = routes.hosts.map((h) => h.pattern).join(", ") || "none";
-  return `Loaded ${def.scripts.length} script(s), ${routes.pages.length} page(s), hosts: ${hosts} (sandbox pid ${pid})`;
+  return `${routes.pages.length} page(s), hosts: ${hosts}`;
 }
 
 /** One line for a load failure, with the file and line when known. */
