@@ -81,6 +81,8 @@ interface Options {
   fanout: number;
   /** Requests to a sleeping site (--idle-stop) measured. */
   wakes: number;
+  /** Sites in the --idle-stop start scenarios. */
+  sleepingCounts: number[];
 }
 
 function median(values: number[]): number {
@@ -970,8 +972,8 @@ function memoryOf(pid: number): Memory {
   }
 }
 
-/** Start time and memory of a server with `count` idle sites. */
-async function sitesScenario(count: number): Promise<Measure[]> {
+/** `count` small sites, `site0.test` … answering "site N" at `/`. */
+function manySites(count: number): SiteFiles {
   const sites: SiteFiles = {};
   for (let i = 0; i < count; i++) {
     sites[`site${i}`] = {
@@ -980,7 +982,105 @@ async function sitesScenario(count: number): Promise<Measure[]> {
         `import { hosts } from "sandflare";\nhosts.get("site${i}.test").add("/", () => "site ${i}");\n`,
     };
   }
-  const sitesDir = await writeSites(sites);
+  return sites;
+}
+
+/** The processes a process started, and theirs. */
+function descendants(pid: number): number[] {
+  const found: number[] = [];
+  let tasks: string[] = [];
+  try {
+    tasks = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name);
+  } catch {
+    return found;
+  }
+  for (const task of tasks) {
+    let children = "";
+    try {
+      children = Deno.readTextFileSync(`/proc/${pid}/task/${task}/children`);
+    } catch {
+      continue;
+    }
+    for (const child of children.split(" ").filter(Boolean).map(Number)) {
+      found.push(child, ...descendants(child));
+    }
+  }
+  return found;
+}
+
+/**
+ * With `--idle-stop`: how soon a server with `count` sites is ready the
+ * first time (every site loaded once, then asleep) and the next (their
+ * pages kept: nothing starts), its memory then, and a first request.
+ */
+async function sleepingSitesScenario(count: number): Promise<Measure[]> {
+  const sitesDir = await writeSites(manySites(count));
+  const dataDir = await Deno.makeTempDir();
+  const args = ["--no-reload", "--idle-stop=600", `--data-dir=${dataDir}`];
+  const ready = async () => {
+    const started = performance.now();
+    const server = await startServer({ sitesDir, args, timeoutMs: 600_000 });
+    return { server, ms: performance.now() - started };
+  };
+  const plural = `${count} site${count === 1 ? "" : "s"}`;
+  try {
+    const first = await ready();
+    await first.server.stop();
+    const next = await ready();
+    try {
+      await delay(500);
+      const pids = [
+        next.server.child.pid,
+        ...descendants(next.server.child.pid),
+      ];
+      const pss = pids.map((p) => memoryOf(p).pss).reduce((a, b) => a + b, 0);
+      const started = performance.now();
+      const res = await next.server.raw(
+        `GET / HTTP/1.1\r\nHost: site${
+          count - 1
+        }.test\r\nConnection: close\r\n\r\n`,
+        { timeoutMs: 30_000 },
+      );
+      if (res.body !== `site ${count - 1}`) {
+        throw new Error(`wrong answer: ${res.status} ${res.body}`);
+      }
+      const wakeMs = performance.now() - started;
+      return [
+        {
+          scenario: `--idle-stop: first start with ${plural}`,
+          value: first.ms,
+          unit: "ms",
+          detail: `spawn → ready: each site loaded once (${
+            navigator.hardwareConcurrency * 2
+          } at a time, at least 4), then asleep`,
+        },
+        {
+          scenario: `--idle-stop: next start with ${plural}`,
+          value: next.ms,
+          unit: "ms",
+          detail: "spawn → ready: their pages kept, no sandbox started",
+        },
+        {
+          scenario: `--idle-stop: memory with ${plural} asleep`,
+          value: pss / 1024,
+          unit: "MiB",
+          detail: `PSS of the gateway and every process it started (${
+            pids.length - 1
+          }); a first request then took ${wakeMs.toFixed(0)} ms`,
+        },
+      ];
+    } finally {
+      await next.server.stop();
+    }
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
+/** Start time and memory of a server with `count` idle sites. */
+async function sitesScenario(count: number): Promise<Measure[]> {
+  const sitesDir = await writeSites(manySites(count));
   const started = performance.now();
   const server = await startServer({
     sitesDir,
@@ -1108,6 +1208,7 @@ if (import.meta.main) {
       roundTrips: 200,
       fanout: 50,
       wakes: 2,
+      sleepingCounts: [3],
     }
     : {
       seconds: 5,
@@ -1117,6 +1218,7 @@ if (import.meta.main) {
       roundTrips: 5000,
       fanout: 1000,
       wakes: 20,
+      sleepingCounts: [100, 1000],
     };
   const only = values.only ?? null;
   await ensureWrk();
@@ -1134,6 +1236,11 @@ if (import.meta.main) {
   if (only === null || "sites".includes(only)) {
     for (const count of options.siteCounts) {
       measures.push(...await sitesScenario(count));
+    }
+  }
+  if (only === null || "sleeping".includes(only)) {
+    for (const count of options.sleepingCounts) {
+      measures.push(...await sleepingSitesScenario(count));
     }
   }
   const machine =

@@ -8,7 +8,8 @@
  * The key is a digest of everything that decides what a site registers and
  * that the gateway can see: its definition (site.json as granted, its
  * scripts), the name, size and time of every file in its folder outside its
- * writable ones, and the runtime that loads it. What a site registers from
+ * writable ones (for the root site: its autorun/ and static/), and the
+ * runtime that loads it. What a site registers from
  * its writable folders, its environment, the network or the clock is not
  * in the key; when such a site wakes with other pages, the requests routed
  * against the kept ones are matched again by pattern (site_runner.ts).
@@ -50,14 +51,24 @@ function runtime(projectDir: string): Promise<string> {
 }
 
 /**
- * Lists `dir` below, skipping `skip` (absolute paths): one line per entry.
+ * Lists the folders `dirs` below, skipping `skip` (absolute paths): one line
+ * per entry (a missing folder is one line too).
  * @returns null when there are more than MAX_ENTRIES
  */
-async function listing(dir: string, skip: string[]): Promise<string[] | null> {
+async function listing(
+  dirs: string[],
+  skip: string[],
+): Promise<string[] | null> {
   const lines: string[] = [];
-  const walk = async (at: string): Promise<boolean> => {
+  const walk = async (dir: string, at: string): Promise<boolean> => {
     const entries: Deno.DirEntry[] = [];
-    for await (const e of Deno.readDir(at)) entries.push(e);
+    try {
+      for await (const e of Deno.readDir(at)) entries.push(e);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      lines.push(`${at}\tmissing`);
+      return true;
+    }
     entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
     for (const e of entries) {
       const path = join(at, e.name);
@@ -72,11 +83,15 @@ async function listing(dir: string, skip: string[]): Promise<string[] | null> {
         ? "dir"
         : `${info.size}`;
       lines.push(`${relative(dir, path)}\t${kind}\t${info.mtime?.getTime()}`);
-      if (e.isDirectory && !await walk(path)) return false;
+      if (e.isDirectory && !await walk(dir, path)) return false;
     }
     return true;
   };
-  return await walk(dir) ? lines : null;
+  for (const dir of dirs) {
+    lines.push(dir);
+    if (!await walk(dir, dir)) return null;
+  }
+  return lines;
 }
 
 /**
@@ -92,7 +107,9 @@ export async function siteKey(
   const skip = def.manifest.permissions.write.map((w) => resolve(def.dir, w));
   let files: string[] | null;
   try {
-    files = await listing(def.dir, skip);
+    // What it reads of its own: its folder (the root site: its autorun/
+    // and static/ only).
+    files = await listing(def.baseRead, skip);
   } catch {
     return null;
   }
