@@ -326,3 +326,52 @@ Deno.test("--idle-stop: a site unchanged since its last load starts asleep, with
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("--idle-stop: a site that cannot wake is not tried again for every request", async () => {
+  // It loads once, then fails every load after (its flag is in data/,
+  // which is not in the key of its kept pages).
+  const sitesDir = await writeSites({
+    flaky: {
+      "site.json": JSON.stringify({
+        hosts: ["flaky.test"],
+        permissions: { write: ["data"] },
+      }),
+      "data/.keep": "",
+      "autorun/ar_flaky.ts": `
+import { hosts } from "sandflare";
+let seen = false;
+try { Deno.statSync("data/loaded"); seen = true; } catch { /* first load */ }
+Deno.writeTextFileSync("data/loaded", "1");
+if (seen) throw new Error("fails on every load after the first");
+hosts.get("flaky.test").add("/", () => "flaky");
+`,
+    },
+  });
+  const dataDir = await Deno.makeTempDir();
+  const args = ["--idle-stop=60", `--data-dir=${dataDir}`];
+  try {
+    await (await startServer({ sitesDir, args })).stop();
+    const server = await startServer({ sitesDir, args });
+    try {
+      assert.match(server.logs(), /\[flaky\] Asleep until its first request/);
+      const statuses: number[] = [];
+      for (const end = Date.now() + 2000; Date.now() < end;) {
+        statuses.push((await get(server, "flaky.test", "/")).status);
+      }
+      assert.ok(statuses.length >= 5, `${statuses.length} requests`);
+      assert.deepEqual([...new Set(statuses)], [503]);
+      // Before: a sandbox started (and failed) for every request.
+      const tries = count(server, /\[flaky\] .*Could not wake the site/);
+      assert.ok(tries >= 1 && tries <= 3, `${tries} wakes tried`);
+      assert.match(
+        server.logs(),
+        /requests get 503 for \d+ s before it is tried again/,
+      );
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await Deno.remove(sitesDir, { recursive: true });
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

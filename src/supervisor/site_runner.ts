@@ -20,6 +20,7 @@ import {
   type SandboxReply,
 } from "./sandbox_process.ts";
 import { Deadlines } from "./deadlines.ts";
+import type { Slots } from "./slots.ts";
 import type { SiteDefinition } from "./sites.ts";
 
 /** What became of a request handed to a site. */
@@ -70,6 +71,8 @@ export interface SiteRunnerOptions {
    * again.
    */
   onRoutesChanged?: () => void;
+  /** Where sandboxes start a few at a time (wakes wait their turn there). */
+  starts?: Slots;
 }
 
 /** The generation and pages a request was routed against. */
@@ -79,10 +82,10 @@ export interface Routed {
   routes: WireRoutes | null;
 }
 
-/** Whether two tables register the same pages and websockets, numbered alike. */
+/** Whether two tables register the same hosts, pages and websockets alike. */
 function samePages(a: WireRoutes, b: WireRoutes): boolean {
-  return JSON.stringify([a.pages, a.websockets]) ===
-    JSON.stringify([b.pages, b.websockets]);
+  return JSON.stringify([a.hosts, a.pages, a.websockets]) ===
+    JSON.stringify([b.hosts, b.pages, b.websockets]);
 }
 
 /** The key of a page: what it answers, whatever its number. */
@@ -118,8 +121,14 @@ const MAX_DRAINING = 2;
 const DEADLINES = new Deadlines();
 const FIRST_BACKOFF_MS = 100;
 const STABLE_MS = 30_000;
-/** After a failed wake, error pages do not try again for this long. */
+/**
+ * After a failed wake, requests get 503 without a new try for this long,
+ * doubled with each failure in a row up to MAX_BACKOFF_MS: a site that
+ * cannot start does not start a sandbox per request.
+ */
 const WAKE_RETRY_MS = 1000;
+/** A wake gives its start slot up after this long (see Slots). */
+const WAKE_SLOT_MS = 2000;
 
 interface Waiter {
   resolve: (sandbox: SandboxProcess | null) => void;
@@ -164,6 +173,7 @@ export class SiteRunner {
   #asleep = false;
   #waking: Promise<void> | null = null;
   #wakeFailedAt = -Infinity;
+  #wakeBackoffMs = WAKE_RETRY_MS;
 
   constructor(def: SiteDefinition, options: SiteRunnerOptions) {
     this.def = def;
@@ -265,8 +275,12 @@ export class SiteRunner {
     const started = performance.now();
     this.#waking = (async () => {
       try {
-        const sandbox = await this.#replace();
+        const starts = this.#options.starts;
+        const sandbox = starts === undefined
+          ? await this.#replace()
+          : await starts.run(() => this.#replace(), WAKE_SLOT_MS);
         if (sandbox === null) return;
+        this.#wakeBackoffMs = WAKE_RETRY_MS;
         log.info(
           this.name,
           `Awake in ${
@@ -275,14 +289,30 @@ export class SiteRunner {
         );
       } catch (err) {
         const why = err instanceof LoadError ? err.message : String(err);
+        if (performance.now() - this.#wakeFailedAt < 2 * MAX_BACKOFF_MS) {
+          this.#wakeBackoffMs = Math.min(
+            MAX_BACKOFF_MS,
+            this.#wakeBackoffMs * 2,
+          );
+        }
         this.#wakeFailedAt = performance.now();
-        this.noteProblem(`Could not wake the site: ${why}`);
-        // Those waiting get 503; the next request tries again.
+        this.noteProblem(
+          `Could not wake the site: ${why}; requests get 503 for ${
+            this.#wakeBackoffMs / 1000
+          } s before it is tried again`,
+        );
+        // Those waiting get 503; a request after the back-off tries again.
         for (const w of this.#waiters.splice(0)) w.resolve(null);
       } finally {
         this.#waking = null;
       }
     })();
+  }
+
+  /** True while a sleeping site that failed to wake is not tried again. */
+  #wakeHeldBack(): boolean {
+    return this.#asleep && this.#waking === null &&
+      performance.now() - this.#wakeFailedAt < this.#wakeBackoffMs;
   }
 
   /**
@@ -500,7 +530,10 @@ export class SiteRunner {
     if (this.#sandbox !== null && this.#sandbox.alive) {
       return Promise.resolve(this.#sandbox);
     }
-    if (this.#stopping || this.#waiters.length >= this.#options.queue) {
+    if (
+      this.#stopping || this.#waiters.length >= this.#options.queue ||
+      this.#wakeHeldBack()
+    ) {
       return Promise.resolve(null);
     }
     if (this.#asleep) this.#wake();
@@ -583,8 +616,7 @@ export class SiteRunner {
     // A sleeping site renders its own error pages too (a 404 wakes it, as
     // any request does), unless waking it has just failed: that error is
     // the one being rendered.
-    const sandbox = this.#asleep &&
-        performance.now() - this.#wakeFailedAt > WAKE_RETRY_MS
+    const sandbox = this.#asleep && !this.#wakeHeldBack()
       ? await this.#current(deadline)
       : this.#sandbox;
     if (sandbox === null || !sandbox.alive) return null;

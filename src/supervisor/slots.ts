@@ -24,18 +24,30 @@ export class Slots {
     this.size = size;
   }
 
-  /** Runs `task` once a slot is free. */
-  async run<T>(task: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `task` once a slot is free. With `holdMs`, a task that takes
+   * longer gives its slot up then and goes on outside it: a few slow tasks
+   * do not hold all the others back.
+   */
+  async run<T>(task: () => Promise<T>, holdMs = Infinity): Promise<T> {
     // A slot freed goes straight to the next waiting, never to a newcomer.
     if (this.#running >= this.size) {
       await new Promise<void>((resolve) => this.#queue.push(resolve));
     } else this.#running++;
-    try {
-      return await task();
-    } finally {
+    let freed = false;
+    const free = () => {
+      if (freed) return;
+      freed = true;
       const next = this.#queue.shift();
       if (next !== undefined) next();
       else this.#running--;
+    };
+    const timer = holdMs === Infinity ? null : setTimeout(free, holdMs);
+    try {
+      return await task();
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      free();
     }
   }
 }

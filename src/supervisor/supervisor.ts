@@ -162,8 +162,13 @@ const MIB = 1024 * 1024;
 /** Installs (`--install`) that run at once. */
 const MAX_INSTALLS = 4;
 
-/** Sandboxes that start at once while the server starts (see #starts). */
+/** Sandboxes that start at once (see #starts). */
 const STARTS_AT_ONCE = Math.max(4, 2 * navigator.hardwareConcurrency);
+/**
+ * A start that takes longer gives its slot up: sites that hang as they
+ * load (until their load timeout) do not hold the others back.
+ */
+const START_SLOT_MS = 2000;
 
 /**
  * How long `--install` may take for one site before it fails: a site whose
@@ -231,9 +236,10 @@ export class Supervisor implements Sites {
    */
   #installs = new Slots(MAX_INSTALLS);
   /**
-   * Sandboxes started at once while the server starts: a hundred sites on
-   * two cores load sooner a few at a time, and a thousand never all hold
-   * their memory at once.
+   * Sandboxes starting at once, as the server starts and as sleeping sites
+   * wake: a hundred sites on two cores load sooner a few at a time, a
+   * thousand never all load at once, and a request to every sleeping site
+   * at once wakes them in turn.
    */
   #starts = new Slots(STARTS_AT_ONCE);
   /** Aborted at stop: no install outlives the server. */
@@ -324,6 +330,7 @@ export class Supervisor implements Sites {
       idleStopMs: this.#options.idleStopMs ?? null,
       spawn: (d): SandboxProcess => this.#spawn(d, runner),
       onRoutesChanged: () => this.#publish(),
+      starts: this.#starts,
       ...(this.#options.tasks === undefined
         ? {}
         : { tasks: this.#options.tasks }),
@@ -351,7 +358,10 @@ export class Supervisor implements Sites {
         );
         return null;
       }
-      const { sandbox, routes } = await this.#starts.run(() => runner.load());
+      const { sandbox, routes } = await this.#starts.run(
+        () => runner.load(),
+        START_SLOT_MS,
+      );
       const problem = checkRoutes(def, routes, files, this.#compiled);
       if (problem !== null) {
         sandbox.kill("its routes were refused");

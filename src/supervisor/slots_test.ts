@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { Slots } from "./slots.ts";
+
+function later(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+Deno.test("Slots runs at most its size at once, in the order asked", async () => {
+  const slots = new Slots(2);
+  let running = 0;
+  let most = 0;
+  const order: number[] = [];
+  await Promise.all(
+    Array.from({ length: 6 }, (_, i) =>
+      slots.run(async () => {
+        order.push(i);
+        most = Math.max(most, ++running);
+        await later(10);
+        running--;
+      })),
+  );
+  assert.equal(most, 2);
+  assert.deepEqual(order, [0, 1, 2, 3, 4, 5]);
+});
+
+Deno.test("Slots: a task over holdMs gives its slot up and goes on", async () => {
+  const slots = new Slots(1);
+  let release!: () => void;
+  const stuck = slots.run(
+    () => new Promise<string>((resolve) => release = () => resolve("stuck")),
+    20,
+  );
+  // Without holdMs, this would wait for the stuck task.
+  assert.equal(await slots.run(() => Promise.resolve("next")), "next");
+  release();
+  assert.equal(await stuck, "stuck");
+  // The slot given up is not given back twice: one at a time still.
+  let running = 0;
+  let most = 0;
+  await Promise.all(
+    Array.from({ length: 3 }, () =>
+      slots.run(async () => {
+        most = Math.max(most, ++running);
+        await later(5);
+        running--;
+      })),
+  );
+  assert.equal(most, 1);
+});
