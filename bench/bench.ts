@@ -1051,8 +1051,8 @@ async function sleepingSitesScenario(count: number): Promise<Measure[]> {
           value: first.ms,
           unit: "ms",
           detail: `spawn → ready: each site loaded once (${
-            navigator.hardwareConcurrency * 2
-          } at a time, at least 4), then asleep`,
+            Math.max(4, 4 * navigator.hardwareConcurrency)
+          } at a time) with its Deno cache empty, then asleep`,
         },
         {
           scenario: `--idle-stop: next start with ${plural}`,

@@ -163,7 +163,7 @@ const MIB = 1024 * 1024;
 const MAX_INSTALLS = 4;
 
 /** Sandboxes that start at once (see #starts). */
-const STARTS_AT_ONCE = Math.max(4, 2 * navigator.hardwareConcurrency);
+const STARTS_AT_ONCE = Math.max(4, 4 * navigator.hardwareConcurrency);
 /**
  * A start that takes longer gives its slot up: sites that hang as they
  * load (until their load timeout) do not hold the others back.
