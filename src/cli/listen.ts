@@ -73,6 +73,7 @@ export function gatewayOptions(
       requestTimeout: options.requestTimeout,
       siteQueue: options.siteQueue,
       idleStopMs: options.idleStop === null ? null : options.idleStop * 1000,
+      warmSpares: options.warmSpares,
       containment,
       siteCpu: options.siteCpu,
       isolate: options.isolate,

@@ -111,6 +111,8 @@ export interface ListenOptions {
    * start again on its next request; null: sites stay up.
    */
   idleStop: number | null;
+  /** Spare sandboxes kept for the sites reloaded last (0: none). */
+  warmSpares: number;
   /**
    * Leave connections to `Deno.serve` (faster, but idle ones stay open and
    * no cap is enforced): for a server behind nginx or haproxy.
@@ -565,6 +567,18 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     help: "stop a site's sandbox after S seconds without requests (never " +
       "one with scheduler tasks or open websockets); its next request " +
       "starts it again",
+  },
+  {
+    name: "warm-spares",
+    key: "warmSpares",
+    kind: "int",
+    default: 2,
+    placeholder: "N",
+    min: 0,
+    max: 64,
+    help: "keep a spare sandbox for each of the N sites reloaded last, " +
+      "started with that site's permissions and none of its code: its next " +
+      "reload only loads the scripts; 0: none",
   },
   {
     name: "cluster",

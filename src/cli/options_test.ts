@@ -43,6 +43,7 @@ const DEFAULTS: ListenOptions = {
   websocketMaxRate: 1000,
   siteQueue: 1000,
   idleStop: null,
+  warmSpares: 2,
   fastConnections: false,
   cluster: null,
   nodeId: null,

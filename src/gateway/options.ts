@@ -20,6 +20,7 @@ export interface GatewayOptions {
     | "requestTimeout"
     | "siteQueue"
     | "idleStopMs"
+    | "warmSpares"
     | "grantsFile"
     | "serverAddress"
     | "containment"

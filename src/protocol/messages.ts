@@ -133,8 +133,12 @@ export type ToSandbox =
     t: "init";
     site: string;
     siteDir: string;
-    /** file: URLs of the autorun scripts, in the order they run. */
-    scripts: string[];
+    /**
+     * file: URLs of the autorun scripts, in the order they run; null for a
+     * spare, which starts its workers and runs no site code until `load`
+     * says what to load (see src/supervisor/spares.ts).
+     */
+    scripts: string[] | null;
     /** The host patterns the site declares (site.json `hosts`). */
     hosts: string[];
     workers: number;
@@ -151,6 +155,8 @@ export type ToSandbox =
     captures: string[];
     req: WireRequest;
   }
+  /** A spare becomes its site's next generation: load these scripts. */
+  | { t: "load"; scripts: string[]; hosts: string[] }
   | { t: "error"; id: number; code: number; message: string; req: WireRequest }
   | { t: "heartbeat"; id: number }
   /** A new generation is about to load: run the `ReloadScripts` hook. */
@@ -508,7 +514,8 @@ export function parseToSandbox(value: unknown): ToSandbox {
       case "init":
         if (
           typeof value.site === "string" && typeof value.siteDir === "string" &&
-          isStringArray(value.scripts) && isStringArray(value.hosts) &&
+          (value.scripts === null || isStringArray(value.scripts)) &&
+          isStringArray(value.hosts) &&
           isId(value.workers) && isWirePermissions(value.permissions) &&
           isSelfLimits(value.limits) &&
           (value.kv === null || typeof value.kv === "string")
@@ -524,6 +531,11 @@ export function parseToSandbox(value: unknown): ToSandbox {
             kv: value.kv,
             limits: value.limits,
           };
+        }
+        break;
+      case "load":
+        if (isStringArray(value.scripts) && isStringArray(value.hosts)) {
+          return { t: "load", scripts: value.scripts, hosts: value.hosts };
         }
         break;
       case "request":

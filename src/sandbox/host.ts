@@ -86,6 +86,7 @@ export async function runSandbox(): Promise<number> {
       for (let i = 0; i < frames.length; i++) {
         const frame = frames[i]!;
         const msg = parseToSandbox(frame.header);
+        let load: { scripts: string[]; hosts: string[] } | null = null;
         if (msg.t === "init") {
           if (pool !== null) throw new Error("Sandbox received a second init");
           if (msg.workers > MAX_WORKERS) {
@@ -95,6 +96,18 @@ export async function runSandbox(): Promise<number> {
           }
           holdTo(msg.limits);
           pool = new Pool(msg, out, shared);
+          // A spare's workers start now, and wait for `load`.
+          pool.boot();
+          if (msg.scripts !== null) {
+            load = { scripts: msg.scripts, hosts: msg.hosts };
+          }
+        } else if (msg.t === "load") {
+          if (pool === null || pool.loading) {
+            throw new Error("Sandbox received load before init, or twice");
+          }
+          load = { scripts: msg.scripts, hosts: msg.hosts };
+        }
+        if (load !== null && pool !== null) {
           if (pool.direct) {
             // One worker: it reads the gateway's frames itself, which saves
             // a thread hop per request. What was read past init goes first.
@@ -102,7 +115,7 @@ export async function runSandbox(): Promise<number> {
               ...frames.slice(i + 1).map((f) => encodeFrame(f.header, f.body)),
               decoder.takeRest(),
             ];
-            void pool.start(concat(rest));
+            void pool.start(load, concat(rest));
             // The worker may be stuck in site code and never see stdin end:
             // if the gateway dies, this sandbox must not outlive it.
             const parent = Deno.ppid;
@@ -116,14 +129,16 @@ export async function runSandbox(): Promise<number> {
             pool.stop();
             return failed ? 70 : 0;
           }
-          void pool.start(null);
+          void pool.start(load, null);
+        } else if (msg.t === "init" || msg.t === "load") {
+          // A spare: nothing to load yet.
         } else if (msg.t === "shutdown") {
           // Drain first: a worker stopped mid-write would keep the lock.
           await out.drained();
           pool?.stop();
           return 0;
-        } else if (pool === null) {
-          throw new Error(`Sandbox received "${msg.t}" before init`);
+        } else if (pool === null || !pool.loading) {
+          throw new Error(`Sandbox received "${msg.t}" before it loaded`);
         } else {
           pool.handle(msg, frame.body);
         }
@@ -218,17 +233,41 @@ class Pool {
   readonly ended: Promise<{ shutdown: boolean; failed: boolean }>;
   #onEnded!: (how: { shutdown: boolean; failed: boolean }) => void;
 
+  #bootError: Error | null = null;
+
   /**
-   * Spawns and loads the workers. `direct`: the bytes already read past
-   * init, for a single worker that reads stdin itself; null otherwise.
+   * Starts the workers: they run the runtime's code, and no site code until
+   * `start` tells them what to load.
    */
-  async start(direct: Uint8Array | null): Promise<void> {
-    const { site, siteDir, scripts, hosts, workers, permissions } = this.#init;
-    let reports: FromWorker[];
+  boot(): void {
+    const { workers, permissions } = this.#init;
     try {
       for (let i = 0; i < Math.max(1, workers); i++) {
         this.#workers.push(this.#spawn(i, permissions));
       }
+    } catch (err) {
+      this.#bootError = err as Error;
+    }
+  }
+
+  /** True once `start` has been called: a pool loads once. */
+  loading = false;
+
+  /**
+   * Loads the site's scripts in the booted workers. `direct`: the bytes
+   * already read past init (or load), for a single worker that reads stdin
+   * itself; null otherwise.
+   */
+  async start(
+    load: { scripts: string[]; hosts: string[] },
+    direct: Uint8Array | null,
+  ): Promise<void> {
+    this.loading = true;
+    const { site, siteDir } = this.#init;
+    const { scripts, hosts } = load;
+    let reports: FromWorker[];
+    try {
+      if (this.#bootError !== null) throw this.#bootError;
       reports = await Promise.all(
         this.#workers.map((w) =>
           this.#load(w, {
@@ -359,7 +398,7 @@ class Pool {
   #clients = new Map<string, PoolWorker>();
 
   handle(
-    msg: Exclude<ToSandbox, { t: "init" } | { t: "shutdown" }>,
+    msg: Exclude<ToSandbox, { t: "init" } | { t: "load" } | { t: "shutdown" }>,
     body: Uint8Array,
   ): void {
     switch (msg.t) {

@@ -562,6 +562,8 @@ function fromGateway(
   switch (msg.t) {
     case "init":
       throw new Error("Sandbox received a second init");
+    case "load":
+      throw new Error("Sandbox received a second load");
     case "heartbeat":
       // The only worker answers for itself: a stuck one cannot.
       writeFrame({ t: "heartbeat", id: msg.id, ok: nestedWell() });

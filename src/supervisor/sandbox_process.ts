@@ -34,6 +34,12 @@ export interface SandboxSpec {
   /** The host patterns the site declares (a default fetch handler answers on each). */
   hosts: string[];
   workers: number;
+  /**
+   * A spare: the process starts, with the site's permissions, and boots its
+   * workers, but loads nothing (no site code runs) until `start()` gives it
+   * the scripts; see ./spares.ts.
+   */
+  spare?: boolean;
   /** The workers' permissions; `read` includes the site's own folder. */
   permissions: WirePermissions;
   /** The most memory of the whole process in MiB (see ./containment.ts). */
@@ -442,7 +448,7 @@ export class SandboxProcess {
       t: "init",
       site: spec.site,
       siteDir: spec.siteDir,
-      scripts: spec.scripts,
+      scripts: spec.spare ? null : spec.scripts,
       hosts: spec.hosts,
       workers: spec.workers,
       permissions: spec.permissions,
@@ -452,6 +458,12 @@ export class SandboxProcess {
         nice: this.#placement === null || this.#placement.nice,
       },
     });
+    if (!spec.spare) this.#timeLoad();
+    this.#stderrDone = this.#readStderr();
+    this.exited = this.#readFrames().then(() => this.#reap());
+  }
+
+  #timeLoad(): void {
     const loadTimer = setTimeout(
       () => this.kill(`it did not load within ${LOAD_TIMEOUT_MS / 1000} s`),
       LOAD_TIMEOUT_MS,
@@ -460,8 +472,22 @@ export class SandboxProcess {
       () => clearTimeout(loadTimer),
       () => clearTimeout(loadTimer),
     );
-    this.#stderrDone = this.#readStderr();
-    this.exited = this.#readFrames().then(() => this.#reap());
+  }
+
+  #started = false;
+
+  /**
+   * A spare (`spec.spare`) becomes its site's next generation: its workers,
+   * booted with the site's permissions and no site code, load these
+   * scripts. Once only.
+   */
+  start(scripts: string[], hosts: string[]): void {
+    if (!this.spec.spare || this.#started) {
+      throw new Error("Only a spare starts, and only once");
+    }
+    this.#started = true;
+    this.#send({ t: "load", scripts, hosts });
+    this.#timeLoad();
   }
 
   /** Requests sent to the sandbox and not answered yet. */

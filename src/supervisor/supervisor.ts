@@ -48,6 +48,7 @@ import { type Watch, watchFolder, watchFolderExcept } from "./watcher.ts";
 import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
 import { Slots } from "./slots.ts";
+import { Spares } from "./spares.ts";
 import { keepRoutes, readKeptRoutes, siteKey } from "./routes_cache.ts";
 import type { Containment } from "./containment.ts";
 import { measureDisk } from "./disk_usage.ts";
@@ -109,6 +110,12 @@ export interface SupervisorOptions {
   /** The folder holding each site's own Deno cache (`SITE/`). */
   cacheDir: string;
   /**
+   * Spare sandboxes kept for the sites reloaded last, one each, so that
+   * their next reload starts warm (`--warm-spares`; see ./spares.ts).
+   * @default {0}
+   */
+  warmSpares?: number;
+  /**
    * Where, with `--idle-stop`, what each site registered is kept between
    * runs (see ./routes_cache.ts); absent: nothing is kept.
    */
@@ -161,6 +168,9 @@ const MIB = 1024 * 1024;
 
 /** Installs (`--install`) that run at once. */
 const MAX_INSTALLS = 4;
+
+/** A spare unused this long is stopped. */
+const SPARE_TTL_MS = 10 * 60_000;
 
 /** Sandboxes that start at once (see #starts). */
 const STARTS_AT_ONCE = Math.max(4, 4 * navigator.hardwareConcurrency);
@@ -242,11 +252,14 @@ export class Supervisor implements Sites {
    * at once wakes them in turn.
    */
   #starts = new Slots(STARTS_AT_ONCE);
+  /** Spare sandboxes of the sites reloaded last (see ./spares.ts). */
+  #spares: Spares;
   /** Aborted at stop: no install outlives the server. */
   #installsStop = new AbortController();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
+    this.#spares = new Spares(options.warmSpares ?? 0, SPARE_TTL_MS);
   }
 
   get snapshot(): Snapshot {
@@ -306,7 +319,11 @@ export class Supervisor implements Sites {
     if ((this.#options.idleStopMs ?? null) !== null) {
       this.#idleWatch = setInterval(() => {
         const now = performance.now();
-        for (const runner of this.#runners.values()) runner.sleepIfIdle(now);
+        for (const runner of this.#runners.values()) {
+          runner.sleepIfIdle(now);
+          // Asleep, it holds no memory: no spare either.
+          if (runner.asleep) this.#spares.drop(runner.name);
+        }
       }, IDLE_CHECK_MS);
     }
 
@@ -482,6 +499,7 @@ export class Supervisor implements Sites {
       const running = this.#runners.get(name);
       if (this.#regranted.delete(name) && running !== undefined) {
         this.#runners.delete(name);
+        this.#spares.drop(name);
         this.#static.delete(name);
         this.#notLoaded.set(name, messageOf(err));
         this.#publish();
@@ -524,7 +542,7 @@ export class Supervisor implements Sites {
       return;
     }
     const writable = JSON.stringify(runner.def.manifest.permissions.write);
-    await runner.reload(
+    const took = await runner.reload(
       def,
       (d, routes) => checkRoutes(d, routes, files, this.#compiled),
       () => {
@@ -533,6 +551,8 @@ export class Supervisor implements Sites {
         this.#publish();
       },
     );
+    // Being worked on: its next reload starts warm.
+    if (took && this.#runners.get(name) === runner) this.#keepSpare(runner);
     // Its writable folders changed: they are left out of the watch.
     if (
       JSON.stringify(runner.def.manifest.permissions.write) !== writable &&
@@ -704,6 +724,7 @@ export class Supervisor implements Sites {
       if (runner === undefined) continue;
       this.#runners.delete(name);
       this.#static.delete(name);
+      this.#spares.drop(name);
       this.#publish();
       log.info(name, "Site folder removed: the site is stopped");
       await runner.stop(10_000);
@@ -814,9 +835,59 @@ export class Supervisor implements Sites {
     }
   }
 
+  /**
+   * A sandbox for `def`: its spare if it has one started exactly so (see
+   * ./spares.ts), else a new one.
+   */
   #spawn(def: SiteDefinition, runner: SiteRunner): SandboxProcess {
-    const { read, write, net, env } = def.manifest.permissions;
+    const spec = this.#specOf(def, runner);
+    const spare = this.#spares.take(def.name, spec);
+    if (spare !== null) {
+      spare.start(spec.scripts, spec.hosts);
+      return spare;
+    }
+    return this.#launch(def, runner, spec);
+  }
+
+  /** Starts a spare for `runner`'s site as it is now (see ./spares.ts). */
+  #keepSpare(runner: SiteRunner): void {
+    if (this.#spares.size === 0 || this.#stopping) return;
+    const def = runner.def;
+    const spare = this.#launch(def, runner, {
+      ...this.#specOf(def, runner),
+      spare: true,
+    });
+    this.#spares.keep(def.name, spare);
+  }
+
+  #launch(
+    def: SiteDefinition,
+    runner: SiteRunner,
+    spec: Omit<SandboxSpec, "placement">,
+  ): SandboxProcess {
     const sandbox = new SandboxProcess({
+      ...spec,
+      placement: this.#options.containment.place(def.name, {
+        memoryMiB: def.manifest.memory,
+        cpus: this.#options.siteCpu,
+        workers: runner.workersOf(def),
+      }),
+    }, {
+      onStderr: siteOutput(def.name),
+      onSiteMessage: (from, msg, body, headerBytes) =>
+        this.#options.onSiteMessage(def.name, from, msg, body, headerBytes),
+    });
+    void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
+    return sandbox;
+  }
+
+  /** How a sandbox for `def` is started now. */
+  #specOf(
+    def: SiteDefinition,
+    runner: SiteRunner,
+  ): Omit<SandboxSpec, "placement"> {
+    const { read, write, net, env } = def.manifest.permissions;
+    return {
       site: def.name,
       siteDir: def.dir,
       scripts: def.scripts,
@@ -837,18 +908,7 @@ export class Supervisor implements Sites {
       cacheDir: this.#makeSiteCache(def.name),
       streamIdleMs: runner.timeoutSeconds * 1000,
       ...this.#modulesOf(def),
-      placement: this.#options.containment.place(def.name, {
-        memoryMiB: def.manifest.memory,
-        cpus: this.#options.siteCpu,
-        workers: runner.workersOf(def),
-      }),
-    }, {
-      onStderr: siteOutput(def.name),
-      onSiteMessage: (from, msg, body, headerBytes) =>
-        this.#options.onSiteMessage(def.name, from, msg, body, headerBytes),
-    });
-    void sandbox.exited.then(() => this.#options.onSandboxExit(sandbox));
-    return sandbox;
+    };
   }
 
   /**
@@ -1024,6 +1084,7 @@ export class Supervisor implements Sites {
     this.#sitesWatch?.close();
     for (const w of this.#watches.values()) w.close();
     this.#watches.clear();
+    this.#spares.dropAll();
     await Promise.all([...this.#runners.values()].map((r) => r.stop(graceMs)));
     await this.#options.containment.close();
   }

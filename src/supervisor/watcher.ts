@@ -5,7 +5,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { log } from "../log.ts";
 
 /** Options of {@linkcode watchFolder}. */
@@ -125,13 +125,18 @@ export function watchFolderExcept(
     };
     visit(dir);
     watched = new Set([...flat, ...deep]);
+    const flatSet = new Set(flat);
     watches = [];
     if (deep.length > 0) watches.push(watchFolder(deep, options));
     watches.push(watchFolder(flat, {
       ...options,
       recursive: false,
       ignore: () => false,
-      onChange: (paths) => {
+      onChange: (all) => {
+        // Deno 2.9.6 reports what happens deeper too, to a watch that is
+        // not recursive: those are the deep watch's (counted twice, a save
+        // in autorun/ reloaded a site with a writable folder twice).
+        const paths = all.filter((p) => flatSet.has(dirname(p)));
         // A folder made beside the skipped ones is watched from now on.
         const made = paths.some((p) => {
           if (watched.has(p) || skip.includes(p)) return false;
