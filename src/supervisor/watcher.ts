@@ -35,7 +35,7 @@ export function watchFolder(
   dir: string | string[],
   options: WatchOptions,
 ): Watch {
-  const { recursive = true, debounceMs = 30, ignore = () => false } = options;
+  const { recursive = true, debounceMs = 10, ignore = () => false } = options;
   let watcher: Deno.FsWatcher;
   try {
     watcher = Deno.watchFs(dir, { recursive });
