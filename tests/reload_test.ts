@@ -346,3 +346,35 @@ Deno.test("--no-reload ignores changes; SIGHUP reloads every site", async () => 
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("a script seen empty half-way through a save is not loaded over the working one", async () => {
+  const sitesDir = await writeSites({
+    half: {
+      "site.json": JSON.stringify({ hosts: ["*"] }),
+      "autorun/ar_half.ts": page("/half", "version 1"),
+    },
+  });
+  const server = await startServer({ sitesDir });
+  const get = async () => {
+    const res = await fetch(`${server.origin}/half`);
+    return `${res.status} ${await res.text()}`;
+  };
+  try {
+    const script = join(sitesDir, "half/autorun/ar_half.ts");
+    // Truncated, and written only later (some editors save so).
+    await Deno.writeTextFile(script, "");
+    await server.waitForLog(
+      /\[half\] autorun\/ar_half\.ts is empty: not reloaded until it has content/,
+    );
+    await delay(300);
+    assert.doesNotMatch(server.logs(), /\[half\] Reloaded/);
+    // Before: the empty script loaded, and /half was a 404.
+    assert.equal(await get(), "200 version 1");
+    await Deno.writeTextFile(script, page("/half", "version 2"));
+    await server.waitForLog(/\[half\] Reloaded in/);
+    assert.equal(await get(), "200 version 2");
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});

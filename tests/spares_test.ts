@@ -212,3 +212,49 @@ Deno.test("--warm-spares=0 keeps no spare", async () => {
     await Deno.remove(sitesDir, { recursive: true });
   }
 });
+
+Deno.test("a site's Deno cache emptied for its quota: its restart does not take the spare that held the old cache", async () => {
+  const sitesDir = await writeSites({
+    app: {
+      "site.json": JSON.stringify({ hosts: ["*"], disk: 5 }),
+      "autorun/ar_app.ts": `
+import { hosts } from "sandflare";
+hosts.any.add("/", () => "pid " + Deno.pid);
+hosts.any.add("/grow", async () => {
+  const pad = "z".repeat(256 * 1024);
+  for (let i = 0; i < 200; i++) {
+    const source = "export const pad: string = '" + pad + "'; export const n: number = " + i + ";";
+    await import(URL.createObjectURL(new Blob([source], { type: "application/typescript" })));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return "grew";
+});
+`,
+    },
+  });
+  const dataDir = await Deno.makeTempDir({ prefix: "sandflare-data-" });
+  const server = await startServer({
+    sitesDir,
+    args: [`--data-dir=${dataDir}`],
+  });
+  try {
+    // A save: a spare waits, with the cache's files open.
+    const script = join(sitesDir, "app/autorun/ar_app.ts");
+    const aside = join(sitesDir, ".ar_app.ts.tmp");
+    await Deno.writeTextFile(aside, await Deno.readTextFile(script));
+    await Deno.rename(aside, script);
+    await reloaded(server, 0);
+    const spare = await spareOf(server);
+    await fetch(`${server.origin}/grow`).then((r) => r.body?.cancel());
+    await server.waitForLog(/\[app\] Its Deno cache went over its disk quota/);
+    const line = await server.waitForLog(/\[app\] Sandbox restarted/);
+    // Before: the restart took the spare, which held the emptied files.
+    assert.doesNotMatch(line, new RegExp(`pid ${spare}\\b`));
+    for (let i = 0; i < 200 && alive(spare); i++) await delay(25);
+    assert.ok(!alive(spare), "the spare still runs");
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

@@ -23,10 +23,13 @@ import { log } from "../log.ts";
 import type { SandboxProcess, SandboxSpec } from "./sandbox_process.ts";
 
 /** What must be equal for a spare to be used: all but what it is told at start. */
-export function spareKey(spec: Omit<SandboxSpec, "placement">): string {
+export function spareKey(
+  spec: Omit<SandboxSpec, "placement">,
+  extra: string,
+): string {
   const { scripts: _s, hosts: _h, spare: _x, ...rest } = spec;
   // The placement is each process's own (its cgroups).
-  return JSON.stringify({ ...rest, placement: undefined });
+  return JSON.stringify({ ...rest, placement: undefined, extra });
 }
 
 interface Spare {
@@ -47,16 +50,20 @@ export class Spares {
     this.ttlMs = ttlMs;
   }
 
-  /** The spare of `site` if it may serve `spec`; any other is stopped. */
+  /**
+   * The spare of `site` if it may serve `spec`; any other is stopped.
+   * @param extra what else decides the process, as at `keep` (its lockfile)
+   */
   take(
     site: string,
     spec: Omit<SandboxSpec, "placement">,
+    extra: string,
   ): SandboxProcess | null {
     const spare = this.#spares.get(site);
     if (spare === undefined) return null;
     this.#spares.delete(site);
     clearTimeout(spare.timer);
-    if (spare.sandbox.alive && spare.key === spareKey(spec)) {
+    if (spare.sandbox.alive && spare.key === spareKey(spec, extra)) {
       return spare.sandbox;
     }
     spare.sandbox.kill("its site's sandbox is now started otherwise");
@@ -64,13 +71,17 @@ export class Spares {
   }
 
   /** Keeps `sandbox` (a spare for `site`), the oldest going beyond `size`. */
-  keep(site: string, sandbox: SandboxProcess): void {
+  keep(site: string, sandbox: SandboxProcess, extra: string): void {
     this.drop(site);
     const timer = setTimeout(
       () => this.drop(site, `unused for ${this.ttlMs / 60_000} min`),
       this.ttlMs,
     );
-    this.#spares.set(site, { sandbox, key: spareKey(sandbox.spec), timer });
+    this.#spares.set(site, {
+      sandbox,
+      key: spareKey(sandbox.spec, extra),
+      timer,
+    });
     while (this.#spares.size > this.size) {
       const oldest = this.#spares.keys().next().value!;
       this.drop(oldest, "the spares went to sites reloaded since");

@@ -171,6 +171,23 @@ const MAX_INSTALLS = 4;
 
 /** A spare unused this long is stopped. */
 const SPARE_TTL_MS = 10 * 60_000;
+/** How long after a reload its spare starts (see #keepSpareSoon). */
+const SPARE_DELAY_MS = 300;
+
+/**
+ * The lockfile as it is now: Deno reads it when the process starts, so a
+ * spare started with another is not used.
+ */
+function lockStamp(def: SiteDefinition): string {
+  const file = def.deps?.lockFile ?? null;
+  if (file === null) return "";
+  try {
+    const info = Deno.statSync(file);
+    return `${info.size}:${info.mtime?.getTime()}`;
+  } catch {
+    return "missing";
+  }
+}
 
 /** Sandboxes that start at once (see #starts). */
 const STARTS_AT_ONCE = Math.max(4, 4 * navigator.hardwareConcurrency);
@@ -254,6 +271,8 @@ export class Supervisor implements Sites {
   #starts = new Slots(STARTS_AT_ONCE);
   /** Spare sandboxes of the sites reloaded last (see ./spares.ts). */
   #spares: Spares;
+  /** Sandboxes started for a site and not loaded yet. */
+  #loadsRunning = 0;
   /** Aborted at stop: no install outlives the server. */
   #installsStop = new AbortController();
 
@@ -552,7 +571,7 @@ export class Supervisor implements Sites {
       },
     );
     // Being worked on: its next reload starts warm.
-    if (took && this.#runners.get(name) === runner) this.#keepSpare(runner);
+    if (took) this.#keepSpareSoon(name, runner);
     // Its writable folders changed: they are left out of the watch.
     if (
       JSON.stringify(runner.def.manifest.permissions.write) !== writable &&
@@ -637,6 +656,23 @@ export class Supervisor implements Sites {
     dir: string,
     paths: string[],
   ): Promise<void> {
+    // A save seen half-way (truncated, not yet written) would load an
+    // empty script over a working one: its write is the next change.
+    const emptied = [];
+    for (const p of new Set(paths)) {
+      if (!isCodeFile(p)) continue;
+      const size = await Deno.stat(p).then((i) => i.size, () => null);
+      if (size === 0) emptied.push(relative(dir, p));
+    }
+    if (emptied.length > 0) {
+      log.warn(
+        name,
+        `${
+          emptied.join(", ")
+        } is empty: not reloaded until it has content (a save half-way)`,
+      );
+      return;
+    }
     const lock = join(dir, LOCK_FILE);
     if (paths.every((p) => p === lock) && this.#runners.has(name)) {
       await this.#installing.get(name);
@@ -841,23 +877,39 @@ export class Supervisor implements Sites {
    */
   #spawn(def: SiteDefinition, runner: SiteRunner): SandboxProcess {
     const spec = this.#specOf(def, runner);
-    const spare = this.#spares.take(def.name, spec);
-    if (spare !== null) {
-      spare.start(spec.scripts, spec.hosts);
-      return spare;
-    }
-    return this.#launch(def, runner, spec);
+    const spare = this.#spares.take(def.name, spec, lockStamp(def));
+    const sandbox = spare ?? this.#launch(def, runner, spec);
+    spare?.start(spec.scripts, spec.hosts);
+    // Counted until loaded: spares wait while any load runs.
+    this.#loadsRunning++;
+    const done = () => this.#loadsRunning--;
+    sandbox.loaded.then(done, done);
+    return sandbox;
   }
 
-  /** Starts a spare for `runner`'s site as it is now (see ./spares.ts). */
-  #keepSpare(runner: SiteRunner): void {
-    if (this.#spares.size === 0 || this.#stopping) return;
-    const def = runner.def;
-    const spare = this.#launch(def, runner, {
-      ...this.#specOf(def, runner),
-      spare: true,
-    });
-    this.#spares.keep(def.name, spare);
+  /**
+   * Starts a spare for `runner`'s site as it is now (see ./spares.ts), a
+   * moment after its reload, unless it reloaded again meanwhile or other
+   * sandboxes are loading: in a storm of reloads (many sites saved at once)
+   * spares would only add starts.
+   */
+  #keepSpareSoon(name: string, runner: SiteRunner): void {
+    if (this.#spares.size === 0) return;
+    const generation = runner.generation;
+    setTimeout(() => {
+      if (
+        this.#stopping || this.#loadsRunning > 0 ||
+        this.#runners.get(name) !== runner || runner.generation !== generation
+      ) {
+        return;
+      }
+      const def = runner.def;
+      const spare = this.#launch(def, runner, {
+        ...this.#specOf(def, runner),
+        spare: true,
+      });
+      this.#spares.keep(name, spare, lockStamp(def));
+    }, SPARE_DELAY_MS);
   }
 
   #launch(
@@ -1002,6 +1054,8 @@ export class Supervisor implements Sites {
           this.#options.installCommand(name)
         })`,
       );
+      // Its spare has the cache's files open already: it must not serve.
+      this.#spares.drop(runner.name);
       runner.generation?.kill("its Deno cache went over its disk quota");
       emptyFolder(cache);
       return;
@@ -1019,6 +1073,7 @@ export class Supervisor implements Sites {
         name,
         `Over its disk quota: more than ${quota} MiB in ${where}; it may not write until it is under again`,
       );
+      this.#spares.drop(runner.name);
       runner.generation?.kill("it went over its disk quota");
     } else if (!usage.over && runner.disk.revoked) {
       runner.disk.revoked = false;
