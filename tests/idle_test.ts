@@ -306,6 +306,23 @@ Deno.test("--idle-stop: a site unchanged since its last load starts asleep, with
       },
     );
 
+    await t.step("a removed site's kept pages are forgotten", async () => {
+      const kept = join(dataDir, "site-routes", "listed.json");
+      await Deno.stat(kept);
+      const server = await startServer({ sitesDir, args });
+      try {
+        await Deno.remove(join(sitesDir, "listed"), { recursive: true });
+        await server.waitForLog(/\[listed\] Site folder removed/);
+        for (let i = 0; i < 100; i++) {
+          if (!await Deno.stat(kept).then(() => true, () => false)) break;
+          await delay(25);
+        }
+        await assert.rejects(() => Deno.stat(kept), Deno.errors.NotFound);
+      } finally {
+        await server.stop();
+      }
+    });
+
     await t.step("a changed script is loaded at the next start", async () => {
       const script = join(sitesDir, "app/autorun/ar_app.ts");
       await Deno.writeTextFile(

@@ -97,7 +97,7 @@ function pageKey(p: WirePage): string {
  * The id in `now` of page `id` of `then`: the page registered for the same
  * host, method and pattern; null when there is none.
  */
-export function samePage(
+function samePage(
   then: WireRoutes | null,
   now: WireRoutes | null,
   id: number,

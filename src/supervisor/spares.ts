@@ -88,11 +88,6 @@ export class Spares {
     }
   }
 
-  /** Whether `site` has a spare waiting. */
-  has(site: string): boolean {
-    return this.#spares.has(site);
-  }
-
   /** Stops the spare of `site`, if any. */
   drop(site: string, why?: string): void {
     const spare = this.#spares.get(site);

@@ -49,7 +49,12 @@ import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
 import { Slots } from "./slots.ts";
 import { Spares } from "./spares.ts";
-import { keepRoutes, readKeptRoutes, siteKey } from "./routes_cache.ts";
+import {
+  forgetRoutes,
+  keepRoutes,
+  readKeptRoutes,
+  siteKey,
+} from "./routes_cache.ts";
 import type { Containment } from "./containment.ts";
 import { measureDisk } from "./disk_usage.ts";
 import {
@@ -763,6 +768,9 @@ export class Supervisor implements Sites {
       this.#spares.drop(name);
       this.#publish();
       log.info(name, "Site folder removed: the site is stopped");
+      if (this.#options.routesDir !== undefined) {
+        await forgetRoutes(this.#options.routesDir, name);
+      }
       await runner.stop(10_000);
     }
     await Promise.all(added.map(async (name) => {
