@@ -169,6 +169,18 @@ Deno.test("a spare runs no site code until its site's next reload, which it serv
     await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
   }
+  // The spare's cgroups went with it, as every sandbox's do.
+  const bases = server.logs().matchAll(/cgroup (\/sys\/fs\/cgroup\/[^\s;]+)/g);
+  for (const [, dir] of bases) {
+    let left: string[] = [];
+    try {
+      left = [...Deno.readDirSync(dir!)].filter((e) => e.isDirectory)
+        .map((e) => e.name);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    assert.deepEqual(left, [], dir);
+  }
 });
 
 Deno.test("a spare is not used when its site's sandbox would now start otherwise", async () => {

@@ -135,9 +135,11 @@ hosts.get("heavy.test").add("/", () => "held " + held.length);
   });
   // Filling 2.5 GiB takes seconds, and far longer on a busy machine (seen:
   // over 20 s while other suites ran).
+  // No spare: this counts the generations replaced (a spare's cgroups are
+  // checked in tests/spares_test.ts).
   const server = await startServer({
     sitesDir,
-    args: ["--isolate=bwrap"],
+    args: ["--isolate=bwrap", "--warm-spares=0"],
     timeoutMs: 90_000,
   });
   const pid = server.child.pid;
