@@ -1001,29 +1001,6 @@ function manySites(count: number): SiteFiles {
   return sites;
 }
 
-/** The processes a process started, and theirs. */
-function descendants(pid: number): number[] {
-  const found: number[] = [];
-  let tasks: string[] = [];
-  try {
-    tasks = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name);
-  } catch {
-    return found;
-  }
-  for (const task of tasks) {
-    let children = "";
-    try {
-      children = Deno.readTextFileSync(`/proc/${pid}/task/${task}/children`);
-    } catch {
-      continue;
-    }
-    for (const child of children.split(" ").filter(Boolean).map(Number)) {
-      found.push(child, ...descendants(child));
-    }
-  }
-  return found;
-}
-
 /**
  * With `--idle-stop`: how soon a server with `count` sites is ready the
  * first time (every site loaded once, then asleep) and the next (their
@@ -1047,7 +1024,7 @@ async function sleepingSitesScenario(count: number): Promise<Measure[]> {
       await delay(500);
       const pids = [
         next.server.child.pid,
-        ...descendants(next.server.child.pid),
+        ...childrenOf(next.server.child.pid, () => true),
       ];
       const pss = pids.map((p) => memoryOf(p).pss).reduce((a, b) => a + b, 0);
       const started = performance.now();

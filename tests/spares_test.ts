@@ -9,6 +9,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  cacheGrower,
+  childrenOf,
   delay,
   startServer,
   type TestServer,
@@ -36,21 +38,9 @@ const SITES = {
   },
 };
 
-/** The processes the server started that are still running. */
+/** The processes the server started. */
 function children(server: TestServer): number[] {
-  const pid = server.child.pid;
-  const found: number[] = [];
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      const text = Deno.readTextFileSync(
-        `/proc/${pid}/task/${task.name}/children`,
-      );
-      found.push(...text.split(" ").filter(Boolean).map(Number));
-    } catch {
-      // The thread ended.
-    }
-  }
-  return found;
+  return childrenOf(server.child.pid, () => true);
 }
 
 function alive(pid: number): boolean {
@@ -103,16 +93,20 @@ async function page(server: TestServer): Promise<string> {
   return await (await fetch(`${server.origin}/`)).text();
 }
 
+/** Saves the app's script as editors do: written aside, renamed over it. */
+async function save(sitesDir: string, text: string): Promise<void> {
+  const aside = join(sitesDir, ".ar_app.ts.tmp");
+  await Deno.writeTextFile(aside, text);
+  await Deno.rename(aside, join(sitesDir, "app/autorun/ar_app.ts"));
+}
+
 async function reload(
   server: TestServer,
   sitesDir: string,
   version: number,
 ): Promise<number> {
   const before = reloads(server).length;
-  // As editors save: written aside, then renamed over it (one change).
-  const aside = join(sitesDir, ".ar_app.ts.tmp");
-  await Deno.writeTextFile(aside, script(version));
-  await Deno.rename(aside, join(sitesDir, "app/autorun/ar_app.ts"));
+  await save(sitesDir, script(version));
   return await reloaded(server, before);
 }
 
@@ -232,16 +226,7 @@ Deno.test("a site's Deno cache emptied for its quota: its restart does not take 
       "autorun/ar_app.ts": `
 import { hosts } from "sandflare";
 hosts.any.add("/", () => "pid " + Deno.pid);
-hosts.any.add("/grow", async () => {
-  const pad = "z".repeat(256 * 1024);
-  for (let i = 0; i < 200; i++) {
-    const source = "export const pad: string = '" + pad + "'; export const n: number = " + i + ";";
-    await import(URL.createObjectURL(new Blob([source], { type: "application/typescript" })));
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return "grew";
-});
-`,
+${cacheGrower("hosts.any")}`,
     },
   });
   const dataDir = await Deno.makeTempDir({ prefix: "sandflare-data-" });
@@ -252,9 +237,7 @@ hosts.any.add("/grow", async () => {
   try {
     // A save: a spare waits, with the cache's files open.
     const script = join(sitesDir, "app/autorun/ar_app.ts");
-    const aside = join(sitesDir, ".ar_app.ts.tmp");
-    await Deno.writeTextFile(aside, await Deno.readTextFile(script));
-    await Deno.rename(aside, script);
+    await save(sitesDir, await Deno.readTextFile(script));
     await reloaded(server, 0);
     const spare = await spareOf(server);
     await fetch(`${server.origin}/grow`).then((r) => r.body?.cancel());

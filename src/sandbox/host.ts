@@ -50,6 +50,8 @@ interface PoolWorker {
 }
 
 type InitMessage = Extract<ToSandbox, { t: "init" }>;
+/** What a pool loads: from init, or for a spare from its `load` frame. */
+type Load = Pick<Extract<ToSandbox, { t: "load" }>, "scripts" | "hosts">;
 
 /**
  * Runs the sandbox until the gateway closes stdin or says `shutdown`.
@@ -86,7 +88,7 @@ export async function runSandbox(): Promise<number> {
       for (let i = 0; i < frames.length; i++) {
         const frame = frames[i]!;
         const msg = parseToSandbox(frame.header);
-        let load: { scripts: string[]; hosts: string[] } | null = null;
+        let load: Load | null = null;
         if (msg.t === "init") {
           if (pool !== null) throw new Error("Sandbox received a second init");
           if (msg.workers > MAX_WORKERS) {
@@ -259,7 +261,7 @@ class Pool {
    * itself; null otherwise.
    */
   async start(
-    load: { scripts: string[]; hosts: string[] },
+    load: Load,
     direct: Uint8Array | null,
   ): Promise<void> {
     this.loading = true;

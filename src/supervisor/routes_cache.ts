@@ -17,8 +17,10 @@
  * @module
  */
 
-import { join, relative, resolve, sep as SEPARATOR } from "node:path";
+import { createHash } from "node:crypto";
+import { join, relative, resolve } from "node:path";
 import { parseWireRoutes, type WireRoutes } from "../protocol/messages.ts";
+import { isInside } from "./paths.ts";
 import type { SiteDefinition } from "./sites.ts";
 
 /** Past this many entries in its folder, a site is not kept (always loaded). */
@@ -72,9 +74,7 @@ async function listing(
     entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
     for (const e of entries) {
       const path = join(at, e.name);
-      if (skip.some((s) => path === s || path.startsWith(s + SEPARATOR))) {
-        continue;
-      }
+      if (skip.some((s) => isInside(s, path))) continue;
       if (lines.length >= MAX_ENTRIES) return false;
       const info = await Deno.lstat(path);
       const kind = e.isSymlink
@@ -121,15 +121,8 @@ export async function siteKey(
     extra,
     files,
   });
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  // As the import maps of sites with dependencies are named (./dependencies.ts).
+  return createHash("sha256").update(text).digest("hex");
 }
 
 function fileOf(dir: string, site: string): string {

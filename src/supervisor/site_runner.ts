@@ -614,9 +614,9 @@ export class SiteRunner {
   ): Promise<SandboxReply | null> {
     const deadline = Date.now() + Math.min(this.timeoutSeconds, 5) * 1000;
     // A sleeping site renders its own error pages too (a 404 wakes it, as
-    // any request does), unless waking it has just failed: that error is
-    // the one being rendered.
-    const sandbox = this.#asleep && !this.#wakeHeldBack()
+    // any request does), unless waking it has just failed (#current gives
+    // null then): that error is the one being rendered.
+    const sandbox = this.#asleep
       ? await this.#current(deadline)
       : this.#sandbox;
     if (sandbox === null || !sandbox.alive) return null;

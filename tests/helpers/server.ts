@@ -399,6 +399,24 @@ export async function startExamples(
 }
 
 /**
+ * Site code registering `/grow` on `host` (a JavaScript expression, such as
+ * `hosts.any`): a page that grows the site's Deno cache by importing 200
+ * modules of 256 KiB it makes, with no permission at all.
+ */
+export function cacheGrower(host: string): string {
+  return `${host}.add("/grow", async () => {
+  const pad = "z".repeat(256 * 1024);
+  for (let i = 0; i < 200; i++) {
+    const source = "export const pad: string = '" + pad + "'; export const n: number = " + i + ";";
+    await import(URL.createObjectURL(new Blob([source], { type: "application/typescript" })));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return "grew";
+});
+`;
+}
+
+/**
  * The child processes of `parent` (by /proc) that `match` accepts, given
  * each one's pid and command line (arguments joined by spaces).
  */

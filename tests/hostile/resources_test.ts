@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  cacheGrower,
   delay,
   startServer,
   type TestServer,
@@ -588,16 +589,7 @@ Deno.test("a site that grows its Deno cache by importing modules it makes is sto
       "site.json": JSON.stringify({ hosts: ["grower.test"], disk: 5 }),
       "autorun/ar_grower.ts": `
 import { hosts } from "sandflare";
-hosts.get("grower.test").add("/grow", async () => {
-  const pad = "z".repeat(256 * 1024);
-  for (let i = 0; i < 200; i++) {
-    const source = "export const pad: string = '" + pad + "'; export const n: number = " + i + ";";
-    await import(URL.createObjectURL(new Blob([source], { type: "application/typescript" })));
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return "grew";
-});
-`,
+${cacheGrower('hosts.get("grower.test")')}`,
     },
   });
   const dataDir = await Deno.makeTempDir({ prefix: "sandflare-data-" });
