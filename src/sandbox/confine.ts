@@ -33,6 +33,7 @@ import { normalize, resolve } from "node:path";
 import { Worker as NodeWorker } from "node:worker_threads";
 import { STUCK_AFTER_MS } from "../protocol/messages.ts";
 import guardedWorkerThreads from "./no_worker_threads.ts";
+import { NESTED_URL as NESTED, RUNTIME_FILES } from "./runtime_files.ts";
 
 /** Marks the control messages between a nested worker and its parent. */
 const CONTROL = "__sandflare_nested";
@@ -55,7 +56,6 @@ const OriginalWorker = globalThis.Worker;
 const workerPost = OriginalWorker.prototype.postMessage;
 const workerTerminate = OriginalWorker.prototype.terminate;
 const workerListen = OriginalWorker.prototype.addEventListener;
-const NESTED = new URL("./nested.ts", import.meta.url).href;
 const WORKER_THREADS_REGEXP = /^(node:)?worker_threads$/;
 
 /**
@@ -307,14 +307,6 @@ export function nestedWell(): boolean {
   }
   return well;
 }
-
-/** The runtime files a nested worker starts from: it may always read them. */
-export const RUNTIME_FILES: readonly string[] = [
-  NESTED,
-  import.meta.url,
-  new URL("./no_worker_threads.ts", import.meta.url).href,
-  new URL("../protocol/messages.ts", import.meta.url).href,
-].map((href) => decodeURIComponent(new URL(href).pathname));
 
 /**
  * The `deno` option of a nested worker, with read access to the runtime

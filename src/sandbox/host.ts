@@ -13,9 +13,9 @@ import {
   FrameDecoder,
   FrameWriter,
 } from "../protocol/frames.ts";
-import { setPriority } from "node:os";
 import { SharedOut } from "./out.ts";
-import { RUNTIME_FILES } from "./confine.ts";
+import { RUNTIME_FILES } from "./runtime_files.ts";
+import { after, every } from "./timers.ts";
 import {
   type FromSandbox,
   type FromWorker,
@@ -66,9 +66,9 @@ export async function runSandbox(): Promise<number> {
   // Whatever else it is doing, a sandbox never outlives its gateway: nobody
   // is left to read what it writes (seen: a pool sandbox left behind).
   const gateway = Deno.ppid;
-  setInterval(() => {
+  every(ORPHAN_CHECK_MS, () => {
     if (Deno.ppid !== gateway) Deno.exit(0);
-  }, ORPHAN_CHECK_MS);
+  });
   // Stdout is shared with the workers (see ./out.ts).
   const shared = new SharedOut(MAX_WORKERS);
   const out = new FrameWriter(
@@ -96,7 +96,8 @@ export async function runSandbox(): Promise<number> {
               `Sandbox asked for more than ${MAX_WORKERS} workers`,
             );
           }
-          holdTo(msg.limits);
+          await lowerPriority(msg.limits);
+          watchMemory(msg.limits);
           pool = new Pool(msg, out, shared);
           // A spare's workers start now, and wait for `load`.
           pool.boot();
@@ -122,9 +123,9 @@ export async function runSandbox(): Promise<number> {
             // if the gateway dies, this sandbox must not outlive it.
             const parent = Deno.ppid;
             const orphaned = new Promise<{ failed: boolean }>((resolve) => {
-              setInterval(() => {
+              every(1000, () => {
                 if (Deno.ppid !== parent) resolve({ failed: false });
-              }, 1000);
+              });
             });
             const { failed } = await Promise.race([pool.ended, orphaned]);
             await out.drained();
@@ -164,21 +165,29 @@ const GROWTH_PER_MS = 1024 * 1024;
 const MEMORY_CHECK_MS = { least: 5, most: 250 };
 
 /**
- * Where no cgroup holds this sandbox: lowers its priority before any worker
- * starts (they inherit it), and ends the process when its resident memory
- * (every worker's heap, ArrayBuffers and Wasm memory) is over the limit.
- * This thread runs no site code, so a site cannot stop it.
+ * Where no cgroup holds this sandbox's CPU: lowers its priority before any
+ * worker starts (they inherit it).
  */
-function holdTo(limits: SandboxSelfLimits): void {
-  if (limits.nice) {
-    try {
-      setPriority(10);
-    } catch (err) {
-      console.error(
-        `The sandbox could not lower its priority: ${(err as Error).message}`,
-      );
-    }
+async function lowerPriority(limits: SandboxSelfLimits): Promise<void> {
+  if (!limits.nice) return;
+  try {
+    // Loaded only here: Node's layer costs a sandbox start 10-15 ms.
+    const { setPriority } = await import("node:os");
+    setPriority(10);
+  } catch (err) {
+    console.error(
+      `The sandbox could not lower its priority: ${(err as Error).message}`,
+    );
   }
+}
+
+/**
+ * Where no cgroup holds this sandbox's memory: ends the process when its
+ * resident memory (every worker's heap, ArrayBuffers and Wasm memory) is
+ * over the limit. This thread runs no site code, so a site cannot stop it;
+ * it starts before any site code is loaded.
+ */
+function watchMemory(limits: SandboxSelfLimits): void {
   const limit = limits.memoryBytes;
   if (limit === null) return;
   // A check costs about 10 µs.
@@ -195,9 +204,9 @@ function holdTo(limits: SandboxSelfLimits): void {
       Deno.exit(OUT_OF_MEMORY_EXIT);
     }
     const { least, most } = MEMORY_CHECK_MS;
-    setTimeout(
-      check,
+    after(
       Math.min(most, Math.max(least, (limit - rss) / GROWTH_PER_MS)),
+      check,
     );
   };
   check();
@@ -314,7 +323,7 @@ class Pool {
     this.#send(reports[0] as FromSandbox);
     const usage = () => this.#send({ t: "usage", rss: Deno.memoryUsage().rss });
     usage();
-    setInterval(usage, USAGE_EVERY_MS);
+    every(USAGE_EVERY_MS, usage);
   }
 
   #spawn(index: number, permissions: WirePermissions): PoolWorker {
@@ -515,14 +524,14 @@ class Pool {
     // answer for a stuck neighbour.
     const id = crypto.getRandomValues(new Uint32Array(1))[0]!;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
+      const cancel = after(PING_TIMEOUT_MS, () => {
         this.#pings.delete(id);
         resolve(false);
-      }, PING_TIMEOUT_MS);
+      });
       this.#pings.set(id, {
         worker: w,
         answer: (ok) => {
-          clearTimeout(timer);
+          cancel();
           this.#pings.delete(id);
           resolve(ok);
         },
