@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  cliCommand,
   delay,
   startServer,
   type TestServer,
@@ -86,9 +87,24 @@ async function stateOf(server: TestServer, site: string): Promise<string> {
   return stats.sites.find((s) => s.name === site)!.state;
 }
 
+/** What `cli sites` says, beside a server on `dataDir`. */
+async function cliSites(sitesDir: string, dataDir: string): Promise<string> {
+  const out = await cliCommand([
+    "sites",
+    `--sites-dir=${sitesDir}`,
+    `--data-dir=${dataDir}`,
+    "--grant-requests",
+  ]).output();
+  return new TextDecoder().decode(out.stdout);
+}
+
 Deno.test("--idle-stop: a site sleeps, and wakes for its requests with its sessions intact", async (t) => {
   const sitesDir = await writeSites(SITES);
-  const server = await startServer({ sitesDir, args: ["--idle-stop=1"] });
+  const dataDir = join(sitesDir, ".data");
+  const server = await startServer({
+    sitesDir,
+    args: ["--idle-stop=1", `--data-dir=${dataDir}`],
+  });
   try {
     let cookie = "";
     let pid = 0;
@@ -108,6 +124,17 @@ Deno.test("--idle-stop: a site sleeps, and wakes for its requests with its sessi
         for (let i = 0; i < 100 && alive(pid); i++) await delay(50);
         assert.ok(!alive(pid), "the sleeping site's sandbox still runs");
         assert.equal(await stateOf(server, "app"), "asleep");
+        // The operator sees it in `cli sites` too (the server writes its
+        // sites' states within a second of a change).
+        const running =
+          /^app  .*\n  running: +asleep since \S+ \(server pid \d+\)$/m;
+        let listed = "";
+        for (let i = 0; i < 20 && !running.test(listed); i++) {
+          if (i > 0) await delay(250);
+          listed = await cliSites(sitesDir, dataDir);
+        }
+        assert.match(listed, running);
+        assert.match(listed, /^tasky  .*\n  running: +serving since /m);
       },
     );
 

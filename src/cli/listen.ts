@@ -19,6 +19,8 @@ import {
 } from "../gateway/trust.ts";
 import { defaultListenOptions, type ListenOptions } from "./options.ts";
 import { Containment } from "../supervisor/containment.ts";
+import { StateFile } from "../supervisor/site_states.ts";
+import { siteStates } from "../gateway/stats.ts";
 import type { Cluster } from "../cluster/cluster.ts";
 import {
   CLUSTER_PASSWORD_ENV,
@@ -421,6 +423,12 @@ export async function listen(options: ListenOptions): Promise<number> {
     return 2;
   }
   loaded.resolve();
+  // What `cli sites` shows of this server: which sites sleep.
+  const states = new StateFile(
+    options.dataDir,
+    () => siteStates(gateway.sites),
+  );
+  states.start();
   // Watch before saying Ready: a file saved just after Ready is picked up.
   if (options.reload) gateway.sites.watch();
   const ready = gateway.sites.siteNames;
@@ -492,6 +500,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     log.warn(null, "Some requests did not finish in time and were cut off");
   }
   await gateway.stop(1000);
+  await states.stop();
   if (options.outPid !== null) {
     await Deno.remove(options.outPid).catch(() => {});
   }

@@ -21,6 +21,7 @@ import {
   writeGrant,
 } from "../supervisor/grants.ts";
 import { ManifestError } from "../supervisor/manifest.ts";
+import { readStates, type RunningStates } from "../supervisor/site_states.ts";
 import { AUTORUN_RULE, readManifest } from "../supervisor/sites.ts";
 import type { ListenOptions } from "./options.ts";
 import { UsageError } from "./options.ts";
@@ -31,18 +32,34 @@ function print(text: string): void {
   Deno.stdout.writeSync(new TextEncoder().encode(text + "\n"));
 }
 
-/** Renders `sites` as text for people. */
-export function formatSites(sites: SiteDescription[]): string {
+/**
+ * Renders `sites` as text for people; `running`: what the server running on
+ * the same --data-dir says of them, if one does.
+ */
+export function formatSites(
+  sites: SiteDescription[],
+  running: RunningStates | null = null,
+): string {
   const lines: string[] = [];
   for (const s of sites) {
     const where = s.root ? "(built-in root site)" : s.dir;
+    const now = running?.sites[s.name];
+    const nowLine = now === undefined ? [] : [
+      `  running:     ${now.state} since ${now.since} (server pid ${
+        running!.pid
+      })`,
+    ];
     if (!s.loaded) {
-      lines.push(`${s.name}  ${where}`, `  NOT LOADED: ${s.problem}`);
+      lines.push(
+        `${s.name}  ${where}`,
+        `  NOT LOADED: ${s.problem}`,
+        ...nowLine,
+      );
       if (s.granted !== null) lines.push(grantedLine(s));
       lines.push(...notRunLines(s), "");
       continue;
     }
-    lines.push(`${s.name}  ${where}`);
+    lines.push(`${s.name}  ${where}`, ...nowLine);
     lines.push(
       `  hosts:       ${s.hosts.length === 0 ? "none" : s.hosts.join(", ")}`,
     );
@@ -144,7 +161,19 @@ export async function sitesCommand(
   } finally {
     await gateway.stop(1000);
   }
-  print(json ? safeJson({ sites }, 2) : formatSites(sites));
+  // Read after loading: a server started meanwhile is shown as it is now.
+  const running = await readStates(options.dataDir);
+  print(
+    json
+      ? safeJson({
+        sites: sites.map((s) => ({
+          ...s,
+          running: running?.sites[s.name] ?? null,
+        })),
+        serverPid: running?.pid ?? null,
+      }, 2)
+      : formatSites(sites, running),
+  );
   return sites.every((s) => s.loaded) ? 0 : 1;
 }
 

@@ -10,6 +10,7 @@ import { type Answer, type RequestContext, send } from "./answer.ts";
 import { wantsJson } from "./error_page.ts";
 import { ROOT_SITE } from "../supervisor/sites.ts";
 import type { Snapshot } from "../supervisor/snapshot.ts";
+import type { SiteState } from "../supervisor/site_states.ts";
 
 const WINDOW = 1024;
 
@@ -84,7 +85,7 @@ export class LatencyTracker {
 /** One site's line on /stats. */
 export interface SiteStats {
   name: string;
-  state: "serving" | "asleep" | "restarting" | "not loaded";
+  state: SiteState;
   requests: number;
   /** Answers with a 4xx status, whoever made them. */
   status4xx: number;
@@ -231,6 +232,24 @@ export interface StatsSources {
   cluster: ClusterStats | null;
 }
 
+function stateOf(runner: { ready: boolean; asleep: boolean }): SiteState {
+  return runner.ready ? "serving" : runner.asleep ? "asleep" : "restarting";
+}
+
+/** Each site's state as /stats shows it (for `cli sites`, see StateFile). */
+export function siteStates(
+  from: Pick<StatsSources, "snapshot" | "notLoaded">,
+): Map<string, SiteState> {
+  const states = new Map<string, SiteState>();
+  for (const { runner } of from.snapshot.sites.values()) {
+    states.set(runner.name, stateOf(runner));
+  }
+  for (const name of from.notLoaded.keys()) {
+    if (!states.has(name)) states.set(name, "not loaded");
+  }
+  return states;
+}
+
 /** Everything /stats shows, as it is now. */
 export function collectStats(from: StatsSources): Stats {
   const sites: SiteStats[] = [];
@@ -239,7 +258,7 @@ export function collectStats(from: StatsSources): Stats {
     const rss = runner.generation?.memoryBytes() ?? null;
     sites.push({
       name: runner.name,
-      state: runner.ready ? "serving" : runner.asleep ? "asleep" : "restarting",
+      state: stateOf(runner),
       ...runner.counters,
       ...from.latency.statuses(runner.name),
       p50Ms: latency?.p50 ?? null,
