@@ -919,9 +919,11 @@ async function reloadLatency(
 /**
  * A request to a site asleep (`--idle-stop=1`) until it is answered: its
  * sandbox started and its script loaded first. Each round waits for the
- * site to fall asleep again.
+ * site to fall asleep again. `warm`: it waits 1.5 s more, for the spare
+ * started as the site fell asleep, whose wake only loads the script; else
+ * `--warm-spares=0`, and every wake starts a process.
  */
-async function wakeLatency(rounds: number): Promise<Measure> {
+async function wakeLatency(rounds: number, warm: boolean): Promise<Measure> {
   const sitesDir = await writeSites({
     bench: {
       "site.json": JSON.stringify({ hosts: ["*"] }),
@@ -931,7 +933,7 @@ async function wakeLatency(rounds: number): Promise<Measure> {
   });
   const server = await startServer({
     sitesDir,
-    args: ["--no-reload", "--idle-stop=1"],
+    args: ["--no-reload", "--idle-stop=1", ...warm ? [] : ["--warm-spares=0"]],
   });
   const asleep = () =>
     server.logs().split("\n").filter((l) => /\[bench\] Asleep /.test(l))
@@ -940,6 +942,7 @@ async function wakeLatency(rounds: number): Promise<Measure> {
   try {
     for (let i = 1; i <= rounds; i++) {
       while (asleep() < i) await delay(20);
+      if (warm) await delay(1500);
       const started = performance.now();
       const res = await fetch(`${server.origin}/`);
       if (await res.text() !== "hello") throw new Error("wake: wrong answer");
@@ -953,12 +956,14 @@ async function wakeLatency(rounds: number): Promise<Measure> {
   const p99 =
     sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.99) - 1)]!;
   return {
-    scenario: "request to a sleeping site (--idle-stop)",
+    scenario: warm
+      ? "request to a sleeping site (--idle-stop), its spare ready"
+      : "request to a sleeping site (--idle-stop), --warm-spares=0",
     value: median(samples),
     unit: "ms",
     detail: `median of ${samples.length}; p99 ${p99.toFixed(0)}, min ${
       sorted[0]!.toFixed(0)
-    } ms; sandbox start + load + answer`,
+    } ms; ${warm ? "" : "sandbox start + "}load + answer`,
   };
 }
 
@@ -1225,7 +1230,8 @@ if (import.meta.main) {
     measures.push(await reloadLatency(options.reloads, false));
   }
   if (only === null || "wake".includes(only)) {
-    measures.push(await wakeLatency(options.wakes));
+    measures.push(await wakeLatency(options.wakes, false));
+    measures.push(await wakeLatency(options.wakes, true));
   }
   if (only === null || "sites".includes(only)) {
     for (const count of options.siteCounts) {

@@ -71,10 +71,15 @@ Deno.test("deno task bench --json --quick prints results as JSON", async () => {
       `${m.scenario}: ${m.value}`,
     );
   }
-  assert.ok(
-    parsed.measures.some((m: { scenario: string }) =>
-      m.scenario === "request to a sleeping site (--idle-stop)"
-    ),
-    "no wake measure",
-  );
+  for (
+    const wake of [
+      "request to a sleeping site (--idle-stop), --warm-spares=0",
+      "request to a sleeping site (--idle-stop), its spare ready",
+    ]
+  ) {
+    assert.ok(
+      parsed.measures.some((m: { scenario: string }) => m.scenario === wake),
+      `no measure "${wake}"`,
+    );
+  }
 });

@@ -177,6 +177,36 @@ Deno.test("a spare runs no site code until its site's next reload, which it serv
   }
 });
 
+Deno.test("--idle-stop: a site that falls asleep after its requests wakes in a spare that ran none of its code", async () => {
+  const sitesDir = await writeSites(SITES);
+  const loads = join(sitesDir, "app/data/loads.txt");
+  const server = await startServer({ sitesDir, args: ["--idle-stop=1"] });
+  try {
+    // It starts asleep (nobody asked for it yet): this request wakes it.
+    assert.match(await page(server), /^v1 /);
+    const awake = () =>
+      server.logs().split("\n").filter((l) => /\[app\] Awake in/.test(l));
+    assert.equal(awake().length, 1);
+    await server.waitForLog(/\[app\] Asleep after 1 s/);
+    const spare = await spareOf(server);
+    await delay(500); // had it loaded the site, it would have written by now
+    const before = await Deno.readTextFile(loads);
+    assert.ok(
+      !before.split("\n").includes(String(spare)),
+      `the spare ${spare} ran the site's script before its wake`,
+    );
+    // The wake hands it the scripts: a fresh load in the spare's process.
+    assert.equal(await page(server), `v1 pid ${spare} served 1`);
+    assert.equal(awake().length, 2);
+    assert.match(awake()[1]!, new RegExp(`sandbox pid ${spare}\\b`));
+    const after = (await Deno.readTextFile(loads)).split("\n");
+    assert.equal(after.filter((l) => l === String(spare)).length, 1);
+  } finally {
+    await server.stop();
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
+
 Deno.test("a spare is not used when its site's sandbox would now start otherwise", async () => {
   const sitesDir = await writeSites(SITES);
   const server = await startServer({ sitesDir });

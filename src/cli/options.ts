@@ -576,9 +576,9 @@ export const LISTEN_OPTIONS: readonly OptionDescriptor[] = [
     placeholder: "N",
     min: 0,
     max: 64,
-    help: "keep a spare sandbox for each of the N sites reloaded last, " +
-      "started with that site's permissions and none of its code: its next " +
-      "reload only loads the scripts; 0: none",
+    help: "keep a spare sandbox for each of the N sites reloaded or asleep " +
+      "last, started with that site's permissions and none of its code: " +
+      "its next reload or wake only loads the scripts; 0: none",
   },
   {
     name: "cluster",

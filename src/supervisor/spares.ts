@@ -1,8 +1,11 @@
 /**
- * Warm starts for sites being worked on. After a site reloads, a spare
+ * Warm starts for sites being worked on or visited now and then. After a
+ * site reloads, or falls asleep after its requests (`--idle-stop`), a spare
  * sandbox is started for its next generation: the process is up and its
  * workers have booted, but it has loaded none of the site's code. The next
- * reload (or a restart) hands it the scripts, and costs only their load.
+ * reload, restart or wake hands it the scripts, and costs only their load.
+ * At most `--warm-spares` are kept, for the sites that reloaded or slept
+ * last, so sleeping sites hold that many processes at most.
  *
  * Deno fixes a process's permissions when it starts, and a worker can only
  * get a subset of its process's. So a spare cannot be generic and become a
@@ -84,7 +87,7 @@ export class Spares {
     });
     while (this.#spares.size > this.size) {
       const oldest = this.#spares.keys().next().value!;
-      this.drop(oldest, "the spares went to sites reloaded since");
+      this.drop(oldest, "the spares went to sites reloaded or asleep since");
     }
   }
 

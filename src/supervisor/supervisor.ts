@@ -344,9 +344,11 @@ export class Supervisor implements Sites {
       this.#idleWatch = setInterval(() => {
         const now = performance.now();
         for (const runner of this.#runners.values()) {
+          if (runner.asleep) continue;
           runner.sleepIfIdle(now);
-          // Asleep, it holds no memory: no spare either.
-          if (runner.asleep) this.#spares.drop(runner.name);
+          // It was visited, then went quiet: its next visit starts warm, if
+          // it is among the last few to sleep or reload (--warm-spares).
+          if (runner.asleep) this.#keepSpareSoon(runner.name, runner);
         }
       }, IDLE_CHECK_MS);
     }
@@ -897,9 +899,9 @@ export class Supervisor implements Sites {
 
   /**
    * Starts a spare for `runner`'s site as it is now (see ./spares.ts), a
-   * moment after its reload, unless it reloaded again meanwhile or other
-   * sandboxes are loading: in a storm of reloads (many sites saved at once)
-   * spares would only add starts.
+   * moment after its reload or after it fell asleep, unless it reloaded or
+   * woke meanwhile or other sandboxes are loading: in a storm of reloads
+   * (many sites saved at once) spares would only add starts.
    */
   #keepSpareSoon(name: string, runner: SiteRunner): void {
     if (this.#spares.size === 0) return;
