@@ -919,9 +919,9 @@ async function reloadLatency(
 /**
  * A request to a site asleep (`--idle-stop=1`) until it is answered: its
  * sandbox started and its script loaded first. Each round waits for the
- * site to fall asleep again. `warm`: it waits 1.5 s more, for the spare
- * started as the site fell asleep, whose wake only loads the script; else
- * `--warm-spares=0`, and every wake starts a process.
+ * site to fall asleep again. `warm`: it waits 4.5 s more, for the spare
+ * started 3 s after the site fell asleep, whose wake only loads the
+ * script; else `--warm-spares=0`, and every wake starts a process.
  */
 async function wakeLatency(rounds: number, warm: boolean): Promise<Measure> {
   const sitesDir = await writeSites({
@@ -942,7 +942,7 @@ async function wakeLatency(rounds: number, warm: boolean): Promise<Measure> {
   try {
     for (let i = 1; i <= rounds; i++) {
       while (asleep() < i) await delay(20);
-      if (warm) await delay(1500);
+      if (warm) await delay(4500);
       const started = performance.now();
       const res = await fetch(`${server.origin}/`);
       if (await res.text() !== "hello") throw new Error("wake: wrong answer");
