@@ -43,7 +43,6 @@ export class StateFile {
   #everyMs: number;
   #sites = new Map<string, RunningSite>();
   #timer: ReturnType<typeof setInterval> | null = null;
-  #written = "";
   #writing: Promise<void> = Promise.resolve();
 
   /**
@@ -68,10 +67,18 @@ export class StateFile {
   #tick(): void {
     const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
     const next = new Map<string, RunningSite>();
+    let changed = this.#timer === null; // the first tick writes
+
     for (const [name, state] of this.#read()) {
       const was = this.#sites.get(name);
-      next.set(name, was?.state === state ? was : { state, since: now });
+      if (was?.state === state) next.set(name, was);
+      else {
+        next.set(name, { state, since: now });
+        changed = true;
+      }
     }
+    // Idle, with many sites: nothing is written, nor even serialized.
+    if (!changed && next.size === this.#sites.size) return;
     this.#sites = next;
     const text = JSON.stringify(
       {
@@ -81,8 +88,6 @@ export class StateFile {
       null,
       1,
     );
-    if (text === this.#written) return;
-    this.#written = text;
     this.#writing = this.#writing.then(() => this.#write(text));
   }
 
