@@ -142,6 +142,17 @@ Deno.test("a spare runs no site code until its site's next reload, which it serv
       `the spare ${spare} ran the site's script: ${loaded}\n${server.logs()}`,
     );
     assert.equal(loaded.at(-1), second, server.logs());
+    // The operator sees it on /stats.
+    const stats = await (await fetch(`${server.origin}/stats?format=json`))
+      .json() as { spares: { site: string; pid: number }[] };
+    assert.deepEqual(
+      stats.spares.map((s) => ({ site: s.site, pid: s.pid })),
+      [{ site: "app", pid: spare }],
+    );
+    assert.match(
+      await (await fetch(`${server.origin}/stats`)).text(),
+      new RegExp(`Spare sandboxes .*: app \\(pid ${spare}\\b`),
+    );
 
     // The next reload is served by the spare, with nothing of the previous
     // generation's state.

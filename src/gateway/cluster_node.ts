@@ -124,6 +124,7 @@ export class NodeStatus {
     return statsAnswer(ctx, query, {
       snapshot: sites.snapshot,
       notLoaded: sites.notLoaded,
+      spares: sites.spares,
       latency: this.#from.latency,
       websockets: this.#from.websockets,
       version: VERSION,

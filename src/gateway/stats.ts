@@ -138,6 +138,8 @@ export interface Stats {
   /** The cluster, or null for a node on its own. */
   cluster: ClusterStats | null;
   sites: SiteStats[];
+  /** Spare sandboxes waiting for their site's next start (--warm-spares). */
+  spares: { site: string; pid: number; memoryMiB: number | null }[];
 }
 
 function clusterSection(cluster: ClusterStats | null): string {
@@ -211,6 +213,15 @@ ${clusterSection(stats.cluster)}
 <tr><th>site</th><th>state</th><th>requests</th><th>4xx</th><th>5xx</th><th>p50</th><th>p99</th><th>latest</th><th>restarts</th><th>reloads</th><th>memory</th><th>disk</th><th>websockets</th><th>last problem</th></tr>
 ${rows.join("\n")}
 </table>
+<p>Spare sandboxes (<code>--warm-spares</code>): ${
+    stats.spares.length === 0
+      ? "none"
+      : stats.spares.map((s) =>
+        `${escapeHtml(s.site)} (pid ${s.pid}${
+          s.memoryMiB === null ? "" : `, ${s.memoryMiB} MiB`
+        })`
+      ).join(", ")
+  }</p>
 </body></html>
 `;
 }
@@ -230,6 +241,8 @@ export interface StatsSources {
   limits: string;
   /** The cluster, or null for a node on its own. */
   cluster: ClusterStats | null;
+  /** The spare sandboxes kept. */
+  spares: readonly { site: string; pid: number; memoryBytes: number | null }[];
 }
 
 function stateOf(runner: { ready: boolean; asleep: boolean }): SiteState {
@@ -263,11 +276,9 @@ export function collectStats(from: StatsSources): Stats {
       ...from.latency.statuses(runner.name),
       p50Ms: latency?.p50 ?? null,
       p99Ms: latency?.p99 ?? null,
-      memoryMiB: rss === null ? null : Math.round(rss / 1024 / 102.4) / 10,
+      memoryMiB: rss === null ? null : mebibytes(rss),
       memoryLimitMiB: runner.def.manifest.memory,
-      diskMiB: runner.disk.bytes === null
-        ? null
-        : Math.round(runner.disk.bytes / 1024 / 102.4) / 10,
+      diskMiB: runner.disk.bytes === null ? null : mebibytes(runner.disk.bytes),
       diskQuotaMiB: runner.def.manifest.disk,
       overDiskQuota: runner.disk.revoked,
       websockets: from.websockets(runner.name),
@@ -304,7 +315,17 @@ export function collectStats(from: StatsSources): Stats {
     limits: from.limits,
     cluster: from.cluster,
     sites,
+    spares: from.spares.map((s) => ({
+      site: s.site,
+      pid: s.pid,
+      memoryMiB: s.memoryBytes === null ? null : mebibytes(s.memoryBytes),
+    })),
   };
+}
+
+/** Bytes in MiB, to one decimal. */
+function mebibytes(bytes: number): number {
+  return Math.round(bytes / 1024 / 102.4) / 10;
 }
 
 /** The /stats answer: JSON for `?format=json` or an `Accept` asking for it, else HTML. */

@@ -91,6 +91,11 @@ export class Spares {
     }
   }
 
+  /** The spares kept, oldest first. */
+  list(): { site: string; sandbox: SandboxProcess }[] {
+    return [...this.#spares].map(([site, s]) => ({ site, sandbox: s.sandbox }));
+  }
+
   /** Stops the spare of `site`, if any. */
   drop(site: string, why?: string): void {
     const spare = this.#spares.get(site);

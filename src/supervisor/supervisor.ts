@@ -302,6 +302,15 @@ export class Supervisor implements Sites {
     return this.#notLoaded;
   }
 
+  /** The spare sandboxes kept (see ./spares.ts), for /stats. */
+  get spares(): { site: string; pid: number; memoryBytes: number | null }[] {
+    return this.#spares.list().map(({ site, sandbox }) => ({
+      site,
+      pid: sandbox.pid,
+      memoryBytes: sandbox.memoryBytes(),
+    }));
+  }
+
   /** Names of the sites loaded and serving (or restarting). */
   get siteNames(): string[] {
     return [...this.#runners.keys()];
