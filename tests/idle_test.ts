@@ -127,14 +127,17 @@ Deno.test("--idle-stop: a site sleeps, and wakes for its requests with its sessi
         // The operator sees it in `cli sites` too (the server writes its
         // sites' states within a second of a change).
         const running =
-          /^app {2}.*\n {2}running: +asleep since \S+ \(server pid \d+\)$/m;
+          /^app {2}.*\n(?: {2}.*\n)*? {2}running: +asleep since \S+ \(server pid \d+\)$/m;
         let listed = "";
         for (let i = 0; i < 20 && !running.test(listed); i++) {
           if (i > 0) await delay(250);
           listed = await cliSites(sitesDir, dataDir);
         }
         assert.match(listed, running);
-        assert.match(listed, /^tasky {2}.*\n {2}running: +serving since /m);
+        assert.match(
+          listed,
+          /^tasky {2}.*\n(?: {2}.*\n)*? {2}running: +serving since /m,
+        );
       },
     );
 

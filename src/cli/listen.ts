@@ -20,6 +20,7 @@ import {
 import { defaultListenOptions, type ListenOptions } from "./options.ts";
 import { Containment } from "../supervisor/containment.ts";
 import { StateFile } from "../supervisor/site_states.ts";
+import { requestHost } from "../gateway/request_target.ts";
 import { siteStates } from "../gateway/stats.ts";
 import type { Cluster } from "../cluster/cluster.ts";
 import {
@@ -381,7 +382,8 @@ export async function listen(options: ListenOptions): Promise<number> {
     ),
   );
   // Bind first: a port in use fails at once, before any site is started.
-  // Requests that arrive while the sites load wait for them.
+  // Requests that arrive while the sites load wait for them: for the one
+  // site that owns their host if there is one, else for all (FirstStart).
   const loaded = Promise.withResolvers<void>();
   let server: Serving;
   try {
@@ -389,7 +391,10 @@ export async function listen(options: ListenOptions): Promise<number> {
       options,
       tls,
       async (request, info) => {
-        await loaded.promise;
+        const host = requestHost(request);
+        await (typeof host === "string"
+          ? Promise.race([loaded.promise, gateway.sites.readyFor(host)])
+          : loaded.promise);
         return gateway.handle(request, info);
       },
       () => gateway.openSockets(),
@@ -426,6 +431,7 @@ export async function listen(options: ListenOptions): Promise<number> {
   // What `cli sites` shows of this server: which sites sleep.
   const states = new StateFile(
     options.dataDir,
+    options.sitesDir,
     () => siteStates(gateway.sites),
   );
   states.start();

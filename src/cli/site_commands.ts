@@ -50,16 +50,12 @@ export function formatSites(
       })`,
     ];
     if (!s.loaded) {
-      lines.push(
-        `${s.name}  ${where}`,
-        `  NOT LOADED: ${s.problem}`,
-        ...nowLine,
-      );
+      lines.push(`${s.name}  ${where}`, `  NOT LOADED: ${s.problem}`);
       if (s.granted !== null) lines.push(grantedLine(s));
-      lines.push(...notRunLines(s), "");
+      lines.push(...notRunLines(s), ...nowLine, "");
       continue;
     }
-    lines.push(`${s.name}  ${where}`, ...nowLine);
+    lines.push(`${s.name}  ${where}`);
     lines.push(
       `  hosts:       ${s.hosts.length === 0 ? "none" : s.hosts.join(", ")}`,
     );
@@ -104,7 +100,7 @@ export function formatSites(
     );
     if (s.kv !== null) lines.push(`  kv:          ${s.kv} (Deno KV)`);
     if (s.granted !== null) lines.push(grantedLine(s));
-    lines.push(...notRunLines(s), "");
+    lines.push(...notRunLines(s), ...nowLine, "");
   }
   // Every field but the labels came from a site: escape what a terminal acts on.
   return lines.map(escapeControl).join("\n").trimEnd();
@@ -162,7 +158,7 @@ export async function sitesCommand(
     await gateway.stop(1000);
   }
   // Read after loading: a server started meanwhile is shown as it is now.
-  const running = await readStates(options.dataDir);
+  const running = await readStates(options.dataDir, options.sitesDir);
   print(
     json
       ? safeJson({

@@ -2,12 +2,13 @@
  * What a running server tells `cli sites`: each site's state and since
  * when, in `sites-state.json` in `--data-dir`. The server rewrites the file
  * (write, then rename) within a second of a change and removes it when it
- * stops; `cli sites` believes it only while the process that wrote it runs.
+ * stops; `cli sites` believes it only while the process that wrote it runs,
+ * and only for the same sites folder.
  *
  * @module
  */
 
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
 /** A site as the running server has it (the same words as /stats). */
 export type SiteState = "serving" | "asleep" | "restarting" | "not loaded";
@@ -23,6 +24,8 @@ export interface RunningSite {
 export interface RunningStates {
   /** The server's process id. */
   pid: number;
+  /** Its `--sites-dir`, resolved (see {@linkcode resolvedDir}). */
+  sitesDir: string;
   sites: Record<string, RunningSite>;
 }
 
@@ -36,9 +39,19 @@ const STATES: ReadonlySet<string> = new Set<SiteState>([
   "not loaded",
 ]);
 
+/** `dir` as a real absolute path, or resolved only if it cannot be read. */
+export function resolvedDir(dir: string): string {
+  try {
+    return Deno.realPathSync(dir);
+  } catch {
+    return resolve(dir);
+  }
+}
+
 /** Keeps `sites-state.json` up to date while the server runs. */
 export class StateFile {
   #file: string;
+  #sitesDir: string;
   #read: () => ReadonlyMap<string, SiteState>;
   #everyMs: number;
   #sites = new Map<string, RunningSite>();
@@ -50,10 +63,12 @@ export class StateFile {
    */
   constructor(
     dataDir: string,
+    sitesDir: string,
     read: () => ReadonlyMap<string, SiteState>,
     everyMs = 1000,
   ) {
     this.#file = join(dataDir, STATE_FILE);
+    this.#sitesDir = resolvedDir(sitesDir);
     this.#read = read;
     this.#everyMs = everyMs;
   }
@@ -83,6 +98,7 @@ export class StateFile {
     const text = JSON.stringify(
       {
         pid: Deno.pid,
+        sitesDir: this.#sitesDir,
         sites: Object.fromEntries(next),
       } satisfies RunningStates,
       null,
@@ -107,7 +123,11 @@ export class StateFile {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     await this.#writing;
-    const states = await readStates(join(this.#file, ".."), () => true);
+    const states = await readStates(
+      join(this.#file, ".."),
+      this.#sitesDir,
+      () => true,
+    );
     if (states?.pid === Deno.pid) {
       await Deno.remove(this.#file).catch(() => {});
     }
@@ -130,11 +150,13 @@ function running(pid: number): boolean {
 }
 
 /**
- * What the server running on `dataDir` wrote, or null when none runs there
- * (no file, an unreadable one, or its process has ended).
+ * What the server running on `dataDir` and `sitesDir` wrote, or null when
+ * none runs there (no file, an unreadable one, its process has ended, or it
+ * serves another sites folder).
  */
 export async function readStates(
   dataDir: string,
+  sitesDir: string,
   isRunning: (pid: number) => boolean = running,
 ): Promise<RunningStates | null> {
   let data: unknown;
@@ -144,10 +166,15 @@ export async function readStates(
     return null;
   }
   if (typeof data !== "object" || data === null) return null;
-  const { pid, sites } = data as { pid?: unknown; sites?: unknown };
+  const { pid, sites, sitesDir: served } = data as {
+    pid?: unknown;
+    sites?: unknown;
+    sitesDir?: unknown;
+  };
   if (!Number.isSafeInteger(pid) || typeof sites !== "object" || !sites) {
     return null;
   }
+  if (served !== resolvedDir(sitesDir)) return null;
   if (!isRunning(pid as number)) return null;
   const out: Record<string, RunningSite> = {};
   for (const [name, value] of Object.entries(sites)) {
@@ -162,5 +189,5 @@ export async function readStates(
       };
     }
   }
-  return { pid: pid as number, sites: out };
+  return { pid: pid as number, sitesDir: served, sites: out };
 }

@@ -18,7 +18,7 @@
 export class Slots {
   readonly size: number;
   #running = 0;
-  #queue: (() => void)[] = [];
+  #queue: { go: () => void; key: string | null }[] = [];
 
   constructor(size: number) {
     this.size = size;
@@ -27,19 +27,23 @@ export class Slots {
   /**
    * Runs `task` once a slot is free. With `holdMs`, a task that takes
    * longer gives its slot up then and goes on outside it: a few slow tasks
-   * do not hold all the others back.
+   * do not hold all the others back. `key` names the task for `hurry`.
    */
-  async run<T>(task: () => Promise<T>, holdMs = Infinity): Promise<T> {
+  async run<T>(
+    task: () => Promise<T>,
+    holdMs = Infinity,
+    key: string | null = null,
+  ): Promise<T> {
     // A slot freed goes straight to the next waiting, never to a newcomer.
     if (this.#running >= this.size) {
-      await new Promise<void>((resolve) => this.#queue.push(resolve));
+      await new Promise<void>((go) => this.#queue.push({ go, key }));
     } else this.#running++;
     let freed = false;
     const free = () => {
       if (freed) return;
       freed = true;
       const next = this.#queue.shift();
-      if (next !== undefined) next();
+      if (next !== undefined) next.go();
       else this.#running--;
     };
     const timer = holdMs === Infinity ? null : setTimeout(free, holdMs);
@@ -49,5 +53,16 @@ export class Slots {
       if (timer !== null) clearTimeout(timer);
       free();
     }
+  }
+
+  /**
+   * Moves the waiting task named `key` to the front of the queue (someone
+   * waits for it); it still waits for a slot. False if none waits.
+   */
+  hurry(key: string): boolean {
+    const at = this.#queue.findIndex((q) => q.key === key);
+    if (at === -1) return false;
+    this.#queue.unshift(...this.#queue.splice(at, 1));
+    return true;
   }
 }

@@ -47,3 +47,32 @@ Deno.test("Slots: a task over holdMs gives its slot up and goes on", async () =>
   );
   assert.equal(most, 1);
 });
+
+Deno.test("Slots: hurry moves a waiting task to the front; it still waits for a slot", async () => {
+  const slots = new Slots(1);
+  let release!: () => void;
+  const order: string[] = [];
+  const first = slots.run(
+    () => new Promise<void>((resolve) => release = resolve),
+    Infinity,
+    "first",
+  );
+  const queued = ["a", "b", "c"].map((key) =>
+    slots.run(
+      () => {
+        order.push(key);
+        return Promise.resolve();
+      },
+      Infinity,
+      key,
+    )
+  );
+  assert.equal(slots.hurry("c"), true);
+  assert.equal(slots.hurry("first"), false, "running, not waiting");
+  assert.equal(slots.hurry("nobody"), false);
+  await later(10);
+  assert.deepEqual(order, [], "ran before the slot was free");
+  release();
+  await Promise.all([first, ...queued]);
+  assert.deepEqual(order, ["c", "a", "b"]);
+});

@@ -49,6 +49,7 @@ import { describeSites, type SiteDescription } from "./describe.ts";
 import { Coalescer } from "./coalesce.ts";
 import { Slots } from "./slots.ts";
 import { SpareAsks, Spares } from "./spares.ts";
+import { FirstStart } from "./first_start.ts";
 import {
   forgetRoutes,
   keepRoutes,
@@ -284,6 +285,23 @@ export class Supervisor implements Sites {
   #spares: Spares;
   /** Sandboxes started for a site and not loaded yet. */
   #loadsRunning = 0;
+  /** Which requests may be answered before every site has started. */
+  #firstStart = new FirstStart(
+    (site) => this.#starts.hurry(site),
+    (site) => this.#runners.has(site),
+    () => this.#publish(),
+  );
+
+  /**
+   * Settles when a request for `host` (its Host, as the gateway reads it)
+   * can be routed: at once after the first start; during it, as soon as the
+   * one site that owns the name has started (moved to the front of the
+   * start queue), when no other site may claim it; else when all have.
+   */
+  readyFor(host: string): Promise<void> {
+    return this.#firstStart.readyFor(host);
+  }
+
   /** Spares waiting to start: only the latest few do. */
   #spareAsks = new SpareAsks();
   /** Aborted at stop: no install outlives the server. */
@@ -345,9 +363,15 @@ export class Supervisor implements Sites {
     this.#folderNames = new Set(names);
     defs.push(...sites);
     for (const e of errors) problems.push({ site: e.site, message: e.message });
-    const results = await Promise.all(defs.map((def) => this.#startSite(def)));
+    this.#firstStart.begin(defs);
+    const results = await Promise.all(
+      defs.map((def) =>
+        this.#startSite(def).finally(() => this.#firstStart.started(def.name))
+      ),
+    );
     for (const problem of results) if (problem !== null) problems.push(problem);
     this.#publish();
+    this.#firstStart.end();
     for (const p of problems) {
       log.error(p.site, `Site not loaded: ${p.message}`);
       this.#notLoaded.set(p.site, p.message);
@@ -423,6 +447,7 @@ export class Supervisor implements Sites {
       const { sandbox, routes } = await this.#starts.run(
         () => runner.load(),
         START_SLOT_MS,
+        def.name,
       );
       const problem = checkRoutes(def, routes, files, this.#compiled);
       if (problem !== null) {

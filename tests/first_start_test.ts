@@ -1,0 +1,113 @@
+/**
+ * The first start (issue 20, point 3): the server listens before its sites
+ * have started. A request for a host that one site owns waits only for that
+ * site (moved to the front of the start queue) and the root site; one for a
+ * host nobody owns waits for every site, as every site on "*" may answer it.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { cliCommand, delay, rawHttp, writeSites } from "./helpers/server.ts";
+
+/** A site whose load waits until the test creates `go` in its folder. */
+function held(name: string): Record<string, string> {
+  return {
+    "site.json": JSON.stringify({ hosts: [`${name}.test`, "*"] }),
+    [`autorun/ar_${name}.ts`]: `
+import { hosts } from "sandflare";
+while (true) {
+  try {
+    Deno.statSync("go");
+    break;
+  } catch {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+hosts.get("${name}.test").add("/", () => "${name}");
+hosts.any.add("/any-${name}", () => "any ${name}");
+`,
+  };
+}
+
+Deno.test("first start: a request for an owned host is answered once its site has started, before the others", async () => {
+  const held_ = Array.from({ length: 10 }, (_, i) => `held${i}`);
+  const sitesDir = await writeSites({
+    ...Object.fromEntries(held_.map((name) => [name, held(name)])),
+    zfast: {
+      "site.json": JSON.stringify({ hosts: ["zfast.test"] }),
+      "autorun/ar_zfast.ts": `
+import { hosts } from "sandflare";
+hosts.get("zfast.test").add("/", () => "fast");
+`,
+    },
+  });
+  const child = cliCommand(
+    [
+      "listen",
+      "--port=0",
+      "--host=127.0.0.1",
+      `--sites-dir=${sitesDir}`,
+      `--data-dir=${join(sitesDir, ".data")}`,
+      "--grant-requests",
+      "--no-reload",
+    ],
+    {},
+    "null",
+  ).spawn();
+  const lines: string[] = [];
+  const reading = (async () => {
+    const stream = child.stderr.pipeThrough(new TextDecoderStream());
+    let rest = "";
+    for await (const text of stream) {
+      const parts = (rest + text).split("\n");
+      rest = parts.pop()!;
+      lines.push(...parts);
+    }
+  })();
+  const ready = () => lines.some((l) => / Ready: /.test(l));
+  try {
+    let port = 0;
+    for (let i = 0; i < 600 && port === 0; i++) {
+      const line = lines.find((l) => / Listening on http:\/\//.test(l));
+      if (line !== undefined) port = Number(/:(\d+)$/.exec(line)![1]);
+      else await delay(50);
+    }
+    assert.ok(port !== 0, `not listening:\n${lines.join("\n")}`);
+    const get = (host: string, path = "/") =>
+      rawHttp(
+        port,
+        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+        { timeoutMs: 60_000 },
+      );
+    // Asked before any site has started: nobody's host, then an owned one.
+    const unowned = get("nobody.test", "/any-held0");
+    let unownedDone = false;
+    void unowned.then(() => unownedDone = true, () => unownedDone = true);
+    const fast = await get("zfast.test");
+    assert.equal(fast.status, 200, fast.body);
+    assert.equal(fast.body, "fast");
+    // The held sites cannot have started: they wait for their "go".
+    assert.ok(!ready(), "answered only once every site had started");
+    assert.match(lines.join("\n"), /\[zfast\] Loaded 1 script/);
+    await delay(300);
+    assert.ok(!unownedDone, "a host nobody owns was answered before all");
+
+    for (const name of held_) {
+      await Deno.writeTextFile(join(sitesDir, name, "go"), "");
+    }
+    const any = await unowned;
+    assert.ok(ready(), "the host nobody owns was answered before Ready");
+    assert.equal(any.status, 200, any.body);
+    assert.equal(any.body, "any held0");
+    assert.equal((await get("held3.test")).body, "held3");
+  } finally {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // It has ended already: the assertion says why, with its log.
+    }
+    await child.status;
+    await reading;
+    await Deno.remove(sitesDir, { recursive: true });
+  }
+});
