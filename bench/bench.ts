@@ -21,8 +21,10 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import {
   childrenOf,
+  cliCommand,
   delay,
   PROJECT_DIR,
+  rawHttp,
   type SiteFiles,
   startServer,
   type TestServer,
@@ -1007,6 +1009,81 @@ function manySites(count: number): SiteFiles {
 }
 
 /**
+ * A first start with `count` sites and a new data folder (`--idle-stop`):
+ * a request for the last site, sent as soon as the server listens, is
+ * answered once that site has started (it goes to the front of the queue),
+ * long before every site has. Measured from spawn.
+ */
+async function firstRequestScenario(count: number): Promise<Measure> {
+  const sitesDir = await writeSites(manySites(count));
+  const dataDir = await Deno.makeTempDir();
+  const started = performance.now();
+  const child = cliCommand(
+    [
+      "listen",
+      "--port=0",
+      "--host=127.0.0.1",
+      `--sites-dir=${sitesDir}`,
+      `--data-dir=${dataDir}`,
+      "--grant-requests",
+      "--no-reload",
+      "--idle-stop=600",
+    ],
+    {},
+    "null",
+  ).spawn();
+  const lines: string[] = [];
+  const reading = (async () => {
+    let rest = "";
+    for await (
+      const text of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      const parts = (rest + text).split("\n");
+      rest = parts.pop()!;
+      lines.push(...parts);
+    }
+  })();
+  try {
+    let port = 0;
+    for (let i = 0; i < 6000 && port === 0; i++) {
+      const line = lines.find((l) => / Listening on http:\/\//.test(l));
+      if (line !== undefined) port = Number(/:(\d+)$/.exec(line)![1]);
+      else await delay(10);
+    }
+    if (port === 0) throw new Error(`not listening:\n${lines.join("\n")}`);
+    const last = count - 1;
+    const res = await rawHttp(
+      port,
+      `GET / HTTP/1.1\r\nHost: site${last}.test\r\nConnection: close\r\n\r\n`,
+      { timeoutMs: 600_000 },
+    );
+    const answeredMs = performance.now() - started;
+    if (res.body !== `site ${last}`) {
+      throw new Error(`wrong answer: ${res.status} ${res.body}`);
+    }
+    for (let i = 0; i < 12_000 && !lines.some((l) => / Ready: /.test(l)); i++) {
+      await delay(50);
+    }
+    const readyMs = performance.now() - started;
+    return {
+      scenario:
+        `--idle-stop: first start with ${count} sites, a request for the last`,
+      value: answeredMs,
+      unit: "ms",
+      detail: `spawn → answered, its Deno cache empty; every site started ${
+        (readyMs / 1000).toFixed(1)
+      } s after spawn`,
+    };
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await reading;
+    await Deno.remove(sitesDir, { recursive: true });
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
+/**
  * With `--idle-stop`: how soon a server with `count` sites is ready the
  * first time (every site loaded once, then asleep) and the next (their
  * pages kept: nothing starts), its memory then, and a first request.
@@ -1242,6 +1319,9 @@ if (import.meta.main) {
     for (const count of options.sleepingCounts) {
       measures.push(...await sleepingSitesScenario(count));
     }
+  }
+  if (only === null || "first".includes(only)) {
+    measures.push(await firstRequestScenario(options.sleepingCounts[0]!));
   }
   const machine =
     `${Deno.build.os}/${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`;

@@ -34,6 +34,8 @@ export class FirstStart {
   #begun = Promise.withResolvers<void>();
   #all = Promise.withResolvers<void>();
   #ended = false;
+  /** Sites a request waits for. */
+  #wanted = new Set<string>();
   /** Sites started since the last publish. */
   #unpublished = false;
 
@@ -81,6 +83,11 @@ export class FirstStart {
     this.#all.resolve();
   }
 
+  /** True when a request waits for `site`: it should not sleep at once. */
+  wanted(site: string): boolean {
+    return this.#wanted.has(site);
+  }
+
   /** See {@linkcode Supervisor.readyFor}. */
   async readyFor(hostHeader: string): Promise<void> {
     if (this.#ended) return;
@@ -96,6 +103,7 @@ export class FirstStart {
     ) {
       return await this.#all.promise;
     }
+    this.#wanted.add(owner.site);
     this.#hurry(owner.site);
     await Promise.all([
       root.promise,

@@ -45,6 +45,9 @@ Deno.test("FirstStart: an owned host waits for its owner and the root site, and 
   const ready = first.readyFor("Blog.Test:8080");
   assert.equal(await settled(ready), false);
   assert.deepEqual(hurried, ["blog"]);
+  // Started, it serves the request before it may sleep (--idle-stop).
+  assert.equal(first.wanted("blog"), true);
+  assert.equal(first.wanted("shop"), false);
   first.started("blog");
   assert.equal(await settled(ready), false, "before the root site");
   first.started("shop");

@@ -19,6 +19,8 @@ export class Slots {
   readonly size: number;
   #running = 0;
   #queue: { go: () => void; key: string | null }[] = [];
+  /** Keys hurried before their task came: it goes first when it does. */
+  #hurried = new Set<string>();
 
   constructor(size: number) {
     this.size = size;
@@ -35,8 +37,11 @@ export class Slots {
     key: string | null = null,
   ): Promise<T> {
     // A slot freed goes straight to the next waiting, never to a newcomer.
+    const first = key !== null && this.#hurried.delete(key);
     if (this.#running >= this.size) {
-      await new Promise<void>((go) => this.#queue.push({ go, key }));
+      await new Promise<void>((go) =>
+        first ? this.#queue.unshift({ go, key }) : this.#queue.push({ go, key })
+      );
     } else this.#running++;
     let freed = false;
     const free = () => {
@@ -57,11 +62,16 @@ export class Slots {
 
   /**
    * Moves the waiting task named `key` to the front of the queue (someone
-   * waits for it); it still waits for a slot. False if none waits.
+   * waits for it); it still waits for a slot. If none waits yet, the next
+   * task run with that key goes to the front. The caller bounds the keys.
+   * @returns whether a waiting task was moved
    */
   hurry(key: string): boolean {
     const at = this.#queue.findIndex((q) => q.key === key);
-    if (at === -1) return false;
+    if (at === -1) {
+      this.#hurried.add(key);
+      return false;
+    }
     this.#queue.unshift(...this.#queue.splice(at, 1));
     return true;
   }

@@ -68,11 +68,27 @@ Deno.test("Slots: hurry moves a waiting task to the front; it still waits for a 
     )
   );
   assert.equal(slots.hurry("c"), true);
-  assert.equal(slots.hurry("first"), false, "running, not waiting");
-  assert.equal(slots.hurry("nobody"), false);
+  // Hurried before it is asked to run: it goes first when it is.
+  assert.equal(slots.hurry("d"), false);
+  const d = slots.run(
+    () => {
+      order.push("d");
+      return Promise.resolve();
+    },
+    Infinity,
+    "d",
+  );
+  const e = slots.run(
+    () => {
+      order.push("e");
+      return Promise.resolve();
+    },
+    Infinity,
+    "e",
+  );
   await later(10);
   assert.deepEqual(order, [], "ran before the slot was free");
   release();
-  await Promise.all([first, ...queued]);
-  assert.deepEqual(order, ["c", "a", "b"]);
+  await Promise.all([first, ...queued, d, e]);
+  assert.deepEqual(order, ["d", "c", "a", "b", "e"]);
 });

@@ -467,8 +467,11 @@ export class Supervisor implements Sites {
       this.#runners.set(def.name, runner);
       log.info(def.name, describeLoad(def, routes, sandbox.pid));
       if (keep !== null) {
-        // Sleeps now, unless it has tasks: nobody has asked for it yet.
-        runner.sleepIfIdle(Infinity, true);
+        // Sleeps now, unless it has tasks or a request waits for it: nobody
+        // has asked for it yet.
+        if (!this.#firstStart.wanted(def.name)) {
+          runner.sleepIfIdle(Infinity, true);
+        }
         await keepRoutes(keep.dir, def.name, keep.key, routes).catch((err) =>
           log.warn(
             def.name,
