@@ -33,6 +33,17 @@ Deno.test("first start: a request for an owned host is answered once its site ha
   const held_ = Array.from({ length: 10 }, (_, i) => `held${i}`);
   const sitesDir = await writeSites({
     ...Object.fromEntries(held_.map((name) => [name, held(name)])),
+    // Its first pattern has no fallback; the wider one it registers pages on
+    // has, so every site's hosts.any pages may answer x.wide.test.
+    wide: {
+      "site.json": JSON.stringify({
+        hosts: ["x.wide.test", { host: "*.wide.test", fallback: true }],
+      }),
+      "autorun/ar_wide.ts": `
+import { hosts } from "sandflare";
+hosts.get("*.wide.test").add("/own", () => "wide");
+`,
+    },
     zfast: {
       "site.json": JSON.stringify({ hosts: ["zfast.test"] }),
       "autorun/ar_zfast.ts": `
@@ -81,16 +92,31 @@ hosts.get("zfast.test").add("/", () => "fast");
       );
     // Asked before any site has started: nobody's host, then an owned one.
     const unowned = get("nobody.test", "/any-held0");
+    const fallback = get("x.wide.test", "/any-held1");
     let unownedDone = false;
-    void unowned.then(() => unownedDone = true, () => unownedDone = true);
+    for (const waiting of [unowned, fallback]) {
+      void waiting.then(() => unownedDone = true, () => unownedDone = true);
+    }
     const fast = await get("zfast.test");
     assert.equal(fast.status, 200, fast.body);
     assert.equal(fast.body, "fast");
     // The held sites cannot have started: they wait for their "go".
     assert.ok(!ready(), "answered only once every site had started");
     assert.match(lines.join("\n"), /\[zfast\] Loaded 1 script/);
+    // Once wide has started too, x.wide.test still waits for the others.
+    for (
+      let i = 0;
+      i < 600 && !lines.some((l) => /\[wide\] Loaded /.test(l));
+      i++
+    ) {
+      await delay(50);
+    }
+    assert.ok(!ready());
     await delay(300);
-    assert.ok(!unownedDone, "a host nobody owns was answered before all");
+    assert.ok(
+      !unownedDone,
+      "a host nobody owns, or one that falls back, was answered before all",
+    );
 
     for (const name of held_) {
       await Deno.writeTextFile(join(sitesDir, name, "go"), "");
@@ -99,6 +125,7 @@ hosts.get("zfast.test").add("/", () => "fast");
     assert.ok(ready(), "the host nobody owns was answered before Ready");
     assert.equal(any.status, 200, any.body);
     assert.equal(any.body, "any held0");
+    assert.equal((await fallback).body, "any held1");
     assert.equal((await get("held3.test")).body, "held3");
   } finally {
     try {

@@ -97,9 +97,12 @@ export class FirstStart {
     const claims = this.#claims.filter((c) => c.matches(host));
     const owner = claims[0];
     const root = this.#started.get(ROOT_SITE);
+    // Any of the owner's patterns with fallback may be the one the router
+    // picks for this name (the one it registered pages on): then every
+    // site's hosts.any pages may answer it.
     if (
-      owner === undefined || owner.fallback || root === undefined ||
-      claims.some((c) => c.site !== owner.site)
+      owner === undefined || root === undefined ||
+      claims.some((c) => c.site !== owner.site || c.fallback)
     ) {
       return await this.#all.promise;
     }

@@ -36,6 +36,7 @@ function setup(failed: string[] = []) {
     def("shop", ["*.shop.test"]),
     def("mall", ["x.shop.test"]),
     def("open", ["open.test"], ["open.test"]),
+    def("wide", ["x.wide.test", "*.wide.test"], ["*.wide.test"]),
   ]);
   return { first, hurried, published: () => published };
 }
@@ -61,12 +62,17 @@ Deno.test("FirstStart: an owned host waits for its owner and the root site, and 
 
 Deno.test("FirstStart: a host nobody owns, two sites may claim, or whose owner falls back waits for all", async () => {
   const { first } = setup();
-  for (const site of ["root", "blog", "shop", "mall", "open"]) {
+  for (const site of ["root", "blog", "shop", "mall", "open", "wide"]) {
     first.started(site);
   }
-  const waiting = ["nobody.test", "x.shop.test", "open.test"].map((host) =>
-    first.readyFor(host)
-  );
+  // x.wide.test: its first pattern has no fallback, but the wider one the
+  // site may register pages on has (the review's case).
+  const waiting = [
+    "nobody.test",
+    "x.shop.test",
+    "open.test",
+    "x.wide.test",
+  ].map((host) => first.readyFor(host));
   for (const w of waiting) assert.equal(await settled(w), false);
   // One of two claims of *.shop.test, on a name only one has: not waiting.
   assert.equal(await settled(first.readyFor("y.shop.test")), true);

@@ -75,4 +75,9 @@ export class Slots {
     this.#queue.unshift(...this.#queue.splice(at, 1));
     return true;
   }
+
+  /** Forgets the keys hurried whose task never came. */
+  forgetHurried(): void {
+    this.#hurried.clear();
+  }
 }

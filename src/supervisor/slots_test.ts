@@ -92,3 +92,31 @@ Deno.test("Slots: hurry moves a waiting task to the front; it still waits for a 
   await Promise.all([first, ...queued, d, e]);
   assert.deepEqual(order, ["d", "c", "a", "b", "e"]);
 });
+
+Deno.test("Slots: forgetHurried drops a hurry whose task never came", async () => {
+  const slots = new Slots(1);
+  let release!: () => void;
+  const order: string[] = [];
+  const first = slots.run(() => new Promise<void>((r) => release = r));
+  slots.hurry("late");
+  slots.forgetHurried();
+  const a = slots.run(
+    () => {
+      order.push("a");
+      return Promise.resolve();
+    },
+    Infinity,
+    "a",
+  );
+  const late = slots.run(
+    () => {
+      order.push("late");
+      return Promise.resolve();
+    },
+    Infinity,
+    "late",
+  );
+  release();
+  await Promise.all([first, a, late]);
+  assert.deepEqual(order, ["a", "late"]);
+});

@@ -372,6 +372,7 @@ export class Supervisor implements Sites {
     for (const problem of results) if (problem !== null) problems.push(problem);
     this.#publish();
     this.#firstStart.end();
+    this.#starts.forgetHurried();
     for (const p of problems) {
       log.error(p.site, `Site not loaded: ${p.message}`);
       this.#notLoaded.set(p.site, p.message);
