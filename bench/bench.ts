@@ -21,11 +21,11 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import {
   childrenOf,
-  cliCommand,
   delay,
   PROJECT_DIR,
   rawHttp,
   type SiteFiles,
+  startListening,
   startServer,
   type TestServer,
   writeSites,
@@ -1018,42 +1018,17 @@ async function firstRequestScenario(count: number): Promise<Measure> {
   const sitesDir = await writeSites(manySites(count));
   const dataDir = await Deno.makeTempDir();
   const started = performance.now();
-  const child = cliCommand(
-    [
-      "listen",
-      "--port=0",
-      "--host=127.0.0.1",
-      `--sites-dir=${sitesDir}`,
-      `--data-dir=${dataDir}`,
-      "--grant-requests",
-      "--no-reload",
-      "--idle-stop=600",
-    ],
-    {},
-    "null",
-  ).spawn();
-  const lines: string[] = [];
-  const reading = (async () => {
-    let rest = "";
-    for await (
-      const text of child.stderr.pipeThrough(new TextDecoderStream())
-    ) {
-      const parts = (rest + text).split("\n");
-      rest = parts.pop()!;
-      lines.push(...parts);
-    }
-  })();
+  const server = await startListening([
+    `--sites-dir=${sitesDir}`,
+    `--data-dir=${dataDir}`,
+    "--grant-requests",
+    "--no-reload",
+    "--idle-stop=600",
+  ]);
   try {
-    let port = 0;
-    for (let i = 0; i < 6000 && port === 0; i++) {
-      const line = lines.find((l) => / Listening on http:\/\//.test(l));
-      if (line !== undefined) port = Number(/:(\d+)$/.exec(line)![1]);
-      else await delay(10);
-    }
-    if (port === 0) throw new Error(`not listening:\n${lines.join("\n")}`);
     const last = count - 1;
     const res = await rawHttp(
-      port,
+      server.port,
       `GET / HTTP/1.1\r\nHost: site${last}.test\r\nConnection: close\r\n\r\n`,
       { timeoutMs: 600_000 },
     );
@@ -1061,9 +1036,7 @@ async function firstRequestScenario(count: number): Promise<Measure> {
     if (res.body !== `site ${last}`) {
       throw new Error(`wrong answer: ${res.status} ${res.body}`);
     }
-    for (let i = 0; i < 12_000 && !lines.some((l) => / Ready: /.test(l)); i++) {
-      await delay(50);
-    }
+    for (let i = 0; i < 12_000 && !server.ready(); i++) await delay(50);
     const readyMs = performance.now() - started;
     return {
       scenario:
@@ -1075,9 +1048,7 @@ async function firstRequestScenario(count: number): Promise<Measure> {
       } s after spawn`,
     };
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
-    await reading;
+    await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
     await Deno.remove(dataDir, { recursive: true });
   }

@@ -7,7 +7,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cliCommand, delay, rawHttp, writeSites } from "./helpers/server.ts";
+import {
+  delay,
+  rawHttp,
+  startListening,
+  writeSites,
+} from "./helpers/server.ts";
 
 /** A site whose load waits until the test creates `go` in its folder. */
 function held(name: string): Record<string, string> {
@@ -52,38 +57,14 @@ hosts.get("zfast.test").add("/", () => "fast");
 `,
     },
   });
-  const child = cliCommand(
-    [
-      "listen",
-      "--port=0",
-      "--host=127.0.0.1",
-      `--sites-dir=${sitesDir}`,
-      `--data-dir=${join(sitesDir, ".data")}`,
-      "--grant-requests",
-      "--no-reload",
-    ],
-    {},
-    "null",
-  ).spawn();
-  const lines: string[] = [];
-  const reading = (async () => {
-    const stream = child.stderr.pipeThrough(new TextDecoderStream());
-    let rest = "";
-    for await (const text of stream) {
-      const parts = (rest + text).split("\n");
-      rest = parts.pop()!;
-      lines.push(...parts);
-    }
-  })();
-  const ready = () => lines.some((l) => / Ready: /.test(l));
+  const server = await startListening([
+    `--sites-dir=${sitesDir}`,
+    `--data-dir=${join(sitesDir, ".data")}`,
+    "--grant-requests",
+    "--no-reload",
+  ]);
+  const { port, lines, ready } = server;
   try {
-    let port = 0;
-    for (let i = 0; i < 600 && port === 0; i++) {
-      const line = lines.find((l) => / Listening on http:\/\//.test(l));
-      if (line !== undefined) port = Number(/:(\d+)$/.exec(line)![1]);
-      else await delay(50);
-    }
-    assert.ok(port !== 0, `not listening:\n${lines.join("\n")}`);
     const get = (host: string, path = "/") =>
       rawHttp(
         port,
@@ -128,13 +109,7 @@ hosts.get("zfast.test").add("/", () => "fast");
     assert.equal((await fallback).body, "any held1");
     assert.equal((await get("held3.test")).body, "held3");
   } finally {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // It has ended already: the assertion says why, with its log.
-    }
-    await child.status;
-    await reading;
+    await server.stop();
     await Deno.remove(sitesDir, { recursive: true });
   }
 });

@@ -195,6 +195,57 @@ export function cliCommand(
   });
 }
 
+/** A server that listens, whose sites may still be starting. */
+export interface ListeningServer {
+  port: number;
+  /** Its log lines so far (stderr). */
+  lines: string[];
+  /** True once it has said `Ready:` (every site has started). */
+  ready(): boolean;
+  /** SIGTERM, then waits for it to end. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `main.ts listen` on a free port of 127.0.0.1 with `args` and
+ * returns as soon as it listens, before its sites have started (the first
+ * start, issue 20). Its stdout (the access log) is discarded.
+ */
+export async function startListening(
+  args: string[],
+): Promise<ListeningServer> {
+  const child = cliCommand(
+    ["listen", "--port=0", "--host=127.0.0.1", ...args],
+    {},
+    "null",
+  ).spawn();
+  const lines: string[] = [];
+  const reading = collect(child.stderr, lines);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // It has ended already.
+    }
+    await child.status;
+    await reading;
+  };
+  for (let i = 0; i < 1200; i++) {
+    const line = lines.find((l) => / Listening on http:\/\//.test(l));
+    if (line !== undefined) {
+      return {
+        port: Number(/:(\d+)$/.exec(line)![1]),
+        lines,
+        ready: () => lines.some((l) => / Ready: /.test(l)),
+        stop,
+      };
+    }
+    await delay(25);
+  }
+  await stop();
+  throw new Error(`Server not listening in time:\n${lines.join("\n")}`);
+}
+
 /**
  * Starts `main.ts listen` on a free port of 127.0.0.1 and waits until it
  * says it is ready. The caller must `stop()` it.
