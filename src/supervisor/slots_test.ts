@@ -48,6 +48,18 @@ Deno.test("Slots: a task over holdMs gives its slot up and goes on", async () =>
   assert.equal(most, 1);
 });
 
+/** Runs a task named `key` that notes its turn in `order`. */
+function noted(slots: Slots, order: string[], key: string): Promise<void> {
+  return slots.run(
+    () => {
+      order.push(key);
+      return Promise.resolve();
+    },
+    Infinity,
+    key,
+  );
+}
+
 Deno.test("Slots: hurry moves a waiting task to the front; it still waits for a slot", async () => {
   const slots = new Slots(1);
   let release!: () => void;
@@ -57,35 +69,13 @@ Deno.test("Slots: hurry moves a waiting task to the front; it still waits for a 
     Infinity,
     "first",
   );
-  const queued = ["a", "b", "c"].map((key) =>
-    slots.run(
-      () => {
-        order.push(key);
-        return Promise.resolve();
-      },
-      Infinity,
-      key,
-    )
-  );
+  const queued = ["a", "b", "c"].map((key) => noted(slots, order, key));
   assert.equal(slots.hurry("c"), true);
+  assert.equal(slots.hurry("first"), false, "running, not waiting");
   // Hurried before it is asked to run: it goes first when it is.
   assert.equal(slots.hurry("d"), false);
-  const d = slots.run(
-    () => {
-      order.push("d");
-      return Promise.resolve();
-    },
-    Infinity,
-    "d",
-  );
-  const e = slots.run(
-    () => {
-      order.push("e");
-      return Promise.resolve();
-    },
-    Infinity,
-    "e",
-  );
+  const d = noted(slots, order, "d");
+  const e = noted(slots, order, "e");
   await later(10);
   assert.deepEqual(order, [], "ran before the slot was free");
   release();
@@ -100,22 +90,8 @@ Deno.test("Slots: forgetHurried drops a hurry whose task never came", async () =
   const first = slots.run(() => new Promise<void>((r) => release = r));
   slots.hurry("late");
   slots.forgetHurried();
-  const a = slots.run(
-    () => {
-      order.push("a");
-      return Promise.resolve();
-    },
-    Infinity,
-    "a",
-  );
-  const late = slots.run(
-    () => {
-      order.push("late");
-      return Promise.resolve();
-    },
-    Infinity,
-    "late",
-  );
+  const a = noted(slots, order, "a");
+  const late = noted(slots, order, "late");
   release();
   await Promise.all([first, a, late]);
   assert.deepEqual(order, ["a", "late"]);
