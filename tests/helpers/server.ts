@@ -195,6 +195,15 @@ export function cliCommand(
   });
 }
 
+/** The port a server's log says it listens on, or 0 before it says so. */
+function listeningPort(lines: readonly string[]): number {
+  for (const line of lines) {
+    const listening = / Listening on https?:\/\/[^ ]+:(\d+)$/.exec(line);
+    if (listening !== null) return Number(listening[1]);
+  }
+  return 0;
+}
+
 /** A server that listens, whose sites may still be starting. */
 export interface ListeningServer {
   port: number;
@@ -231,10 +240,10 @@ export async function startListening(
     await reading;
   };
   for (let i = 0; i < 1200; i++) {
-    const line = lines.find((l) => / Listening on http:\/\//.test(l));
-    if (line !== undefined) {
+    const port = listeningPort(lines);
+    if (port !== 0) {
       return {
-        port: Number(/:(\d+)$/.exec(line)![1]),
+        port,
         lines,
         ready: () => lines.some((l) => / Ready: /.test(l)),
         stop,
@@ -274,12 +283,7 @@ export async function startServer(options: StartOptions): Promise<TestServer> {
   const deadline = Date.now() + (options.timeoutMs ?? 20_000);
   let port = 0;
   while (Date.now() < deadline) {
-    const listening = err.find((l) =>
-      / Listening on https?:\/\/[^ ]+:(\d+)/.test(l)
-    );
-    if (listening !== undefined && port === 0) {
-      port = Number(/:(\d+)$/.exec(listening)![1]);
-    }
+    if (port === 0) port = listeningPort(err);
     if (port !== 0 && err.some((l) => / Ready: /.test(l))) {
       return new TestServer(port, child, out, err, readers);
     }
