@@ -385,16 +385,20 @@ export async function listen(options: ListenOptions): Promise<number> {
   // Requests that arrive while the sites load wait for them: for the one
   // site that owns their host if there is one, else for all (FirstStart).
   const loaded = Promise.withResolvers<void>();
+  let started = false;
   let server: Serving;
   try {
     server = serve(
       options,
       tls,
       async (request, info) => {
-        const host = requestHost(request);
-        await (typeof host === "string"
-          ? Promise.race([loaded.promise, gateway.sites.readyFor(host)])
-          : loaded.promise);
+        // Once every site has started, requests go straight through.
+        if (!started) {
+          const host = requestHost(request);
+          await (typeof host === "string"
+            ? Promise.race([loaded.promise, gateway.sites.readyFor(host)])
+            : loaded.promise);
+        }
         return gateway.handle(request, info);
       },
       () => gateway.openSockets(),
@@ -428,6 +432,7 @@ export async function listen(options: ListenOptions): Promise<number> {
     return 2;
   }
   loaded.resolve();
+  started = true;
   // What `cli sites` shows of this server: which sites sleep.
   const states = new StateFile(
     options.dataDir,
